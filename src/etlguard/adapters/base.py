@@ -1,0 +1,273 @@
+"""The database boundary. All SQL text lives in this package; capabilities are class attributes.
+
+Generic algorithms (snapshot, restore, retention, the run state machine) are written once above
+these classes and call only the methods declared here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..errors import EtlguardError, IdentifierError
+from ..tables import TableRef
+from ..target import Target
+
+
+@dataclass(frozen=True)
+class Checksum:
+    rows: int
+    digest: str  # decimal text: an order-independent sum of 64-bit row hashes
+
+    def __str__(self) -> str:
+        return f"{self.rows} rows/{self.digest}"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    generated: bool = False
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One table copy: `source` into a new table `dest` with the same structure."""
+
+    source: TableRef
+    dest: TableRef
+    auto_increment: int | None = None  # force this counter on dest (restores of MySQL tables)
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    source: Checksum
+    dest: Checksum
+    structure: str  # the source's DDL (normalised), kept in the catalog
+    auto_increment: int | None
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Swap:
+    """Put `staging` in place of `live`; `live` (if it exists) becomes `displaced`."""
+
+    live: TableRef
+    staging: TableRef
+    displaced: TableRef | None
+    structure: str = ""  # the snapshot's DDL, for adapters that rebuild indexes at the swap
+
+
+Progress = Callable[[TableRef, int], None]
+
+
+class DatabaseError(EtlguardError):
+    """A database error, translated at this boundary (the driver's exception is the cause)."""
+
+
+class Adapter:
+    """One connection to one target. Subclasses implement a database; see mysql.py, duckdb.py."""
+
+    name: ClassVar[str] = ""
+    transactional_ddl: ClassVar[bool] = False
+    atomic_multi_rename: ClassVar[bool] = False
+    max_identifier_length: ClassVar[int] = 64
+    identifier_quote: ClassVar[str] = '"'
+    paramstyle: ClassVar[str] = "?"
+    # Where the restore's staging copy is built: beside the live table (DuckDB renames only
+    # within a schema) or in the snapshot schema (MySQL's RENAME moves across schemas).
+    staging_beside_live: ClassVar[bool] = False
+
+    registry: ClassVar[dict[str, type[Adapter]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            Adapter.registry[cls.name] = cls
+
+    def __init__(self, target: Target, lock_wait_seconds: float = 60.0) -> None:
+        self.target = target
+        self.lock_wait_seconds = lock_wait_seconds
+
+    # -- connection -------------------------------------------------------------------------
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        raise NotImplementedError
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.execute("ROLLBACK")
+            raise
+        self.execute("COMMIT")
+
+    # -- identifiers ------------------------------------------------------------------------
+    def quote(self, name: str) -> str:
+        self.check_identifier(name)
+        q = self.identifier_quote
+        return q + name.replace(q, q + q) + q
+
+    def qualify(self, ref: TableRef) -> str:
+        return f"{self.quote(ref.schema)}.{self.quote(ref.name)}"
+
+    def check_identifier(self, name: str) -> None:
+        if not name:
+            raise IdentifierError("an empty name cannot be used as a table or schema name")
+        if len(name) > self.max_identifier_length:
+            raise IdentifierError(
+                f"name {name[:20]!r}... is {len(name)} characters; "
+                f"{self.name} allows at most {self.max_identifier_length}"
+            )
+        if "\x00" in name:
+            raise IdentifierError(f"name {name!r} contains a NUL character")
+
+    # -- discovery --------------------------------------------------------------------------
+    def schema_exists(self, schema: str) -> bool:
+        raise NotImplementedError
+
+    def list_tables(self, schema: str) -> list[str]:
+        raise NotImplementedError
+
+    def list_schemas(self) -> list[str]:
+        raise NotImplementedError
+
+    def table_exists(self, ref: TableRef) -> bool:
+        return ref.name in self.list_tables(ref.schema)
+
+    def columns(self, ref: TableRef) -> list[Column]:
+        raise NotImplementedError
+
+    def structure(self, ref: TableRef) -> str:
+        """The table's DDL with its own name taken out, so that two tables compare equal."""
+        raise NotImplementedError
+
+    def auto_increment(self, ref: TableRef) -> int | None:
+        """The table's next AUTO_INCREMENT value, where the database has such a counter."""
+        return None
+
+    def size_bytes(self, ref: TableRef) -> int:
+        raise NotImplementedError
+
+    def unsupported_reason(self, ref: TableRef) -> str | None:
+        """Why this table cannot be snapshotted exactly, or None."""
+        return None
+
+    def primary_key(self, ref: TableRef) -> list[str]:
+        raise NotImplementedError
+
+    # -- data -------------------------------------------------------------------------------
+    def ensure_schema(self, schema: str) -> None:
+        raise NotImplementedError
+
+    def copy_tables(self, copies: Sequence[Copy], progress: Progress | None = None) -> list[CopyResult]:
+        """Copy each source into a new table of identical structure, all at one consistency
+        point, and checksum source and copy at that same point."""
+        raise NotImplementedError
+
+    def checksum(self, ref: TableRef) -> Checksum:
+        raise NotImplementedError
+
+    def drop_table(self, ref: TableRef) -> None:
+        self.execute(f"DROP TABLE IF EXISTS {self.qualify(ref)}")
+
+    def swap(self, swaps: Sequence[Swap]) -> None:
+        """Atomically put every staging table in place of its live table."""
+        raise NotImplementedError
+
+    null_safe_equal: ClassVar[str] = "{a} IS NOT DISTINCT FROM {b}"
+
+    def row_diff(
+        self, left: TableRef, right: TableRef, key: Sequence[str], limit: int
+    ) -> list[tuple[str, tuple[Any, ...]]]:
+        """Up to `limit` rows present in one table and not the other, as ('-'|'+', row), in key
+        order. NOT EXISTS rather than EXCEPT: MySQL before 8.0.31 (and Aurora 3) lacks EXCEPT."""
+        cols = [self.quote(c.name) for c in self.columns(left) if not c.generated]
+        out: list[tuple[str, tuple[Any, ...]]] = []
+        for side, a, b in (("-", left, right), ("+", right, left)):
+            match = " AND ".join(self.null_safe_equal.format(a=f"x.{c}", b=f"y.{c}") for c in cols)
+            order = ", ".join(f"x.{self.quote(k)}" for k in key) or ", ".join(f"x.{c}" for c in cols)
+            sql = (
+                f"SELECT {', '.join(f'x.{c}' for c in cols)} FROM {self.qualify(a)} x WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {self.qualify(b)} y WHERE {match}) ORDER BY {order} LIMIT {int(limit)}"
+            )
+            out += [(side, tuple(row)) for row in self.query(sql)]
+        positions = [i for i, c in enumerate(self.columns(left)) if not c.generated]
+        key_index = [positions.index(i) for i, c in enumerate(self.columns(left)) if c.name in key]
+        out.sort(key=lambda r: (tuple(_sortable(r[1][i]) for i in key_index), r[0]))
+        return out[:limit]
+
+    # -- the target lock --------------------------------------------------------------------
+    def lock(self, name: str, holder: str) -> None:
+        """Take the target's lock without waiting, or raise LockHeld naming the holder. The
+        lock must die with this process (a server-side session lock, or a kernel file lock)."""
+        raise NotImplementedError
+
+    def unlock(self) -> None:
+        raise NotImplementedError
+
+    # -- catalog support: generic DML built from quoted names -------------------------------
+    column_types: ClassVar[dict[str, str]] = {}
+
+    def create_catalog_table(
+        self, table: TableRef, columns: Sequence[tuple[str, str]], key: str
+    ) -> None:
+        """CREATE TABLE IF NOT EXISTS with generic column kinds mapped by `column_types`."""
+        body = ", ".join(f"{self.quote(c)} {self.column_types[kind]}" for c, kind in columns)
+        self.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.qualify(table)} ({body}, "
+            f"PRIMARY KEY ({self.quote(key)}))"
+        )
+
+    def insert(self, table: TableRef, row: dict[str, Any]) -> None:
+        cols = ", ".join(self.quote(c) for c in row)
+        marks = ", ".join([self.paramstyle] * len(row))
+        self.execute(f"INSERT INTO {self.qualify(table)} ({cols}) VALUES ({marks})", list(row.values()))
+
+    def update(self, table: TableRef, values: dict[str, Any], where: dict[str, Any]) -> int:
+        sets = ", ".join(f"{self.quote(c)} = {self.paramstyle}" for c in values)
+        cond = " AND ".join(f"{self.quote(c)} = {self.paramstyle}" for c in where)
+        return self.execute(
+            f"UPDATE {self.qualify(table)} SET {sets} WHERE {cond}",
+            [*values.values(), *where.values()],
+        )
+
+    def select(
+        self, table: TableRef, columns: Sequence[str], where: dict[str, Any] | None = None,
+        order_by: str = "",
+    ) -> list[dict[str, Any]]:
+        cols = ", ".join(self.quote(c) for c in columns)
+        sql = f"SELECT {cols} FROM {self.qualify(table)}"
+        params: list[Any] = []
+        if where:
+            sql += " WHERE " + " AND ".join(f"{self.quote(c)} = {self.paramstyle}" for c in where)
+            params = list(where.values())
+        if order_by:
+            sql += f" ORDER BY {self.quote(order_by)}"
+        return [dict(zip(columns, row, strict=True)) for row in self.query(sql, params)]
+
+    def next_id(self, table: TableRef) -> int:
+        (value,) = self.query(f"SELECT COALESCE(MAX({self.quote('id')}), 0) + 1 FROM {self.qualify(table)}")[0]
+        return int(value)
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    return (1, 0) if value is None else (0, value)
+
+
+def adapter_for(target: Target, lock_wait_seconds: float = 60.0) -> Adapter:
+    from . import duckdb, mysql  # noqa: F401  (registers the adapters)
+
+    return Adapter.registry[target.dialect](target, lock_wait_seconds)
+

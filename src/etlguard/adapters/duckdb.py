@@ -1,0 +1,274 @@
+"""DuckDB, the embedded default.
+
+DuckDB has transactional DDL, so a snapshot of many tables is one transaction (one consistency
+point) and a restore of many tables is one transaction (all switch together). It renames only
+within a schema, so the restore's staging copy is built beside the live table. A database file
+is open read-write by one process at a time: the target lock is a kernel file lock beside the
+file, taken before the database is opened and held while an ETL child has the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import duckdb
+
+from ..errors import LockHeld, TargetError
+from ..tables import TableRef
+from .base import Adapter, Checksum, Column, Copy, CopyResult, DatabaseError, Progress, Swap
+
+_IDENT = r'(?:"(?:[^"]|"")*"|[^\s."(]+)'
+_TABLE_HEADER = re.compile(rf"^CREATE TABLE {_IDENT}\.{_IDENT}\(")
+_INDEX_TARGET = re.compile(rf" ON {_IDENT}\.{_IDENT}\(")
+_PLACEHOLDER = "⟨T⟩"
+_HELD_BY_PID = re.compile(r"PID (\d+)")
+
+
+class DuckDBAdapter(Adapter):
+    name = "duckdb"
+    transactional_ddl = True
+    atomic_multi_rename = True
+    max_identifier_length = 255
+    identifier_quote = '"'
+    paramstyle = "?"
+    staging_beside_live = True
+    column_types: ClassVar[dict[str, str]] = {
+        "id": "BIGINT NOT NULL",
+        "int": "BIGINT",
+        "name": "VARCHAR",
+        "key": "VARCHAR NOT NULL",
+        "text": "VARCHAR",
+        "time": "TIMESTAMP",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn: duckdb.DuckDBPyConnection | None = None
+        self._lock_file: int | None = None
+        self._in_transaction = False
+
+    @property
+    def path(self) -> str:
+        return self.target.database
+
+    @property
+    def lock_path(self) -> Path:
+        return Path(f"{self.path}.etlguard.lock")
+
+    # -- connection -------------------------------------------------------------------------
+    def connect(self) -> None:
+        if self.conn is not None:
+            return
+        try:
+            self.conn = duckdb.connect(self.path)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                pid = _HELD_BY_PID.search(text)
+                holder = self._recorded_holder() or (f"process {pid.group(1)}" if pid else "another process")
+                raise LockHeld(f"{holder} has {self.path} open") from exc
+            raise TargetError(f"cannot open {self.path}: {text.splitlines()[0]}") from exc
+        except duckdb.Error as exc:
+            raise TargetError(f"cannot open {self.path}: {str(exc).splitlines()[0]}") from exc
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            self.connect()
+            assert self.conn is not None
+            cur = self.conn.execute(sql, list(params))
+            if cur.description and cur.description[0][0] == "Count":
+                row = cur.fetchone()
+                return int(row[0]) if row else 0
+            return 0
+        except duckdb.Error as exc:
+            raise DatabaseError(f"duckdb error: {str(exc).splitlines()[0]}") from exc
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            self.connect()
+            assert self.conn is not None
+            return self.conn.execute(sql, list(params)).fetchall()
+        except duckdb.Error as exc:
+            raise DatabaseError(f"duckdb error: {str(exc).splitlines()[0]}") from exc
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._in_transaction:  # nested use joins the outer transaction
+            yield
+            return
+        self.execute("BEGIN TRANSACTION")
+        self._in_transaction = True
+        try:
+            yield
+        except BaseException:
+            self._in_transaction = False
+            with contextlib.suppress(DatabaseError):
+                self.execute("ROLLBACK")
+            raise
+        self._in_transaction = False
+        self.execute("COMMIT")
+
+    # -- discovery --------------------------------------------------------------------------
+    def schema_exists(self, schema: str) -> bool:
+        return schema in self.list_schemas()
+
+    def list_schemas(self) -> list[str]:
+        rows = self.query(
+            "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database()"
+        )
+        return [r[0] for r in rows]
+
+    def list_tables(self, schema: str) -> list[str]:
+        rows = self.query(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = ? AND NOT temporary ORDER BY table_name",
+            [schema],
+        )
+        return [r[0] for r in rows]
+
+    def columns(self, ref: TableRef) -> list[Column]:
+        rows = self.query(
+            "SELECT column_name, is_generated FROM information_schema.columns "
+            "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
+            "ORDER BY ordinal_position",
+            [ref.schema, ref.name],
+        )
+        return [Column(r[0], r[1] == "ALWAYS") for r in rows]
+
+    def primary_key(self, ref: TableRef) -> list[str]:
+        rows = self.query(
+            "SELECT constraint_column_names FROM duckdb_constraints() WHERE database_name = "
+            "current_database() AND schema_name = ? AND table_name = ? AND constraint_type = 'PRIMARY KEY'",
+            [ref.schema, ref.name],
+        )
+        return list(rows[0][0]) if rows else []
+
+    def structure(self, ref: TableRef) -> str:
+        (table_sql,) = self.query(
+            "SELECT sql FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ?",
+            [ref.schema, ref.name],
+        )[0]
+        indexes = self.query(
+            "SELECT sql FROM duckdb_indexes() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ? AND sql IS NOT NULL ORDER BY index_name",
+            [ref.schema, ref.name],
+        )
+        parts = [_TABLE_HEADER.sub(f"CREATE TABLE {_PLACEHOLDER}(", table_sql, count=1)]
+        parts += [_INDEX_TARGET.sub(f" ON {_PLACEHOLDER}(", r[0], count=1) for r in indexes]
+        return json.dumps(parts)
+
+    def unsupported_reason(self, ref: TableRef) -> str | None:
+        rows = self.query(
+            "SELECT count(*) FROM duckdb_constraints() WHERE database_name = current_database() "
+            "AND constraint_type = 'FOREIGN KEY' AND ((schema_name = ? AND table_name = ?) "
+            "OR (referenced_table = ?))",
+            [ref.schema, ref.name, ref.name],
+        )
+        if rows[0][0]:
+            return "it has foreign keys, which DuckDB will not let a restore drop and recreate"
+        return None
+
+    def size_bytes(self, ref: TableRef) -> int:
+        rows = self.query(
+            "SELECT estimated_size * column_count * 8 FROM duckdb_tables() WHERE "
+            "database_name = current_database() AND schema_name = ? AND table_name = ?",
+            [ref.schema, ref.name],
+        )
+        return int(rows[0][0] or 0) if rows else 0
+
+    # -- data -------------------------------------------------------------------------------
+    def ensure_schema(self, schema: str) -> None:
+        self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}")
+
+    def create_from_structure(self, ref: TableRef, structure: str, with_indexes: bool) -> None:
+        table_sql, *index_sql = json.loads(structure)
+        self.execute(table_sql.replace(_PLACEHOLDER, self.qualify(ref), 1))
+        for sql in index_sql if with_indexes else []:
+            self.execute(sql.replace(_PLACEHOLDER, self.qualify(ref), 1))
+
+    def copy_tables(self, copies: Sequence[Copy], progress: Progress | None = None) -> list[CopyResult]:
+        results = []
+        with self.transaction():  # one transaction: one consistency point for every table
+            for c in copies:
+                structure = self.structure(c.source)
+                self.create_from_structure(c.dest, structure, with_indexes=False)
+                rows = self._copy_rows(c.source, c.dest)
+                results.append(
+                    CopyResult(
+                        source=self.checksum(c.source),
+                        dest=self.checksum(c.dest),
+                        structure=structure,
+                        auto_increment=None,
+                        size_bytes=self.size_bytes(c.source),
+                    )
+                )
+                if progress:
+                    progress(c.source, rows)
+        return results
+
+    def _copy_rows(self, source: TableRef, dest: TableRef) -> int:
+        cols = ", ".join(self.quote(c.name) for c in self.columns(source) if not c.generated)
+        return self.execute(
+            f"INSERT INTO {self.qualify(dest)} ({cols}) SELECT {cols} FROM {self.qualify(source)}"
+        )
+
+    def checksum(self, ref: TableRef) -> Checksum:
+        cols = [self.quote(c.name) for c in self.columns(ref)]
+        values = ", ".join(f"CAST({c} AS VARCHAR)" for c in cols)
+        flags = ", ".join(f"CAST({c} IS NULL AS INTEGER)" for c in cols)
+        count, total = self.query(
+            f"SELECT count(*), COALESCE(sum(md5_number_lower(concat_ws('#', {values}, {flags}))), 0) "
+            f"FROM {self.qualify(ref)}"
+        )[0]
+        return Checksum(int(count), str(int(total)))
+
+    def swap(self, swaps: Sequence[Swap]) -> None:
+        with self.transaction():
+            for s in swaps:
+                if s.displaced is not None and self.table_exists(s.live):
+                    self.create_from_structure(s.displaced, self.structure(s.live), with_indexes=False)
+                    self._copy_rows(s.live, s.displaced)
+                    self.drop_table(s.live)
+                self.execute(
+                    f"ALTER TABLE {self.qualify(s.staging)} RENAME TO {self.quote(s.live.name)}"
+                )
+                for sql in json.loads(s.structure)[1:]:
+                    self.execute(sql.replace(_PLACEHOLDER, self.qualify(s.live), 1))
+
+    # -- the target lock --------------------------------------------------------------------
+    def lock(self, name: str, holder: str) -> None:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockHeld(self._recorded_holder() or "another process") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}: {holder}".encode())
+        self._lock_file = fd
+
+    def _recorded_holder(self) -> str:
+        try:
+            return self.lock_path.read_text(encoding="utf-8").strip()
+        except OSError:
+            return ""
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            os.ftruncate(self._lock_file, 0)
+            os.close(self._lock_file)  # closing the descriptor releases the flock
+            self._lock_file = None

@@ -1,0 +1,291 @@
+"""MySQL 8 / Aurora MySQL, and MariaDB as a subclass, over PyMySQL (pure Python: it runs in
+AWS Glue Python shell jobs).
+
+Snapshots are `CREATE TABLE ... LIKE` + `INSERT ... SELECT` (exact structure, unlike CTAS), copied
+under `LOCK TABLES ... READ` so every table of one call shares one consistency point. Restores
+are one multi-pair `RENAME TABLE`, which the server applies atomically: all pairs or none.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pymysql
+
+from ..errors import LockHeld, TargetError
+from ..tables import TableRef
+from .base import Adapter, Checksum, Column, Copy, CopyResult, DatabaseError, Progress, Swap
+
+_AUTO_INC = re.compile(r" AUTO_INCREMENT=(\d+)")
+_HEADER = re.compile(r"^CREATE TABLE `(?:[^`]|``)*` \(")
+# Server errors that mean "you cannot get in" rather than "that statement failed".
+_LOGIN_ERRORS = {1044: "has no access to", 1045: "refused the login for", 1049: "has no database for"}
+
+
+class MySQLAdapter(Adapter):
+    name = "mysql"
+    transactional_ddl = False
+    atomic_multi_rename = True
+    max_identifier_length = 64
+    identifier_quote = "`"
+    paramstyle = "%s"
+    staging_beside_live = False
+    null_safe_equal = "{a} <=> {b}"
+    column_types: ClassVar[dict[str, str]] = {
+        "id": "BIGINT NOT NULL",
+        "int": "BIGINT NULL",
+        "name": "VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL",
+        "key": "VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL",
+        "text": "LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL",
+        "time": "DATETIME(6) NULL",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn: pymysql.connections.Connection | None = None
+        self._lock_name: str | None = None
+
+    # -- connection -------------------------------------------------------------------------
+    def connect(self) -> None:
+        if self.conn is not None:
+            return
+        t = self.target
+        try:
+            self.conn = pymysql.connect(
+                host=t.host,
+                port=t.port or 3306,
+                user=t.user,
+                password=t.password,
+                charset="utf8mb4",
+                autocommit=True,
+                connect_timeout=int(t.option("connect_timeout", "10")),
+                read_timeout=_optional_int(t.option("read_timeout")),
+                write_timeout=_optional_int(t.option("write_timeout")),
+                ssl=_ssl(t.option("ssl_ca")),
+            )
+        except pymysql.err.OperationalError as exc:
+            raise self._login_error(exc) from exc
+        self._setup_session()
+
+    def _login_error(self, exc: pymysql.err.OperationalError) -> TargetError:
+        code = exc.args[0] if exc.args else 0
+        where = self.target.redacted
+        if code in _LOGIN_ERRORS:
+            return TargetError(
+                f"{where} {_LOGIN_ERRORS[code]} user {self.target.user!r}: check the user "
+                "name and password (the password is read from the URL or ${VAR} in it)"
+            )
+        return TargetError(f"cannot reach {where}: {_message(exc)}; check host, port and network")
+
+    def _setup_session(self) -> None:
+        self.execute(f"SET SESSION lock_wait_timeout = {int(self.lock_wait_seconds)}")
+        # A locking INSERT ... SELECT under REPEATABLE READ stalls writers for the whole copy.
+        self.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except pymysql.err.Error:
+                pass
+            self.conn = None
+            self._lock_name = None
+
+    def _cursor(self) -> Any:
+        if self.conn is None:
+            self.connect()
+        assert self.conn is not None
+        return self.conn.cursor()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            with self._cursor() as cur:
+                return int(cur.execute(sql, tuple(params) or None))
+        except pymysql.err.Error as exc:
+            raise self._translate(exc) from exc
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            with self._cursor() as cur:
+                cur.execute(sql, tuple(params) or None)
+                return list(cur.fetchall())
+        except pymysql.err.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: pymysql.err.Error) -> DatabaseError:
+        if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InterfaceError):
+            if (exc.args and exc.args[0] in (2006, 2013, 0)) or isinstance(exc, pymysql.err.InterfaceError):
+                self.conn = None  # the session is gone; so is every lock it held
+                self._lock_name = None
+                return DatabaseError(f"lost the connection to {self.target.redacted}: {_message(exc)}")
+        return DatabaseError(f"{self.name} error: {_message(exc)}")
+
+    # -- discovery --------------------------------------------------------------------------
+    def schema_exists(self, schema: str) -> bool:
+        rows = self.query(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", [schema]
+        )
+        return any(r[0] == schema for r in rows)
+
+    def list_schemas(self) -> list[str]:
+        return [r[0] for r in self.query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")]
+
+    def list_tables(self, schema: str) -> list[str]:
+        # information_schema compares case-insensitively; names on Linux are case-sensitive.
+        rows = self.query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'",
+            [schema],
+        )
+        return sorted(r[1] for r in rows if r[0] == schema)
+
+    def columns(self, ref: TableRef) -> list[Column]:
+        rows = self.query(
+            "SELECT TABLE_NAME, COLUMN_NAME, GENERATION_EXPRESSION FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            [ref.schema, ref.name],
+        )
+        return [Column(r[1], bool(r[2])) for r in rows if r[0] == ref.name]
+
+    def primary_key(self, ref: TableRef) -> list[str]:
+        rows = self.query(
+            "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+            [ref.schema, ref.name],
+        )
+        return [r[1] for r in rows if r[0] == ref.name]
+
+    def show_create(self, ref: TableRef) -> str:
+        return str(self.query(f"SHOW CREATE TABLE {self.qualify(ref)}")[0][1])
+
+    def structure(self, ref: TableRef) -> str:
+        ddl = _AUTO_INC.sub("", self.show_create(ref))
+        return json.dumps([_HEADER.sub("CREATE TABLE ⟨T⟩ (", ddl, count=1)])
+
+    def auto_increment(self, ref: TableRef) -> int | None:
+        m = _AUTO_INC.search(self.show_create(ref))
+        return int(m.group(1)) if m else None
+
+    def unsupported_reason(self, ref: TableRef) -> str | None:
+        (triggers,) = self.query(
+            "SELECT COUNT(*) FROM information_schema.TRIGGERS "
+            "WHERE EVENT_OBJECT_SCHEMA = %s AND EVENT_OBJECT_TABLE = %s",
+            [ref.schema, ref.name],
+        )[0]
+        if triggers:
+            return "it has triggers, which CREATE TABLE ... LIKE does not copy"
+        (fks,) = self.query(
+            "SELECT COUNT(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+            "(CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s) OR "
+            "(UNIQUE_CONSTRAINT_SCHEMA = %s AND REFERENCED_TABLE_NAME = %s)",
+            [ref.schema, ref.name, ref.schema, ref.name],
+        )[0]
+        if fks:
+            return "it has foreign keys, which would follow a renamed table rather than its name"
+        return None
+
+    def size_bytes(self, ref: TableRef) -> int:
+        rows = self.query(
+            "SELECT COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            [ref.schema, ref.name],
+        )
+        return int(rows[0][0]) if rows else 0
+
+    # -- data -------------------------------------------------------------------------------
+    def ensure_schema(self, schema: str) -> None:
+        if not self.schema_exists(schema):
+            self.execute(f"CREATE DATABASE IF NOT EXISTS {self.quote(schema)}")
+
+    def copy_tables(self, copies: Sequence[Copy], progress: Progress | None = None) -> list[CopyResult]:
+        for c in copies:  # CREATE TABLE commits implicitly, so it cannot sit under LOCK TABLES
+            self.execute(f"CREATE TABLE {self.qualify(c.dest)} LIKE {self.qualify(c.source)}")
+        locks = [f"{self.qualify(c.source)} READ" for c in copies]
+        locks += [f"{self.qualify(c.dest)} WRITE" for c in copies]
+        self.execute("LOCK TABLES " + ", ".join(locks))
+        try:
+            return [self._copy_locked(c, progress) for c in copies]
+        finally:
+            if self.conn is not None:
+                self.execute("UNLOCK TABLES")
+
+    def _copy_locked(self, c: Copy, progress: Progress | None) -> CopyResult:
+        cols = ", ".join(self.quote(col.name) for col in self.columns(c.source) if not col.generated)
+        rows = self.execute(
+            f"INSERT INTO {self.qualify(c.dest)} ({cols}) SELECT {cols} FROM {self.qualify(c.source)}"
+        )
+        counter = c.auto_increment or self.auto_increment(c.source)
+        if counter:
+            self.execute(f"ALTER TABLE {self.qualify(c.dest)} AUTO_INCREMENT = {int(counter)}")
+        result = CopyResult(
+            source=self.checksum(c.source),
+            dest=self.checksum(c.dest),
+            structure=self.structure(c.source),
+            auto_increment=counter,
+            size_bytes=self.size_bytes(c.source),
+        )
+        if progress:
+            progress(c.source, rows)
+        return result
+
+    def checksum(self, ref: TableRef) -> Checksum:
+        cols = [self.quote(c.name) for c in self.columns(ref)]
+        values = ", ".join(f"CAST({c} AS BINARY)" for c in cols)
+        flags = ", ".join(f"ISNULL({c})" for c in cols)
+        row_hash = f"CAST(CONV(SUBSTRING(MD5(CONCAT_WS('#', {values}, {flags})), 1, 16), 16, 10) AS UNSIGNED)"
+        count, total = self.query(f"SELECT COUNT(*), COALESCE(SUM({row_hash}), 0) FROM {self.qualify(ref)}")[0]
+        return Checksum(int(count), str(int(total)))
+
+    def swap(self, swaps: Sequence[Swap]) -> None:
+        pairs = []
+        for s in swaps:
+            if s.displaced is not None:
+                pairs.append(f"{self.qualify(s.live)} TO {self.qualify(s.displaced)}")
+            pairs.append(f"{self.qualify(s.staging)} TO {self.qualify(s.live)}")
+        self.execute("RENAME TABLE " + ", ".join(pairs))
+
+    # -- the target lock --------------------------------------------------------------------
+    def lock(self, name: str, holder: str) -> None:
+        self.connect()
+        key = name[:64]
+        (got,) = self.query("SELECT GET_LOCK(%s, 0)", [key])[0]
+        if got != 1:
+            (session,) = self.query("SELECT IS_USED_LOCK(%s)", [key])[0]
+            raise LockHeld(self._describe_session(session))
+        self._lock_name = key
+
+    def _describe_session(self, session: Any) -> str:
+        rows = self.query(
+            "SELECT USER, HOST, TIME, INFO FROM information_schema.PROCESSLIST WHERE ID = %s", [session]
+        )
+        if not rows:
+            return f"connection {session}"
+        user, host, seconds, _ = rows[0]
+        return f"connection {session} ({user}@{host}, connected for {seconds}s)"
+
+    def unlock(self) -> None:
+        if self._lock_name and self.conn is not None:
+            self.query("SELECT RELEASE_LOCK(%s)", [self._lock_name])
+        self._lock_name = None
+
+
+class MariaDBAdapter(MySQLAdapter):
+    name = "mariadb"
+
+
+def _message(exc: BaseException) -> str:
+    args = getattr(exc, "args", ())
+    if len(args) >= 2:
+        return f"({args[0]}) {args[1]}"
+    return str(exc) or type(exc).__name__
+
+
+def _optional_int(value: str) -> int | None:
+    return int(value) if value else None
+
+
+def _ssl(ca: str) -> dict[str, str] | None:
+    return {"ca": ca} if ca else None

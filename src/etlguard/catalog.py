@@ -1,0 +1,235 @@
+"""etlguard's own tables in the target: snapshots, runs and the journal.
+
+Snapshot metadata lives here and never in a snapshot table, so a snapshot has exactly the
+structure of its source. The schema carries a version so that later releases can migrate it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from .adapters.base import Adapter
+from .errors import EtlguardError
+from .tables import TableRef
+
+SCHEMA_VERSION = 1
+
+_TABLES: dict[str, list[tuple[str, str]]] = {
+    "meta": [("key", "key"), ("value", "text")],
+    "snapshots": [
+        ("id", "id"),
+        ("table_schema", "name"),
+        ("table_name", "name"),
+        ("snapshot_schema", "name"),
+        ("snapshot_table", "name"),
+        ("kind", "name"),
+        ("status", "name"),
+        ("run_id", "int"),
+        ("journal_id", "int"),
+        ("taken_at", "time"),
+        ("row_count", "int"),
+        ("size_bytes", "int"),
+        ("checksum", "name"),
+        ("auto_increment", "int"),
+        ("structure", "text"),
+        ("note", "text"),
+    ],
+    "runs": [
+        ("id", "id"),
+        ("started_at", "time"),
+        ("finished_at", "time"),
+        ("status", "name"),
+        ("command", "text"),
+        ("exit_code", "int"),
+        ("host", "text"),
+        ("pid", "int"),
+        ("details", "text"),
+    ],
+    "journal": [
+        ("id", "id"),
+        ("op", "name"),
+        ("state", "name"),
+        ("run_id", "int"),
+        ("started_at", "time"),
+        ("finished_at", "time"),
+        ("host", "text"),
+        ("pid", "int"),
+        ("payload", "text"),
+    ],
+}
+SNAPSHOT_FIELDS = [c for c, _ in _TABLES["snapshots"]]
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC, to the microsecond: what the catalog stores on every database."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@dataclass
+class Snapshot:
+    id: int
+    table: TableRef
+    snapshot: TableRef
+    kind: str
+    status: str
+    taken_at: dt.datetime
+    row_count: int | None
+    size_bytes: int | None
+    checksum: str | None
+    auto_increment: int | None
+    structure: str
+    run_id: int | None = None
+    journal_id: int | None = None
+    note: str | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.status == "verified"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "table": str(self.table),
+            "snapshot_table": str(self.snapshot),
+            "kind": self.kind,
+            "status": self.status,
+            "taken_at": self.taken_at.isoformat() + "Z",
+            "rows": self.row_count,
+            "size_bytes": self.size_bytes,
+            "checksum": self.checksum,
+            "run_id": self.run_id,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Snapshot:
+        return cls(
+            id=int(row["id"]),
+            table=TableRef(row["table_schema"], row["table_name"]),
+            snapshot=TableRef(row["snapshot_schema"], row["snapshot_table"]),
+            kind=row["kind"],
+            status=row["status"],
+            taken_at=row["taken_at"],
+            row_count=row["row_count"],
+            size_bytes=row["size_bytes"],
+            checksum=row["checksum"],
+            auto_increment=row["auto_increment"],
+            structure=row["structure"] or "",
+            run_id=row["run_id"],
+            journal_id=row["journal_id"],
+            note=row["note"],
+        )
+
+
+class Catalog:
+    def __init__(self, db: Adapter, schema: str) -> None:
+        self.db = db
+        self.schema = schema
+
+    def t(self, name: str) -> TableRef:
+        return TableRef(self.schema, name)
+
+    # -- schema -----------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.db.schema_exists(self.schema) and "meta" in self.db.list_tables(self.schema)
+
+    def ensure(self) -> None:
+        """Create the catalog if missing; refuse one written by a newer etlguard."""
+        if self.exists():
+            self.check_version()
+            return
+        self.db.ensure_schema(self.schema)
+        for name, columns in _TABLES.items():
+            self.db.create_catalog_table(self.t(name), columns, key=columns[0][0])
+        if not self.db.select(self.t("meta"), ["value"], {"key": "schema_version"}):
+            self.db.insert(self.t("meta"), {"key": "schema_version", "value": str(SCHEMA_VERSION)})
+
+    def check_version(self) -> None:
+        rows = self.db.select(self.t("meta"), ["value"], {"key": "schema_version"})
+        version = int(rows[0]["value"]) if rows else 0
+        if version > SCHEMA_VERSION:
+            raise EtlguardError(
+                f"the catalog in schema {self.schema} has version {version}, newer than this "
+                f"etlguard understands ({SCHEMA_VERSION}); upgrade etlguard"
+            )
+
+    # -- snapshots --------------------------------------------------------------------------
+    def next_snapshot_id(self) -> int:
+        return self.db.next_id(self.t("snapshots"))
+
+    def add_snapshot(self, snap: Snapshot) -> None:
+        self.db.insert(
+            self.t("snapshots"),
+            {
+                "id": snap.id,
+                "table_schema": snap.table.schema,
+                "table_name": snap.table.name,
+                "snapshot_schema": snap.snapshot.schema,
+                "snapshot_table": snap.snapshot.name,
+                "kind": snap.kind,
+                "status": snap.status,
+                "run_id": snap.run_id,
+                "journal_id": snap.journal_id,
+                "taken_at": snap.taken_at,
+                "row_count": snap.row_count,
+                "size_bytes": snap.size_bytes,
+                "checksum": snap.checksum,
+                "auto_increment": snap.auto_increment,
+                "structure": snap.structure,
+                "note": snap.note,
+            },
+        )
+
+    def update_snapshot(self, snapshot_id: int, **values: Any) -> None:
+        self.db.update(self.t("snapshots"), values, {"id": snapshot_id})
+
+    def snapshots(self, table: TableRef | None = None, include_deleted: bool = False) -> list[Snapshot]:
+        where = {"table_schema": table.schema, "table_name": table.name} if table else None
+        rows = self.db.select(self.t("snapshots"), SNAPSHOT_FIELDS, where, order_by="id")
+        snaps = [Snapshot.from_row(r) for r in rows]
+        # the database may compare names case-insensitively; table names are case-sensitive
+        if table:
+            snaps = [s for s in snaps if s.table == table]
+        return [s for s in snaps if include_deleted or s.status != "deleted"]
+
+    def snapshot(self, snapshot_id: int) -> Snapshot | None:
+        rows = self.db.select(self.t("snapshots"), SNAPSHOT_FIELDS, {"id": snapshot_id})
+        return Snapshot.from_row(rows[0]) if rows else None
+
+    # -- journal ----------------------------------------------------------------------------
+    def begin(self, op: str, payload: dict[str, Any], run_id: int | None = None) -> int:
+        """Write an operation's intent before it acts; `finish` records the outcome after."""
+        entry = self.db.next_id(self.t("journal"))
+        self.db.insert(
+            self.t("journal"),
+            {
+                "id": entry,
+                "op": op,
+                "state": "started",
+                "run_id": run_id,
+                "started_at": utcnow(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "payload": json.dumps(payload, default=str),
+            },
+        )
+        return entry
+
+    def note(self, entry: int, payload: dict[str, Any]) -> None:
+        self.db.update(self.t("journal"), {"payload": json.dumps(payload, default=str)}, {"id": entry})
+
+    def finish(self, entry: int, state: str = "done") -> None:
+        self.db.update(self.t("journal"), {"state": state, "finished_at": utcnow()}, {"id": entry})
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        rows = self.db.select(
+            self.t("journal"), ["id", "op", "state", "run_id", "started_at", "host", "pid", "payload"],
+            {"state": "started"}, order_by="id",
+        )
+        for r in rows:
+            r["payload"] = json.loads(r["payload"] or "{}")
+        return rows

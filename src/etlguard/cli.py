@@ -1,0 +1,322 @@
+"""The `etlguard` command. Thin: parse options, make one library call, print, map errors to
+exit codes. Everything here can be done from Python through `etlguard.Guard`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .catalog import Snapshot
+from .errors import EXIT_FAILED, EXIT_USAGE, EtlguardError
+from .guard import Guard
+from .tables import TableRef
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Command(click.Command):
+    """Print the Examples section of a docstring verbatim, as written."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        if self.epilog:
+            formatter.write("\n" + self.epilog.rstrip() + "\n")
+
+
+def command(name: str, examples: str) -> Callable[[Callable[..., Any]], click.Command]:
+    return cli.command(name, cls=Command, epilog="Examples:\n" + examples)  # type: ignore[no-any-return]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="etlguard")
+def cli() -> None:
+    """etlguard: snapshot the tables that matter, run the ETL, and roll every protected table
+    back in one atomic swap if anything fails.
+
+    Configuration is read from ./etlguard.yml (or --config); ETLGUARD_URL overrides the target.
+    """
+
+
+config_option = click.option(
+    "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file (default: ./etlguard.yml).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def _guard(config_path: Path | None, progress: bool = False) -> Guard:
+    guard = Guard.from_config(config_path)
+    return guard
+
+
+@contextmanager
+def _progress(guard: Guard, what: str, enabled: bool = True) -> Iterator[None]:
+    if not enabled or not err.is_terminal:
+        yield
+        return
+    with Progress(
+        TextColumn(f"{what} [bold]{{task.fields[table]}}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err, transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=None, table="")
+
+        def step(table: TableRef, rows: int) -> None:
+            bar.update(task, advance=1, table=str(table))
+
+        guard.progress = step
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="etlguard", standalone_mode=False)
+    except EtlguardError as exc:
+        err.print(f"etlguard: error: {exc}", markup=False)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("etlguard: aborted", markup=False)
+        return EXIT_FAILED
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE if exc.exit_code == 2 else exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("etlguard: interrupted", markup=False)
+        return 130
+    return 0
+
+
+def run_main() -> None:
+    sys.exit(main())
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _snapshot_table(snaps: Sequence[Snapshot], title: str = "") -> Table:
+    table = Table(title=title or None, show_lines=False)
+    for col in ("id", "table", "taken at (UTC)", "rows", "size", "status", "kind"):
+        table.add_column(col, justify="right" if col in ("id", "rows", "size") else "left")
+    for s in snaps:
+        table.add_row(
+            str(s.id), str(s.table), f"{s.taken_at:%Y-%m-%d %H:%M:%S}",
+            "" if s.row_count is None else f"{s.row_count:,}", _size(s.size_bytes), s.status, s.kind,
+        )
+    return table
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return f"{n:.1f} TiB"
+
+
+def _parse_time(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a time; write 2026-02-03 06:00 or 2026-02-03T06:00+09:00") from None
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+@command("init", """
+  etlguard init --target 'mysql+pymysql://etl:${DB_PASSWORD}@db:3306' --protect 'gold.*'
+  etlguard init --target duckdb:///warehouse.duckdb --protect silver.tenant_status_history
+  etlguard init            # create the catalog for an existing etlguard.yml
+""")
+@config_option
+@click.option("--target", help="Target URL for a new config file (use ${VAR} for the password).")
+@click.option("--protect", multiple=True, help="A table or glob for the new config's protected set.")
+def init_cmd(config_path: Path | None, target: str | None, protect: tuple[str, ...]) -> None:
+    """Write a commented starter etlguard.yml (if missing) and create the catalog."""
+    path = config_path or Path("etlguard.yml")
+    if target and not path.exists():
+        guard = Guard.from_url(target)
+        written = guard.init(write_config=path, protect=protect)
+    else:
+        guard = _guard(config_path)
+        written = guard.init()
+    if written:
+        out.print(f"wrote {written}")
+    out.print(f"catalog ready in schema {guard.config.catalog_schema} on {guard.config.target.redacted}")
+
+
+@command("snapshot", """
+  etlguard snapshot                       # the whole protected set
+  etlguard snapshot gold.moveouts silver.tenant_status_history
+  etlguard snapshot 'gold.*' --json
+""")
+@config_option
+@json_option
+@click.argument("tables", nargs=-1)
+def snapshot_cmd(config_path: Path | None, as_json: bool, tables: tuple[str, ...]) -> None:
+    """Take verified snapshots of TABLES (default: the protected set) at one consistency point."""
+    guard = _guard(config_path)
+    with _progress(guard, "snapshot", not as_json):
+        snaps = guard.snapshot(tables)
+    if as_json:
+        _emit_json([s.as_dict() for s in snaps])
+    else:
+        out.print(_snapshot_table(snaps, "snapshots taken and verified"))
+
+
+@command("snapshots", """
+  etlguard snapshots
+  etlguard snapshots gold.daily_activity_summary
+  etlguard snapshots --all --json
+""")
+@config_option
+@json_option
+@click.option("--all", "include_deleted", is_flag=True, help="Include pruned and failed snapshots.")
+@click.argument("table", required=False)
+def snapshots_cmd(config_path: Path | None, as_json: bool, include_deleted: bool, table: str | None) -> None:
+    """List snapshots (of TABLE, if given), oldest first."""
+    snaps = _guard(config_path).snapshots(table, include_deleted)
+    if as_json:
+        _emit_json([s.as_dict() for s in snaps])
+    elif not snaps:
+        out.print("no snapshots")
+    else:
+        out.print(_snapshot_table(snaps))
+
+
+@command("restore", """
+  etlguard restore gold.moveouts --latest
+  etlguard restore gold.daily_activity_summary --as-of "2026-02-03 06:00"
+  etlguard restore gold.moveouts gold.moveout_notices --latest --dry-run
+  etlguard restore --snapshot 41 --snapshot 42       # tables come from the snapshots
+""")
+@config_option
+@json_option
+@click.argument("tables", nargs=-1)
+@click.option("--snapshot", "snapshot_ids", type=int, multiple=True, help="Snapshot id (repeat: one per table).")
+@click.option("--latest", is_flag=True, help="The newest verified snapshot of each table.")
+@click.option("--as-of", "as_of", help="The newest verified snapshot taken at or before TIME (local time unless an offset is given).")
+@click.option("--dry-run", is_flag=True, help="Show what would be restored; change nothing.")
+def restore_cmd(
+    config_path: Path | None, as_json: bool, tables: tuple[str, ...], snapshot_ids: tuple[int, ...],
+    latest: bool, as_of: str | None, dry_run: bool,
+) -> None:
+    """Put TABLES back to a snapshot, all in one atomic swap. The replaced tables are kept as
+    snapshots of kind 'displaced', so a restore can be undone the same way."""
+    guard = _guard(config_path)
+    with _progress(guard, "staging", not as_json):
+        result = guard.restore(tables, snapshot_ids, latest, _parse_time(as_of) if as_of else None, dry_run)
+    if as_json:
+        _emit_json(result.as_dict())
+        return
+    for step in result.steps:
+        verb = "would restore" if dry_run else "restored"
+        kept = f"; the replaced table is kept as snapshot {step.displaced_id}" if step.displaced_id and not dry_run else ""
+        out.print(
+            f"{verb} {step.table} to snapshot {step.snapshot.id} taken "
+            f"{step.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC ({step.snapshot.row_count:,} rows){kept}",
+            markup=False,
+        )
+    if not dry_run:
+        out.print(
+            f"swap took {result.swap_seconds * 1000:.1f} ms; verified {len(result.verified)} of "
+            f"{len(result.steps)} tables against the snapshot checksums"
+        )
+
+
+@command("verify", """
+  etlguard verify
+  etlguard verify gold.moveouts --json
+""")
+@config_option
+@json_option
+@click.argument("tables", nargs=-1)
+def verify_cmd(config_path: Path | None, as_json: bool, tables: tuple[str, ...]) -> None:
+    """Recompute every verified snapshot's checksum (of TABLES, if given); exit 1 on a mismatch."""
+    results = _guard(config_path).verify(tables)
+    bad = [r for r in results if not r.ok]
+    if as_json:
+        _emit_json([r.as_dict() for r in results])
+    else:
+        for r in results:
+            state = "ok" if r.ok else f"MISMATCH: catalog {r.snapshot.row_count} rows/{r.snapshot.checksum}, now {r.actual}"
+            out.print(f"snapshot {r.snapshot.id} of {r.snapshot.table}: {state}", markup=False)
+        out.print(f"{len(results) - len(bad)} of {len(results)} snapshots verified")
+    if bad:
+        raise EtlguardError(f"{len(bad)} snapshot(s) no longer match the catalog: {', '.join(str(r.snapshot.id) for r in bad)}")
+
+
+@command("diff", """
+  etlguard diff gold.daily_activity_summary              # against its newest snapshot
+  etlguard diff gold.daily_activity_summary --snapshot 41 --limit 50
+""")
+@config_option
+@json_option
+@click.argument("table")
+@click.option("--snapshot", "snapshot_id", type=int, help="Snapshot id (default: the newest verified).")
+@click.option("--limit", default=20, show_default=True, help="At most this many differing rows.")
+def diff_cmd(config_path: Path | None, as_json: bool, table: str, snapshot_id: int | None, limit: int) -> None:
+    """Compare a live table with a snapshot: rows, checksums, structure, and differing rows by key."""
+    d = _guard(config_path).diff(table, snapshot_id, limit)
+    if as_json:
+        _emit_json(d.as_dict())
+        return
+    out.print(f"{d.table} now vs snapshot {d.snapshot.id} ({d.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC)", markup=False)
+    out.print(f"  rows:      {d.snapshot.row_count:,} -> {d.live_rows:,}")
+    out.print(f"  checksum:  {'same' if d.live_checksum == d.snapshot.checksum else 'different'}")
+    out.print(f"  structure: {'same' if d.same_structure else 'DIFFERENT'}")
+    if d.identical:
+        out.print("  identical")
+        return
+    if d.rows:
+        grid = Table("", *d.columns)
+        for side, row in d.rows:
+            grid.add_row("-" if side == "-" else "+", *["NULL" if v is None else str(v) for v in row])
+        out.print(grid)
+        out.print("- only in the snapshot, + only in the live table", markup=False)
+
+
+@command("prune", """
+  etlguard prune --dry-run
+  etlguard prune --json
+""")
+@config_option
+@json_option
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+def prune_cmd(config_path: Path | None, as_json: bool, dry_run: bool) -> None:
+    """Delete snapshots that retention no longer keeps. The newest verified snapshot of each
+    table is never deleted."""
+    decisions = _guard(config_path).prune(dry_run)
+    if as_json:
+        _emit_json([d.as_dict() for d in decisions])
+        return
+    doomed = [d for d in decisions if d.delete]
+    for d in doomed:
+        out.print(f"{'would delete' if dry_run else 'deleted'} snapshot {d.snapshot.id} of {d.snapshot.table}: {d.reason}", markup=False)
+    out.print(f"{len(doomed)} deleted, {len(decisions) - len(doomed)} kept" if not dry_run else f"{len(doomed)} would be deleted")
+
+
+@command("demo", """
+  etlguard demo
+  etlguard demo --path /tmp/demo.duckdb --keep
+""")
+@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), help="DuckDB file to build (default: a temp file).")
+@click.option("--keep", is_flag=True, help="Keep the demo database afterwards.")
+def demo_cmd(path: Path | None, keep: bool) -> None:
+    """A one-minute tour on an embedded DuckDB warehouse: snapshot, damage, diff, restore."""
+    from .demo import run_demo
+
+    run_demo(out, path, keep)

@@ -1,0 +1,258 @@
+"""The public API. Every CLI command is one call to a method of `Guard`."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import restore as _restore
+from .adapters.base import Adapter, Progress, adapter_for
+from .catalog import Catalog, Snapshot, utcnow
+from .config import STARTER, Config
+from .errors import ConfigError, EtlguardError, SnapshotNotFound, TableNotFound, UnfinishedOperation
+from .retention import PruneDecision, plan_prune
+from .snapshot import check_tables, take_snapshots
+from .tables import TableRef, parse_table
+
+
+@dataclass
+class VerifyResult:
+    snapshot: Snapshot
+    ok: bool
+    actual: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.snapshot.as_dict(), "ok": self.ok, "actual": self.actual}
+
+
+@dataclass
+class DiffResult:
+    table: TableRef
+    snapshot: Snapshot
+    live_rows: int
+    live_checksum: str
+    same_structure: bool
+    key: list[str]
+    rows: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return self.same_structure and (self.live_rows, self.live_checksum) == (
+            self.snapshot.row_count, self.snapshot.checksum,
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "table": str(self.table),
+            "snapshot_id": self.snapshot.id,
+            "snapshot_rows": self.snapshot.row_count,
+            "live_rows": self.live_rows,
+            "snapshot_checksum": self.snapshot.checksum,
+            "live_checksum": self.live_checksum,
+            "same_structure": self.same_structure,
+            "identical": self.identical,
+            "key": self.key,
+            "columns": self.columns,
+            "rows": [{"side": side, "row": [str(v) if v is not None else None for v in row]} for side, row in self.rows],
+        }
+
+
+class Guard:
+    """etlguard on one target, as configured in `etlguard.yml`.
+
+    >>> guard = Guard.from_config("etlguard.yml")
+    >>> snaps = guard.snapshot()                  # the whole protected set
+    >>> guard.restore(["gold.moveouts"], latest=True)
+    """
+
+    def __init__(self, config: Config, progress: Progress | None = None) -> None:
+        self.config = config
+        self.progress = progress
+        self._db: Adapter | None = None
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Guard:
+        return cls(Config.load(path, **overrides))
+
+    @classmethod
+    def from_url(cls, url: str, **settings: Any) -> Guard:
+        return cls(Config.from_dict({"target": url, **settings}))
+
+    # -- sessions ---------------------------------------------------------------------------
+    @property
+    def lock_name(self) -> str:
+        return f"etlguard:{self.config.catalog_schema}"
+
+    @contextlib.contextmanager
+    def session(self, op: str, lock: bool = True, check_journal: bool = True) -> Iterator[tuple[Adapter, Catalog]]:
+        """Connect (and lock, for anything that writes), make sure the catalog exists, and
+        refuse to act while an interrupted operation is unresolved."""
+        db = adapter_for(self.config.target, self.config.lock_wait_seconds)
+        try:
+            if lock:
+                holder = f"etlguard {op} since {utcnow():%Y-%m-%d %H:%M:%S} UTC"
+                db.lock(self.lock_name, holder)
+            db.connect()
+            catalog = Catalog(db, self.config.catalog_schema)
+            if lock:
+                catalog.ensure()
+            elif not catalog.exists():
+                raise ConfigError(
+                    f"no etlguard catalog in schema {self.config.catalog_schema} on "
+                    f"{self.config.target.redacted}; run `etlguard init` or take a snapshot first"
+                )
+            if check_journal:
+                self._refuse_unfinished(catalog)
+            yield db, catalog
+        finally:
+            with contextlib.suppress(EtlguardError):
+                db.unlock()
+            db.close()
+
+    def _refuse_unfinished(self, catalog: Catalog) -> None:
+        pending = catalog.unfinished()
+        if pending:
+            p = pending[0]
+            raise UnfinishedOperation(
+                f"an interrupted {p['op']} (journal entry {p['id']}, pid {p['pid']} on {p['host']}) "
+                "must be resolved first; run `etlguard recover`"
+            )
+
+    def resolve(self, db: Adapter, names: Sequence[str | TableRef] = ()) -> list[TableRef]:
+        """Expand names and globs (default: the configured protected set) to existing tables."""
+        patterns = [n if isinstance(n, TableRef) else parse_table(n) for n in names] or list(self.config.protect)
+        if not patterns:
+            raise ConfigError("no tables given and no protected set configured; add tables under protect:")
+        found: list[TableRef] = []
+        for pattern in patterns:
+            if not pattern.is_pattern:
+                if not db.table_exists(pattern):
+                    hint = "check the name" if db.schema_exists(pattern.schema) else f"schema {pattern.schema} does not exist"
+                    raise TableNotFound(str(pattern), hint)
+                matches = [pattern]
+            else:
+                matches = self._glob(db, pattern)
+            found += [m for m in matches if m not in found]
+        return found
+
+    def _glob(self, db: Adapter, pattern: TableRef) -> list[TableRef]:
+        schemas = [s for s in db.list_schemas() if TableRef(s, "x").matches(TableRef(pattern.schema, "x"))]
+        hidden = {self.config.snapshot_schema, self.config.catalog_schema}
+        matches = [
+            TableRef(s, t) for s in schemas if s not in hidden for t in db.list_tables(s)
+            if TableRef(s, t).matches(pattern) and not t.startswith("_etlguard_")
+        ]
+        if not matches:
+            raise ConfigError(f"protected pattern {pattern} matches no table; fix it under protect:")
+        return sorted(matches)
+
+    # -- commands ---------------------------------------------------------------------------
+    def init(self, write_config: Path | None = None, protect: Sequence[str] = ()) -> Path | None:
+        """Create the catalog, and write a starter config file if asked and none exists."""
+        written = None
+        if write_config is not None and not write_config.exists():
+            lines = "\n".join(f"  - {p}" for p in protect) or "  - gold.*"
+            write_config.write_text(STARTER.format(target=self.config.target.redacted.replace(":***", ":${DB_PASSWORD}"), protect=lines), encoding="utf-8")
+            written = write_config
+        with self.session("init", check_journal=False):
+            pass
+        return written
+
+    def snapshot(self, tables: Sequence[str | TableRef] = (), run_id: int | None = None) -> list[Snapshot]:
+        with self.session("snapshot") as (db, catalog):
+            refs = self.resolve(db, tables)
+            return take_snapshots(db, catalog, refs, self.config.snapshot_schema, run_id, self.progress)
+
+    def snapshots(self, table: str | TableRef | None = None, include_deleted: bool = False) -> list[Snapshot]:
+        ref = parse_table(table) if isinstance(table, str) else table
+        with self.session("list", lock=False, check_journal=False) as (_, catalog):
+            return catalog.snapshots(ref, include_deleted)
+
+    def restore(
+        self,
+        tables: Sequence[str | TableRef] = (),
+        snapshot_ids: Sequence[int] = (),
+        latest: bool = False,
+        as_of: dt.datetime | None = None,
+        dry_run: bool = False,
+    ) -> _restore.RestoreResult:
+        with self.session("restore") as (db, catalog):
+            refs = [t if isinstance(t, TableRef) else parse_table(t) for t in tables]
+            if not refs and not snapshot_ids:
+                raise ConfigError("name the tables to restore, or give --snapshot IDs")
+            chosen = _restore.choose_snapshots(catalog, refs, snapshot_ids, latest, _to_utc(as_of))
+            for snap in chosen.values():
+                db.check_identifier(snap.table.schema)
+                db.check_identifier(snap.table.name)
+            steps = _restore.plan_restore(db, catalog, chosen, self.config.snapshot_schema)
+            if dry_run:
+                return _restore.RestoreResult(steps, dry_run=True)
+            return _restore.run_restore(db, catalog, steps, self.config.snapshot_schema, self.progress)
+
+    def verify(self, tables: Sequence[str | TableRef] = ()) -> list[VerifyResult]:
+        refs = {t if isinstance(t, TableRef) else parse_table(t) for t in tables}
+        with self.session("verify", lock=False, check_journal=False) as (db, catalog):
+            results = []
+            for snap in catalog.snapshots():
+                if snap.verified and (not refs or snap.table in refs):
+                    results.append(self._verify_one(db, snap))
+            return results
+
+    def _verify_one(self, db: Adapter, snap: Snapshot) -> VerifyResult:
+        if not db.table_exists(snap.snapshot):
+            return VerifyResult(snap, False, "snapshot table is missing")
+        cs = db.checksum(snap.snapshot)
+        return VerifyResult(snap, (cs.rows, cs.digest) == (snap.row_count, snap.checksum), str(cs))
+
+    def diff(self, table: str | TableRef, snapshot_id: int | None = None, limit: int = 20) -> DiffResult:
+        ref = parse_table(table) if isinstance(table, str) else table
+        with self.session("diff", lock=False, check_journal=False) as (db, catalog):
+            snap = catalog.snapshot(snapshot_id) if snapshot_id else None
+            if snapshot_id is None:
+                snap = _restore.choose_snapshots(catalog, [ref], latest=True)[ref]
+            if snap is None or snap.table != ref or snap.status == "deleted":
+                raise SnapshotNotFound(f"snapshot {snapshot_id} of {ref}")
+            check_tables(db, [ref])
+            live = db.checksum(ref)
+            diff = DiffResult(
+                ref, snap, live.rows, live.digest, db.structure(ref) == snap.structure,
+                key=db.primary_key(snap.snapshot),
+                columns=[c.name for c in db.columns(snap.snapshot) if not c.generated],
+            )
+            if limit and not diff.identical and _same_columns(db, ref, snap):
+                diff.rows = db.row_diff(snap.snapshot, ref, diff.key, limit)
+            return diff
+
+    def prune(self, dry_run: bool = False, now: dt.datetime | None = None) -> list[PruneDecision]:
+        with self.session("prune") as (db, catalog):
+            decisions = plan_prune(catalog.snapshots(), self.config.retention, now or utcnow())
+            doomed = [d.snapshot for d in decisions if d.delete]
+            if dry_run or not doomed:
+                return decisions
+            entry = catalog.begin("prune", {"snapshots": [[s.id, s.snapshot.schema, s.snapshot.name] for s in doomed]})
+            for s in doomed:
+                db.drop_table(s.snapshot)
+                catalog.update_snapshot(s.id, status="deleted")
+            catalog.finish(entry)
+            return decisions
+
+
+def _same_columns(db: Adapter, ref: TableRef, snap: Snapshot) -> bool:
+    return [c.name for c in db.columns(ref)] == [c.name for c in db.columns(snap.snapshot)]
+
+
+def _to_utc(when: dt.datetime | None) -> dt.datetime | None:
+    """A naive time is the machine's local time, as a person typing --as-of means it."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return when.astimezone(dt.UTC).replace(tzinfo=None)
+
+

@@ -1,0 +1,209 @@
+"""Restores: build aside, verify, swap in one atomic statement.
+
+The snapshot is copied to a staging table and both are checked against the catalog's checksum
+(a damaged or tampered snapshot is refused before anything live is touched). Then ONE swap puts
+every staging table in place; each displaced live table is kept as a snapshot of kind
+`displaced`, so a restore can itself be undone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .adapters.base import Adapter, Copy, Progress, Swap
+from .catalog import Catalog, Snapshot, utcnow
+from .errors import ChecksumMismatch, ConfigError, EtlguardError, RestoreFailed, SnapshotNotFound
+from .snapshot import snapshot_name
+from .tables import TableRef
+
+
+@dataclass
+class RestoreStep:
+    table: TableRef
+    snapshot: Snapshot
+    staging: TableRef
+    displaced: TableRef | None
+    displaced_id: int | None
+    live_structure: str = ""
+    live_auto_increment: int | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "table": str(self.table),
+            "snapshot_id": self.snapshot.id,
+            "snapshot_taken_at": self.snapshot.taken_at.isoformat() + "Z",
+            "rows": self.snapshot.row_count,
+            "displaced_snapshot_id": self.displaced_id,
+        }
+
+
+@dataclass
+class RestoreResult:
+    steps: list[RestoreStep]
+    dry_run: bool = False
+    swap_seconds: float = 0.0
+    total_seconds: float = 0.0
+    verified: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "dry_run": self.dry_run,
+            "tables": [s.as_dict() for s in self.steps],
+            "swap_seconds": round(self.swap_seconds, 6),
+            "total_seconds": round(self.total_seconds, 6),
+        }
+
+
+def choose_snapshots(
+    catalog: Catalog,
+    tables: Sequence[TableRef],
+    snapshot_ids: Sequence[int] = (),
+    latest: bool = False,
+    as_of: dt.datetime | None = None,
+) -> dict[TableRef, Snapshot]:
+    """Pick one verified snapshot per table by id, newest, or newest at or before `as_of` (UTC)."""
+    if sum([bool(snapshot_ids), latest, as_of is not None]) != 1:
+        raise ConfigError("choose exactly one of --snapshot ID, --latest or --as-of TIME")
+    if snapshot_ids:
+        return _by_ids(catalog, tables, snapshot_ids)
+    chosen = {}
+    for table in tables:
+        candidates = [
+            s for s in catalog.snapshots(table)
+            if s.verified and s.kind == "snapshot" and (as_of is None or s.taken_at <= as_of)
+        ]
+        if not candidates:
+            when = f" taken at or before {as_of:%Y-%m-%d %H:%M:%S} UTC" if as_of else ""
+            raise SnapshotNotFound(f"no verified snapshot of {table}{when}")
+        chosen[table] = max(candidates, key=lambda s: s.id)
+    return chosen
+
+
+def _by_ids(catalog: Catalog, tables: Sequence[TableRef], ids: Sequence[int]) -> dict[TableRef, Snapshot]:
+    chosen: dict[TableRef, Snapshot] = {}
+    for sid in ids:
+        snap = catalog.snapshot(sid)
+        if snap is None or snap.status == "deleted":
+            raise SnapshotNotFound(f"snapshot {sid}")
+        if not snap.verified:
+            raise SnapshotNotFound(f"snapshot {sid} is {snap.status}, not verified")
+        if snap.table in chosen:
+            raise ConfigError(f"two snapshots given for {snap.table}; give one per table")
+        chosen[snap.table] = snap
+    extra = [t for t in tables if t not in chosen]
+    if extra:
+        raise ConfigError(f"snapshot {ids[0]} is not of table {extra[0]}; pass one --snapshot per table")
+    return chosen
+
+
+def plan_restore(
+    db: Adapter, catalog: Catalog, chosen: dict[TableRef, Snapshot], snapshot_schema: str
+) -> list[RestoreStep]:
+    steps = []
+    next_id = catalog.next_snapshot_id()
+    for i, (table, snap) in enumerate(sorted(chosen.items())):
+        displaced_id = next_id + i
+        staging_schema = table.schema if db.staging_beside_live else snapshot_schema
+        staging = TableRef(staging_schema, snapshot_name("_etlguard_r" if db.staging_beside_live else "r", displaced_id))
+        live_exists = db.table_exists(table)
+        steps.append(
+            RestoreStep(
+                table=table,
+                snapshot=snap,
+                staging=staging,
+                displaced=TableRef(snapshot_schema, snapshot_name("s", displaced_id)) if live_exists else None,
+                displaced_id=displaced_id if live_exists else None,
+            )
+        )
+    return steps
+
+
+def run_restore(
+    db: Adapter,
+    catalog: Catalog,
+    steps: list[RestoreStep],
+    snapshot_schema: str,
+    progress: Progress | None = None,
+    run_id: int | None = None,
+    op: str = "restore",
+) -> RestoreResult:
+
+    started = time.perf_counter()
+    db.ensure_schema(snapshot_schema)
+    entry = catalog.begin(op, {"phase": "staging", "steps": [_journal_step(s) for s in steps]}, run_id)
+    try:
+        _stage(db, steps, progress)
+    except BaseException as exc:
+        for s in steps:
+            _quietly_drop(db, s.staging)
+        catalog.finish(entry, "failed")
+        if isinstance(exc, EtlguardError) and not isinstance(exc, ChecksumMismatch):
+            raise RestoreFailed(f"restore failed before the swap; live tables untouched: {exc}") from exc
+        raise
+    for s in steps:
+        if s.displaced is not None and s.displaced_id is not None:
+            s.live_structure = db.structure(s.table)
+            s.live_auto_increment = db.auto_increment(s.table)
+            catalog.add_snapshot(
+                Snapshot(
+                    id=s.displaced_id, table=s.table, snapshot=s.displaced, kind="displaced",
+                    status="creating", taken_at=utcnow(), row_count=None, size_bytes=None,
+                    checksum=None, auto_increment=None, structure="", run_id=run_id, journal_id=entry,
+                    note=f"replaced by snapshot {s.snapshot.id}",
+                )
+            )
+    catalog.note(entry, {"phase": "swapping", "steps": [_journal_step(s) for s in steps]})
+    swap_started = time.perf_counter()
+    db.swap([Swap(s.table, s.staging, s.displaced, s.snapshot.structure) for s in steps])
+    swap_seconds = time.perf_counter() - swap_started
+    catalog.note(entry, {"phase": "swapped", "steps": [_journal_step(s) for s in steps]})
+    result = RestoreResult(steps, swap_seconds=swap_seconds)
+    _finish(db, catalog, steps, result)
+    catalog.finish(entry)
+    result.total_seconds = time.perf_counter() - started
+    return result
+
+
+def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None) -> None:
+    copies = [Copy(s.snapshot.snapshot, s.staging, s.snapshot.auto_increment) for s in steps]
+    results = db.copy_tables(copies, progress)
+    for s, r in zip(steps, results, strict=True):
+        expected = f"{s.snapshot.row_count} rows/{s.snapshot.checksum}"
+        for actual in (r.source, r.dest):
+            if (actual.rows, actual.digest) != (s.snapshot.row_count, s.snapshot.checksum):
+                raise ChecksumMismatch(str(s.table), s.snapshot.id, expected, str(actual))
+
+
+def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result: RestoreResult) -> None:
+    """After the swap: record what was displaced and prove the live tables hold the snapshot."""
+    for s in steps:
+        if s.displaced is not None and s.displaced_id is not None:
+            cs = db.checksum(s.displaced)
+            catalog.update_snapshot(
+                s.displaced_id, status="verified", row_count=cs.rows, checksum=cs.digest,
+                structure=s.live_structure, size_bytes=db.size_bytes(s.displaced),
+                auto_increment=s.live_auto_increment,
+            )
+        live = db.checksum(s.table)
+        if (live.rows, live.digest) == (s.snapshot.row_count, s.snapshot.checksum):
+            result.verified.append(str(s.table))
+
+
+def _journal_step(s: RestoreStep) -> dict[str, object]:
+    return {
+        "table": [s.table.schema, s.table.name],
+        "snapshot_id": s.snapshot.id,
+        "staging": [s.staging.schema, s.staging.name],
+        "displaced": [s.displaced.schema, s.displaced.name] if s.displaced else None,
+        "displaced_id": s.displaced_id,
+    }
+
+
+def _quietly_drop(db: Adapter, ref: TableRef) -> None:
+    try:
+        db.drop_table(ref)
+    except EtlguardError:
+        pass

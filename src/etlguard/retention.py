@@ -1,0 +1,61 @@
+"""Retention: which snapshots prune deletes. A pure function of the catalog and the clock.
+
+"Newest" is by snapshot id, which only grows, never by date: a clock set back cannot make an
+old snapshot look new, and the newest verified snapshot of every table is never deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .catalog import Snapshot
+from .config import Retention
+from .tables import TableRef
+
+
+@dataclass(frozen=True)
+class PruneDecision:
+    snapshot: Snapshot
+    delete: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"id": self.snapshot.id, "table": str(self.snapshot.table), "delete": self.delete, "reason": self.reason}
+
+
+def plan_prune(snapshots: Sequence[Snapshot], policy: Retention, now: dt.datetime) -> list[PruneDecision]:
+    by_table: dict[TableRef, list[Snapshot]] = defaultdict(list)
+    for s in snapshots:
+        if s.status != "deleted":
+            by_table[s.table].append(s)
+    decisions = []
+    for table in sorted(by_table):
+        decisions += _plan_table(sorted(by_table[table], key=lambda s: -s.id), policy, now)
+    return decisions
+
+
+def _plan_table(newest_first: list[Snapshot], policy: Retention, now: dt.datetime) -> list[PruneDecision]:
+    verified = [s for s in newest_first if s.verified]
+    newest_verified = verified[0].id if verified else None
+    cutoff = now - dt.timedelta(days=policy.days) if policy.days is not None else None
+    out = []
+    for rank, s in enumerate(verified):
+        if s.id == newest_verified:
+            out.append(PruneDecision(s, False, "newest verified snapshot of the table"))
+        elif policy.keep_last is not None and rank < policy.keep_last:
+            out.append(PruneDecision(s, False, f"among the {policy.keep_last} newest"))
+        elif cutoff is None and policy.keep_last is not None:
+            out.append(PruneDecision(s, True, f"beyond the {policy.keep_last} newest"))
+        elif cutoff is not None and s.taken_at >= cutoff:
+            out.append(PruneDecision(s, False, f"younger than {policy.days:g} days"))
+        elif cutoff is not None:
+            out.append(PruneDecision(s, True, f"older than {policy.days:g} days"))
+        else:
+            out.append(PruneDecision(s, False, "retention keeps everything"))
+    for s in newest_first:
+        if not s.verified and s.status in ("failed", "damaged"):
+            out.append(PruneDecision(s, True, f"{s.status} snapshot"))
+    return out

@@ -1,0 +1,100 @@
+"""Taking snapshots: exact copies, one consistency point per call, verified before use.
+
+Order of work, so that a crash at any step leaves nothing ambiguous: journal the intent with
+the names we are about to create; record catalog rows as `creating`; copy; compare checksums
+of source and copy taken at the same instant; only then mark `verified`. A failure drops every
+table this call created (and only those) and raises: the caller must not go on unprotected.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Sequence
+
+from .adapters.base import Adapter, Copy, Progress
+from .catalog import Catalog, Snapshot, utcnow
+from .errors import EtlguardError, SnapshotFailed, TableNotFound, UnsupportedTable
+from .tables import TableRef
+
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def snapshot_name(prefix: str, snapshot_id: int) -> str:
+    """A short id plus a random token: never a user's name, and unguessable, so a table of this
+    name that the journal lists is provably one etlguard created."""
+    return f"{prefix}{snapshot_id}_" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
+
+
+def check_tables(db: Adapter, tables: Sequence[TableRef]) -> None:
+    for ref in tables:
+        db.check_identifier(ref.schema)
+        db.check_identifier(ref.name)
+        if not db.table_exists(ref):
+            hint = "check the name" if db.schema_exists(ref.schema) else f"schema {ref.schema} does not exist"
+            raise TableNotFound(str(ref), hint)
+        reason = db.unsupported_reason(ref)
+        if reason:
+            raise UnsupportedTable(f"table {ref} cannot be snapshotted exactly: {reason}")
+
+
+def take_snapshots(
+    db: Adapter,
+    catalog: Catalog,
+    tables: Sequence[TableRef],
+    snapshot_schema: str,
+    run_id: int | None = None,
+    progress: Progress | None = None,
+) -> list[Snapshot]:
+    check_tables(db, tables)
+    db.ensure_schema(snapshot_schema)
+    first = catalog.next_snapshot_id()
+    taken_at = utcnow()
+    snaps = [
+        Snapshot(
+            id=first + i, table=ref, snapshot=TableRef(snapshot_schema, snapshot_name("s", first + i)),
+            kind="snapshot", status="creating", taken_at=taken_at, row_count=None, size_bytes=None,
+            checksum=None, auto_increment=None, structure="", run_id=run_id,
+        )
+        for i, ref in enumerate(tables)
+    ]
+    entry = catalog.begin(
+        "snapshot",
+        {"snapshots": [{"id": s.id, "table": str(s.table), "snapshot": [s.snapshot.schema, s.snapshot.name]} for s in snaps]},
+        run_id=run_id,
+    )
+    for s in snaps:
+        s.journal_id = entry
+        catalog.add_snapshot(s)
+    try:
+        results = db.copy_tables([Copy(s.table, s.snapshot) for s in snaps], progress)
+    except EtlguardError as exc:
+        _discard(db, catalog, snaps, entry)
+        raise SnapshotFailed(f"snapshot failed, nothing was kept: {exc}") from exc
+    bad = [(s, r) for s, r in zip(snaps, results, strict=True) if r.source != r.dest]
+    if bad:
+        _discard(db, catalog, snaps, entry)
+        s, r = bad[0]
+        raise SnapshotFailed(
+            f"snapshot of {s.table} did not verify (source {r.source}, copy {r.dest}); nothing was kept"
+        )
+    for s, r in zip(snaps, results, strict=True):
+        s.status, s.row_count, s.checksum = "verified", r.dest.rows, r.dest.digest
+        s.size_bytes, s.auto_increment, s.structure = r.size_bytes, r.auto_increment, r.structure
+        catalog.update_snapshot(
+            s.id, status=s.status, row_count=s.row_count, checksum=s.checksum,
+            size_bytes=s.size_bytes, auto_increment=s.auto_increment, structure=s.structure,
+        )
+    catalog.finish(entry)
+    return snaps
+
+
+def _discard(db: Adapter, catalog: Catalog, snaps: Sequence[Snapshot], entry: int) -> None:
+    """Drop what this call created; leave the journal open if even that fails (recover ends it)."""
+    try:
+        for s in snaps:
+            db.drop_table(s.snapshot)
+            catalog.update_snapshot(s.id, status="failed")
+        catalog.finish(entry, "failed")
+    except EtlguardError:
+        pass

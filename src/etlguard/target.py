@@ -1,0 +1,73 @@
+"""Target URLs in SQLAlchemy form, parsed without SQLAlchemy (it would be a heavy dependency
+for a Glue job), and always printable without the password."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .errors import ConfigError
+
+_DIALECTS = {"mysql": "mysql", "mariadb": "mariadb", "duckdb": "duckdb"}
+
+
+@dataclass(frozen=True)
+class Target:
+    dialect: str  # mysql | mariadb | duckdb
+    host: str = ""
+    port: int | None = None
+    user: str = ""
+    password: str = field(default="", repr=False)
+    database: str = ""  # for duckdb: the file path, or ":memory:"
+    options: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    @property
+    def redacted(self) -> str:
+        """The URL with the password replaced: the only form that is ever printed or stored."""
+        if self.dialect == "duckdb":
+            return f"duckdb:///{self.database}"
+        auth = self.user + (":***" if self.password else "")
+        port = f":{self.port}" if self.port else ""
+        db = f"/{self.database}" if self.database else ""
+        return f"{self.dialect}://{auth}@{self.host}{port}{db}"
+
+    def option(self, name: str, default: str = "") -> str:
+        return dict(self.options).get(name, default)
+
+
+def parse_target(url: str) -> Target:
+    if not url or "://" not in url:
+        raise ConfigError(
+            "target URL is missing or malformed; give one such as "
+            "mysql+pymysql://user:${DB_PASSWORD}@host:3306 or duckdb:///warehouse.duckdb"
+        )
+    scheme, rest = url.split("://", 1)
+    dialect = _DIALECTS.get(scheme.split("+", 1)[0].lower())
+    if dialect is None:
+        raise ConfigError(
+            f"unsupported target type {scheme!r}; use mysql+pymysql://, mariadb+pymysql:// "
+            "or duckdb:///"
+        )
+    if dialect == "duckdb":
+        path, _, query = rest.partition("?")
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise ConfigError("duckdb target needs a file path: duckdb:///warehouse.duckdb")
+        return Target("duckdb", database=unquote(path), options=tuple(parse_qsl(query)))
+    parts = urlsplit(f"{scheme}://{rest}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"target URL has a bad port: {exc}") from None
+    return Target(
+        dialect,
+        host=parts.hostname or "127.0.0.1",
+        port=port or 3306,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=unquote(parts.path.lstrip("/")),
+        options=tuple(parse_qsl(parts.query)),
+    )
