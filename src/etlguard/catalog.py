@@ -227,8 +227,10 @@ class Catalog:
 
     def unfinished(self) -> list[dict[str, Any]]:
         rows = self.db.select(
-            self.t("journal"), ["id", "op", "state", "run_id", "started_at", "host", "pid", "payload"],
-            {"state": "started"}, order_by="id",
+            self.t("journal"),
+            ["id", "op", "state", "run_id", "started_at", "host", "pid", "payload"],
+            {"state": "started"},
+            order_by="id",
         )
         for r in rows:
             r["payload"] = json.loads(r["payload"] or "{}")

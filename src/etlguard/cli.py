@@ -48,7 +48,10 @@ def cli() -> None:
 
 
 config_option = click.option(
-    "--config", "-c", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Config file (default: ./etlguard.yml).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -65,8 +68,12 @@ def _progress(guard: Guard, what: str, enabled: bool = True) -> Iterator[None]:
         yield
         return
     with Progress(
-        TextColumn(f"{what} [bold]{{task.fields[table]}}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err, transient=True,
+        TextColumn(f"{what} [bold]{{task.fields[table]}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
     ) as bar:
         task = bar.add_task(what, total=None, table="")
 
@@ -111,8 +118,13 @@ def _snapshot_table(snaps: Sequence[Snapshot], title: str = "") -> Table:
         table.add_column(col, justify="right" if col in ("id", "rows", "size") else "left")
     for s in snaps:
         table.add_row(
-            str(s.id), str(s.table), f"{s.taken_at:%Y-%m-%d %H:%M:%S}",
-            "" if s.row_count is None else f"{s.row_count:,}", _size(s.size_bytes), s.status, s.kind,
+            str(s.id),
+            str(s.table),
+            f"{s.taken_at:%Y-%m-%d %H:%M:%S}",
+            "" if s.row_count is None else f"{s.row_count:,}",
+            _size(s.size_bytes),
+            s.status,
+            s.kind,
         )
     return table
 
@@ -131,16 +143,22 @@ def _parse_time(text: str) -> dt.datetime:
     try:
         return dt.datetime.fromisoformat(text)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a time; write 2026-02-03 06:00 or 2026-02-03T06:00+09:00") from None
+        raise click.BadParameter(
+            f"{text!r} is not a time; write 2026-02-03 06:00 or 2026-02-03T06:00+09:00"
+        ) from None
 
 
 # -- commands ----------------------------------------------------------------------------------
 
-@command("init", """
+
+@command(
+    "init",
+    """
   etlguard init --target 'mysql+pymysql://etl:${DB_PASSWORD}@db:3306' --protect 'gold.*'
   etlguard init --target duckdb:///warehouse.duckdb --protect silver.tenant_status_history
   etlguard init            # create the catalog for an existing etlguard.yml
-""")
+""",
+)
 @config_option
 @click.option("--target", help="Target URL for a new config file (use ${VAR} for the password).")
 @click.option("--protect", multiple=True, help="A table or glob for the new config's protected set.")
@@ -158,11 +176,14 @@ def init_cmd(config_path: Path | None, target: str | None, protect: tuple[str, .
     out.print(f"catalog ready in schema {guard.config.catalog_schema} on {guard.config.target.redacted}")
 
 
-@command("snapshot", """
+@command(
+    "snapshot",
+    """
   etlguard snapshot                       # the whole protected set
   etlguard snapshot gold.moveouts silver.tenant_status_history
   etlguard snapshot 'gold.*' --json
-""")
+""",
+)
 @config_option
 @json_option
 @click.argument("tables", nargs=-1)
@@ -177,11 +198,14 @@ def snapshot_cmd(config_path: Path | None, as_json: bool, tables: tuple[str, ...
         out.print(_snapshot_table(snaps, "snapshots taken and verified"))
 
 
-@command("snapshots", """
+@command(
+    "snapshots",
+    """
   etlguard snapshots
   etlguard snapshots gold.daily_activity_summary
   etlguard snapshots --all --json
-""")
+""",
+)
 @config_option
 @json_option
 @click.option("--all", "include_deleted", is_flag=True, help="Include pruned and failed snapshots.")
@@ -197,22 +221,36 @@ def snapshots_cmd(config_path: Path | None, as_json: bool, include_deleted: bool
         out.print(_snapshot_table(snaps))
 
 
-@command("restore", """
+@command(
+    "restore",
+    """
   etlguard restore gold.moveouts --latest
   etlguard restore gold.daily_activity_summary --as-of "2026-02-03 06:00"
   etlguard restore gold.moveouts gold.moveout_notices --latest --dry-run
   etlguard restore --snapshot 41 --snapshot 42       # tables come from the snapshots
-""")
+""",
+)
 @config_option
 @json_option
 @click.argument("tables", nargs=-1)
-@click.option("--snapshot", "snapshot_ids", type=int, multiple=True, help="Snapshot id (repeat: one per table).")
+@click.option(
+    "--snapshot", "snapshot_ids", type=int, multiple=True, help="Snapshot id (repeat: one per table)."
+)
 @click.option("--latest", is_flag=True, help="The newest verified snapshot of each table.")
-@click.option("--as-of", "as_of", help="The newest verified snapshot taken at or before TIME (local time unless an offset is given).")
+@click.option(
+    "--as-of",
+    "as_of",
+    help="The newest verified snapshot taken at or before TIME (local time unless an offset is given).",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be restored; change nothing.")
 def restore_cmd(
-    config_path: Path | None, as_json: bool, tables: tuple[str, ...], snapshot_ids: tuple[int, ...],
-    latest: bool, as_of: str | None, dry_run: bool,
+    config_path: Path | None,
+    as_json: bool,
+    tables: tuple[str, ...],
+    snapshot_ids: tuple[int, ...],
+    latest: bool,
+    as_of: str | None,
+    dry_run: bool,
 ) -> None:
     """Put TABLES back to a snapshot, all in one atomic swap. The replaced tables are kept as
     snapshots of kind 'displaced', so a restore can be undone the same way."""
@@ -224,7 +262,11 @@ def restore_cmd(
         return
     for step in result.steps:
         verb = "would restore" if dry_run else "restored"
-        kept = f"; the replaced table is kept as snapshot {step.displaced_id}" if step.displaced_id and not dry_run else ""
+        kept = (
+            f"; the replaced table is kept as snapshot {step.displaced_id}"
+            if step.displaced_id and not dry_run
+            else ""
+        )
         out.print(
             f"{verb} {step.table} to snapshot {step.snapshot.id} taken "
             f"{step.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC ({step.snapshot.row_count:,} rows){kept}",
@@ -237,10 +279,13 @@ def restore_cmd(
         )
 
 
-@command("verify", """
+@command(
+    "verify",
+    """
   etlguard verify
   etlguard verify gold.moveouts --json
-""")
+""",
+)
 @config_option
 @json_option
 @click.argument("tables", nargs=-1)
@@ -252,29 +297,43 @@ def verify_cmd(config_path: Path | None, as_json: bool, tables: tuple[str, ...])
         _emit_json([r.as_dict() for r in results])
     else:
         for r in results:
-            state = "ok" if r.ok else f"MISMATCH: catalog {r.snapshot.row_count} rows/{r.snapshot.checksum}, now {r.actual}"
+            state = (
+                "ok"
+                if r.ok
+                else f"MISMATCH: catalog {r.snapshot.row_count} rows/{r.snapshot.checksum}, now {r.actual}"
+            )
             out.print(f"snapshot {r.snapshot.id} of {r.snapshot.table}: {state}", markup=False)
         out.print(f"{len(results) - len(bad)} of {len(results)} snapshots verified")
     if bad:
-        raise EtlguardError(f"{len(bad)} snapshot(s) no longer match the catalog: {', '.join(str(r.snapshot.id) for r in bad)}")
+        raise EtlguardError(
+            f"{len(bad)} snapshot(s) no longer match the catalog: {', '.join(str(r.snapshot.id) for r in bad)}"
+        )
 
 
-@command("diff", """
+@command(
+    "diff",
+    """
   etlguard diff gold.daily_activity_summary              # against its newest snapshot
   etlguard diff gold.daily_activity_summary --snapshot 41 --limit 50
-""")
+""",
+)
 @config_option
 @json_option
 @click.argument("table")
 @click.option("--snapshot", "snapshot_id", type=int, help="Snapshot id (default: the newest verified).")
 @click.option("--limit", default=20, show_default=True, help="At most this many differing rows.")
-def diff_cmd(config_path: Path | None, as_json: bool, table: str, snapshot_id: int | None, limit: int) -> None:
+def diff_cmd(
+    config_path: Path | None, as_json: bool, table: str, snapshot_id: int | None, limit: int
+) -> None:
     """Compare a live table with a snapshot: rows, checksums, structure, and differing rows by key."""
     d = _guard(config_path).diff(table, snapshot_id, limit)
     if as_json:
         _emit_json(d.as_dict())
         return
-    out.print(f"{d.table} now vs snapshot {d.snapshot.id} ({d.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC)", markup=False)
+    out.print(
+        f"{d.table} now vs snapshot {d.snapshot.id} ({d.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC)",
+        markup=False,
+    )
     out.print(f"  rows:      {d.snapshot.row_count:,} -> {d.live_rows:,}")
     out.print(f"  checksum:  {'same' if d.live_checksum == d.snapshot.checksum else 'different'}")
     out.print(f"  structure: {'same' if d.same_structure else 'DIFFERENT'}")
@@ -289,10 +348,13 @@ def diff_cmd(config_path: Path | None, as_json: bool, table: str, snapshot_id: i
         out.print("- only in the snapshot, + only in the live table", markup=False)
 
 
-@command("prune", """
+@command(
+    "prune",
+    """
   etlguard prune --dry-run
   etlguard prune --json
-""")
+""",
+)
 @config_option
 @json_option
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
@@ -305,15 +367,29 @@ def prune_cmd(config_path: Path | None, as_json: bool, dry_run: bool) -> None:
         return
     doomed = [d for d in decisions if d.delete]
     for d in doomed:
-        out.print(f"{'would delete' if dry_run else 'deleted'} snapshot {d.snapshot.id} of {d.snapshot.table}: {d.reason}", markup=False)
-    out.print(f"{len(doomed)} deleted, {len(decisions) - len(doomed)} kept" if not dry_run else f"{len(doomed)} would be deleted")
+        out.print(
+            f"{'would delete' if dry_run else 'deleted'} snapshot {d.snapshot.id} of {d.snapshot.table}: {d.reason}",
+            markup=False,
+        )
+    out.print(
+        f"{len(doomed)} deleted, {len(decisions) - len(doomed)} kept"
+        if not dry_run
+        else f"{len(doomed)} would be deleted"
+    )
 
 
-@command("demo", """
+@command(
+    "demo",
+    """
   etlguard demo
   etlguard demo --path /tmp/demo.duckdb --keep
-""")
-@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), help="DuckDB file to build (default: a temp file).")
+""",
+)
+@click.option(
+    "--path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="DuckDB file to build (default: a temp file).",
+)
 @click.option("--keep", is_flag=True, help="Keep the demo database afterwards.")
 def demo_cmd(path: Path | None, keep: bool) -> None:
     """A one-minute tour on an embedded DuckDB warehouse: snapshot, damage, diff, restore."""

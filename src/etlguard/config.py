@@ -64,9 +64,7 @@ class Config:
         data = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
         unknown = sorted(set(data) - set(_TOP_KEYS))
         if unknown:
-            raise ConfigError(
-                f"unknown config key {unknown[0]!r}; known keys are: {', '.join(_TOP_KEYS)}"
-            )
+            raise ConfigError(f"unknown config key {unknown[0]!r}; known keys are: {', '.join(_TOP_KEYS)}")
         url = os.environ.get("ETLGUARD_URL") or _interpolate(_need(data, "target", str), "target")
         return cls(
             target=parse_target(url),
@@ -157,8 +155,7 @@ def _retention(value: Any) -> Retention:
     keep = value.get("keep_last", Retention.keep_last)
     if days is not None and (_typed(days, "retention.days", (int, float)) <= 0):
         raise ConfigError(
-            "config key 'retention.days' must be more than 0; to keep snapshots forever, "
-            "write days: null"
+            "config key 'retention.days' must be more than 0; to keep snapshots forever, write days: null"
         )
     if keep is not None and _typed(keep, "retention.keep_last", int) < 1:
         raise ConfigError(

@@ -44,7 +44,8 @@ class DiffResult:
     @property
     def identical(self) -> bool:
         return self.same_structure and (self.live_rows, self.live_checksum) == (
-            self.snapshot.row_count, self.snapshot.checksum,
+            self.snapshot.row_count,
+            self.snapshot.checksum,
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -59,7 +60,10 @@ class DiffResult:
             "identical": self.identical,
             "key": self.key,
             "columns": self.columns,
-            "rows": [{"side": side, "row": [str(v) if v is not None else None for v in row]} for side, row in self.rows],
+            "rows": [
+                {"side": side, "row": [str(v) if v is not None else None for v in row]}
+                for side, row in self.rows
+            ],
         }
 
 
@@ -90,7 +94,9 @@ class Guard:
         return f"etlguard:{self.config.catalog_schema}"
 
     @contextlib.contextmanager
-    def session(self, op: str, lock: bool = True, check_journal: bool = True) -> Iterator[tuple[Adapter, Catalog]]:
+    def session(
+        self, op: str, lock: bool = True, check_journal: bool = True
+    ) -> Iterator[tuple[Adapter, Catalog]]:
         """Connect (and lock, for anything that writes), make sure the catalog exists, and
         refuse to act while an interrupted operation is unresolved."""
         db = adapter_for(self.config.target, self.config.lock_wait_seconds)
@@ -126,14 +132,20 @@ class Guard:
 
     def resolve(self, db: Adapter, names: Sequence[str | TableRef] = ()) -> list[TableRef]:
         """Expand names and globs (default: the configured protected set) to existing tables."""
-        patterns = [n if isinstance(n, TableRef) else parse_table(n) for n in names] or list(self.config.protect)
+        patterns = [n if isinstance(n, TableRef) else parse_table(n) for n in names] or list(
+            self.config.protect
+        )
         if not patterns:
             raise ConfigError("no tables given and no protected set configured; add tables under protect:")
         found: list[TableRef] = []
         for pattern in patterns:
             if not pattern.is_pattern:
                 if not db.table_exists(pattern):
-                    hint = "check the name" if db.schema_exists(pattern.schema) else f"schema {pattern.schema} does not exist"
+                    hint = (
+                        "check the name"
+                        if db.schema_exists(pattern.schema)
+                        else f"schema {pattern.schema} does not exist"
+                    )
                     raise TableNotFound(str(pattern), hint)
                 matches = [pattern]
             else:
@@ -145,7 +157,10 @@ class Guard:
         schemas = [s for s in db.list_schemas() if TableRef(s, "x").matches(TableRef(pattern.schema, "x"))]
         hidden = {self.config.snapshot_schema, self.config.catalog_schema}
         matches = [
-            TableRef(s, t) for s in schemas if s not in hidden for t in db.list_tables(s)
+            TableRef(s, t)
+            for s in schemas
+            if s not in hidden
+            for t in db.list_tables(s)
             if TableRef(s, t).matches(pattern) and not t.startswith("_etlguard_")
         ]
         if not matches:
@@ -158,7 +173,12 @@ class Guard:
         written = None
         if write_config is not None and not write_config.exists():
             lines = "\n".join(f"  - {p}" for p in protect) or "  - gold.*"
-            write_config.write_text(STARTER.format(target=self.config.target.redacted.replace(":***", ":${DB_PASSWORD}"), protect=lines), encoding="utf-8")
+            write_config.write_text(
+                STARTER.format(
+                    target=self.config.target.redacted.replace(":***", ":${DB_PASSWORD}"), protect=lines
+                ),
+                encoding="utf-8",
+            )
             written = write_config
         with self.session("init", check_journal=False):
             pass
@@ -221,7 +241,11 @@ class Guard:
             check_tables(db, [ref])
             live = db.checksum(ref)
             diff = DiffResult(
-                ref, snap, live.rows, live.digest, db.structure(ref) == snap.structure,
+                ref,
+                snap,
+                live.rows,
+                live.digest,
+                db.structure(ref) == snap.structure,
                 key=db.primary_key(snap.snapshot),
                 columns=[c.name for c in db.columns(snap.snapshot) if not c.generated],
             )
@@ -235,7 +259,9 @@ class Guard:
             doomed = [d.snapshot for d in decisions if d.delete]
             if dry_run or not doomed:
                 return decisions
-            entry = catalog.begin("prune", {"snapshots": [[s.id, s.snapshot.schema, s.snapshot.name] for s in doomed]})
+            entry = catalog.begin(
+                "prune", {"snapshots": [[s.id, s.snapshot.schema, s.snapshot.name] for s in doomed]}
+            )
             for s in doomed:
                 db.drop_table(s.snapshot)
                 catalog.update_snapshot(s.id, status="deleted")
@@ -254,5 +280,3 @@ def _to_utc(when: dt.datetime | None) -> dt.datetime | None:
     if when.tzinfo is None:
         when = when.astimezone()
     return when.astimezone(dt.UTC).replace(tzinfo=None)
-
-

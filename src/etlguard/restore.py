@@ -72,7 +72,8 @@ def choose_snapshots(
     chosen = {}
     for table in tables:
         candidates = [
-            s for s in catalog.snapshots(table)
+            s
+            for s in catalog.snapshots(table)
             if s.verified and s.kind == "snapshot" and (as_of is None or s.taken_at <= as_of)
         ]
         if not candidates:
@@ -107,14 +108,18 @@ def plan_restore(
     for i, (table, snap) in enumerate(sorted(chosen.items())):
         displaced_id = next_id + i
         staging_schema = table.schema if db.staging_beside_live else snapshot_schema
-        staging = TableRef(staging_schema, snapshot_name("_etlguard_r" if db.staging_beside_live else "r", displaced_id))
+        staging = TableRef(
+            staging_schema, snapshot_name("_etlguard_r" if db.staging_beside_live else "r", displaced_id)
+        )
         live_exists = db.table_exists(table)
         steps.append(
             RestoreStep(
                 table=table,
                 snapshot=snap,
                 staging=staging,
-                displaced=TableRef(snapshot_schema, snapshot_name("s", displaced_id)) if live_exists else None,
+                displaced=TableRef(snapshot_schema, snapshot_name("s", displaced_id))
+                if live_exists
+                else None,
                 displaced_id=displaced_id if live_exists else None,
             )
         )
@@ -149,9 +154,19 @@ def run_restore(
             s.live_auto_increment = db.auto_increment(s.table)
             catalog.add_snapshot(
                 Snapshot(
-                    id=s.displaced_id, table=s.table, snapshot=s.displaced, kind="displaced",
-                    status="creating", taken_at=utcnow(), row_count=None, size_bytes=None,
-                    checksum=None, auto_increment=None, structure="", run_id=run_id, journal_id=entry,
+                    id=s.displaced_id,
+                    table=s.table,
+                    snapshot=s.displaced,
+                    kind="displaced",
+                    status="creating",
+                    taken_at=utcnow(),
+                    row_count=None,
+                    size_bytes=None,
+                    checksum=None,
+                    auto_increment=None,
+                    structure="",
+                    run_id=run_id,
+                    journal_id=entry,
                     note=f"replaced by snapshot {s.snapshot.id}",
                 )
             )
@@ -183,8 +198,12 @@ def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
         if s.displaced is not None and s.displaced_id is not None:
             cs = db.checksum(s.displaced)
             catalog.update_snapshot(
-                s.displaced_id, status="verified", row_count=cs.rows, checksum=cs.digest,
-                structure=s.live_structure, size_bytes=db.size_bytes(s.displaced),
+                s.displaced_id,
+                status="verified",
+                row_count=cs.rows,
+                checksum=cs.digest,
+                structure=s.live_structure,
+                size_bytes=db.size_bytes(s.displaced),
                 auto_increment=s.live_auto_increment,
             )
         live = db.checksum(s.table)

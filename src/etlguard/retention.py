@@ -23,7 +23,12 @@ class PruneDecision:
     reason: str
 
     def as_dict(self) -> dict[str, object]:
-        return {"id": self.snapshot.id, "table": str(self.snapshot.table), "delete": self.delete, "reason": self.reason}
+        return {
+            "id": self.snapshot.id,
+            "table": str(self.snapshot.table),
+            "delete": self.delete,
+            "reason": self.reason,
+        }
 
 
 def plan_prune(snapshots: Sequence[Snapshot], policy: Retention, now: dt.datetime) -> list[PruneDecision]:

@@ -52,15 +52,29 @@ def take_snapshots(
     taken_at = utcnow()
     snaps = [
         Snapshot(
-            id=first + i, table=ref, snapshot=TableRef(snapshot_schema, snapshot_name("s", first + i)),
-            kind="snapshot", status="creating", taken_at=taken_at, row_count=None, size_bytes=None,
-            checksum=None, auto_increment=None, structure="", run_id=run_id,
+            id=first + i,
+            table=ref,
+            snapshot=TableRef(snapshot_schema, snapshot_name("s", first + i)),
+            kind="snapshot",
+            status="creating",
+            taken_at=taken_at,
+            row_count=None,
+            size_bytes=None,
+            checksum=None,
+            auto_increment=None,
+            structure="",
+            run_id=run_id,
         )
         for i, ref in enumerate(tables)
     ]
     entry = catalog.begin(
         "snapshot",
-        {"snapshots": [{"id": s.id, "table": str(s.table), "snapshot": [s.snapshot.schema, s.snapshot.name]} for s in snaps]},
+        {
+            "snapshots": [
+                {"id": s.id, "table": str(s.table), "snapshot": [s.snapshot.schema, s.snapshot.name]}
+                for s in snaps
+            ]
+        },
         run_id=run_id,
     )
     for s in snaps:
@@ -82,8 +96,13 @@ def take_snapshots(
         s.status, s.row_count, s.checksum = "verified", r.dest.rows, r.dest.digest
         s.size_bytes, s.auto_increment, s.structure = r.size_bytes, r.auto_increment, r.structure
         catalog.update_snapshot(
-            s.id, status=s.status, row_count=s.row_count, checksum=s.checksum,
-            size_bytes=s.size_bytes, auto_increment=s.auto_increment, structure=s.structure,
+            s.id,
+            status=s.status,
+            row_count=s.row_count,
+            checksum=s.checksum,
+            size_bytes=s.size_bytes,
+            auto_increment=s.auto_increment,
+            structure=s.structure,
         )
     catalog.finish(entry)
     return snaps

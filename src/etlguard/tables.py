@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-_QUOTES = "`\""
+_QUOTES = '`"'
 
 
 @dataclass(frozen=True, order=True)

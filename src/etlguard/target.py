@@ -48,8 +48,7 @@ def parse_target(url: str) -> Target:
     dialect = _DIALECTS.get(scheme.split("+", 1)[0].lower())
     if dialect is None:
         raise ConfigError(
-            f"unsupported target type {scheme!r}; use mysql+pymysql://, mariadb+pymysql:// "
-            "or duckdb:///"
+            f"unsupported target type {scheme!r}; use mysql+pymysql://, mariadb+pymysql:// or duckdb:///"
         )
     if dialect == "duckdb":
         path, _, query = rest.partition("?")

@@ -220,14 +220,11 @@ class Adapter:
     # -- catalog support: generic DML built from quoted names -------------------------------
     column_types: ClassVar[dict[str, str]] = {}
 
-    def create_catalog_table(
-        self, table: TableRef, columns: Sequence[tuple[str, str]], key: str
-    ) -> None:
+    def create_catalog_table(self, table: TableRef, columns: Sequence[tuple[str, str]], key: str) -> None:
         """CREATE TABLE IF NOT EXISTS with generic column kinds mapped by `column_types`."""
         body = ", ".join(f"{self.quote(c)} {self.column_types[kind]}" for c, kind in columns)
         self.execute(
-            f"CREATE TABLE IF NOT EXISTS {self.qualify(table)} ({body}, "
-            f"PRIMARY KEY ({self.quote(key)}))"
+            f"CREATE TABLE IF NOT EXISTS {self.qualify(table)} ({body}, PRIMARY KEY ({self.quote(key)}))"
         )
 
     def insert(self, table: TableRef, row: dict[str, Any]) -> None:
@@ -244,7 +241,10 @@ class Adapter:
         )
 
     def select(
-        self, table: TableRef, columns: Sequence[str], where: dict[str, Any] | None = None,
+        self,
+        table: TableRef,
+        columns: Sequence[str],
+        where: dict[str, Any] | None = None,
         order_by: str = "",
     ) -> list[dict[str, Any]]:
         cols = ", ".join(self.quote(c) for c in columns)
@@ -258,7 +258,9 @@ class Adapter:
         return [dict(zip(columns, row, strict=True)) for row in self.query(sql, params)]
 
     def next_id(self, table: TableRef) -> int:
-        (value,) = self.query(f"SELECT COALESCE(MAX({self.quote('id')}), 0) + 1 FROM {self.qualify(table)}")[0]
+        (value,) = self.query(f"SELECT COALESCE(MAX({self.quote('id')}), 0) + 1 FROM {self.qualify(table)}")[
+            0
+        ]
         return int(value)
 
 
@@ -270,4 +272,3 @@ def adapter_for(target: Target, lock_wait_seconds: float = 60.0) -> Adapter:
     from . import duckdb, mysql  # noqa: F401  (registers the adapters)
 
     return Adapter.registry[target.dialect](target, lock_wait_seconds)
-

@@ -126,9 +126,7 @@ class DuckDBAdapter(Adapter):
         return schema in self.list_schemas()
 
     def list_schemas(self) -> list[str]:
-        rows = self.query(
-            "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database()"
-        )
+        rows = self.query("SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database()")
         return [r[0] for r in rows]
 
     def list_tables(self, schema: str) -> list[str]:
@@ -243,9 +241,7 @@ class DuckDBAdapter(Adapter):
                     self.create_from_structure(s.displaced, self.structure(s.live), with_indexes=False)
                     self._copy_rows(s.live, s.displaced)
                     self.drop_table(s.live)
-                self.execute(
-                    f"ALTER TABLE {self.qualify(s.staging)} RENAME TO {self.quote(s.live.name)}"
-                )
+                self.execute(f"ALTER TABLE {self.qualify(s.staging)} RENAME TO {self.quote(s.live.name)}")
                 for sql in json.loads(s.structure)[1:]:
                     self.execute(sql.replace(_PLACEHOLDER, self.qualify(s.live), 1))
 

@@ -236,7 +236,9 @@ class MySQLAdapter(Adapter):
         values = ", ".join(f"CAST({c} AS BINARY)" for c in cols)
         flags = ", ".join(f"ISNULL({c})" for c in cols)
         row_hash = f"CAST(CONV(SUBSTRING(MD5(CONCAT_WS('#', {values}, {flags})), 1, 16), 16, 10) AS UNSIGNED)"
-        count, total = self.query(f"SELECT COUNT(*), COALESCE(SUM({row_hash}), 0) FROM {self.qualify(ref)}")[0]
+        count, total = self.query(f"SELECT COUNT(*), COALESCE(SUM({row_hash}), 0) FROM {self.qualify(ref)}")[
+            0
+        ]
         return Checksum(int(count), str(int(total)))
 
     def swap(self, swaps: Sequence[Swap]) -> None:
