@@ -1,0 +1,183 @@
+"""Shared fixtures: real databases, unique schemas per test, and a golden checksum computed by
+the tests themselves (never by etlguard's own checksum code)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pymysql
+import pytest
+
+from etlguard import Config, Guard
+
+MYSQL_URL = os.environ.get("ETLGUARD_TEST_MYSQL_URL", "mariadb+pymysql://root@127.0.0.1:3306")
+MYSQL_HOST = os.environ.get("ETLGUARD_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("ETLGUARD_TEST_MYSQL_PORT", "3306"))
+BACKENDS = os.environ.get("ETLGUARD_TEST_BACKENDS", "duckdb,mariadb").split(",")
+
+
+class Backend:
+    """One real database for one test: names are unique, everything is dropped afterwards."""
+
+    kind: str
+    url: str
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tag = uuid.uuid4().hex[:8]
+        self.tmp_path = tmp_path
+        self.created: list[str] = []
+
+    # -- names --------------------------------------------------------------------------------
+    def schema(self, name: str) -> str:
+        """A schema name unique to this test (MariaDB is shared between tests)."""
+        full = f"t{self.tag}_{name}"
+        if full not in self.created:
+            self.created.append(full)
+        return full
+
+    @property
+    def catalog_schema(self) -> str:
+        return self.schema("etlguard")
+
+    @property
+    def snapshot_schema(self) -> str:
+        return self.schema("snaps")
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "target": self.url,
+            "catalog_schema": self.catalog_schema,
+            "snapshot_schema": self.snapshot_schema,
+            **extra,
+        }
+
+    def guard(self, protect: Sequence[str] = (), **extra: Any) -> Guard:
+        return Guard(Config.from_dict(self.settings(protect=list(protect), **extra)))
+
+    def write_config(self, path: Path, protect: Sequence[str] = (), **extra: Any) -> Path:
+        import yaml
+
+        path.write_text(yaml.safe_dump(self.settings(protect=list(protect), **extra)), encoding="utf-8")
+        return path
+
+    # -- raw access (the test's own connection) ---------------------------------------------------
+    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def q(self, name: str) -> str:
+        raise NotImplementedError
+
+    def table(self, schema: str, name: str) -> str:
+        return f"{self.q(schema)}.{self.q(name)}"
+
+    def create_schema(self, name: str) -> str:
+        full = self.schema(name)
+        self.sql(f"CREATE SCHEMA IF NOT EXISTS {self.q(full)}")
+        return full
+
+    def golden(self, schema: str, name: str) -> tuple[int, str]:
+        """Row count and a SHA-256 over every row in full-row order: independent of etlguard."""
+        rows = self.sql(f"SELECT * FROM {self.table(schema, name)}")
+        digest = hashlib.sha256()
+        for row in sorted(rows, key=lambda r: tuple((v is None, str(v)) for v in r)):
+            digest.update(repr(tuple(_norm(v) for v in row)).encode())
+        return len(rows), digest.hexdigest()
+
+    def cleanup(self) -> None:
+        pass
+
+
+def _norm(value: Any) -> Any:
+    return value.hex() if isinstance(value, bytes | bytearray) else value
+
+
+class DuckDBBackend(Backend):
+    kind = "duckdb"
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.path = tmp_path / "warehouse.duckdb"
+        self.url = f"duckdb:///{self.path}"
+
+    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with contextlib.closing(duckdb.connect(str(self.path))) as conn:
+            cur = conn.execute(statement, list(params))
+            return cur.fetchall() if cur.description else []
+
+    def q(self, name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def show_create(self, schema: str, name: str) -> str:
+        rows = self.sql(
+            "SELECT sql FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?", [schema, name]
+        )
+        indexes = self.sql(
+            "SELECT sql FROM duckdb_indexes() WHERE schema_name = ? AND table_name = ? ORDER BY index_name",
+            [schema, name],
+        )
+        return "\n".join([rows[0][0], *(r[0] for r in indexes)])
+
+
+class MariaDBBackend(Backend):
+    kind = "mariadb"
+    url = MYSQL_URL
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.conn = pymysql.connect(
+            host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", charset="utf8mb4", autocommit=True
+        )
+
+    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(statement, tuple(params) or None)
+            return list(cur.fetchall()) if cur.description else []
+
+    def q(self, name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
+
+    def show_create(self, schema: str, name: str) -> str:
+        return str(self.sql(f"SHOW CREATE TABLE {self.table(schema, name)}")[0][1])
+
+    def cleanup(self) -> None:
+        for name in self.created:
+            with contextlib.suppress(pymysql.err.Error):
+                self.sql(f"DROP DATABASE IF EXISTS {self.q(name)}")
+        self.conn.close()
+
+
+def make_backend(kind: str, tmp_path: Path) -> Backend:
+    return {"duckdb": DuckDBBackend, "mariadb": MariaDBBackend}[kind](tmp_path)
+
+
+@pytest.fixture(params=[b for b in ("duckdb", "mariadb") if b in BACKENDS])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Every test that takes this fixture runs once per database."""
+    b = make_backend(request.param, tmp_path)
+    try:
+        yield b
+    finally:
+        b.cleanup()
+
+
+@pytest.fixture
+def duck(tmp_path: Path) -> Iterator[Backend]:
+    b = make_backend("duckdb", tmp_path)
+    yield b
+    b.cleanup()
+
+
+@pytest.fixture
+def maria(tmp_path: Path) -> Iterator[Backend]:
+    if "mariadb" not in BACKENDS:
+        pytest.skip("MariaDB tests disabled by ETLGUARD_TEST_BACKENDS")
+    b = make_backend("mariadb", tmp_path)
+    yield b
+    b.cleanup()
