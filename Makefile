@@ -1,0 +1,42 @@
+# etlguard developer tasks. `make` runs lint and the tests; `make demo` is the one-minute tour.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: all check demo test lint typecheck format services dbt reliability clean
+
+all: check
+
+check: lint test
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# The main job on the embedded default (DuckDB): nothing to start, nothing to configure.
+demo: $(BIN)/.installed
+	$(BIN)/etlguard demo
+
+# Starts MariaDB (installs it if missing), builds the dbt virtualenvs, runs the whole suite.
+test: $(BIN)/.installed services dbt
+	$(BIN)/pytest -q
+
+services:
+	scripts/services
+
+dbt:
+	scripts/setup-dbt
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .venvs .pytest_cache .mypy_cache .ruff_cache
