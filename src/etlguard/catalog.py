@@ -61,6 +61,18 @@ _TABLES: dict[str, list[tuple[str, str]]] = {
         ("pid", "int"),
         ("payload", "text"),
     ],
+    "transactions": [
+        ("id", "id"),
+        ("started_at", "time"),
+        ("finished_at", "time"),
+        ("outcome", "name"),
+        ("rows_affected", "int"),
+        ("statements", "text"),
+        ("validations", "text"),
+        ("error", "text"),
+        ("host", "text"),
+        ("pid", "int"),
+    ],
 }
 SNAPSHOT_FIELDS = [c for c, _ in _TABLES["snapshots"]]
 
@@ -234,4 +246,41 @@ class Catalog:
         )
         for r in rows:
             r["payload"] = json.loads(r["payload"] or "{}")
+        return rows
+
+    # -- runs -------------------------------------------------------------------------------
+    def start_run(self, command: list[str]) -> int:
+        run_id = self.db.next_id(self.t("runs"))
+        self.db.insert(
+            self.t("runs"),
+            {
+                "id": run_id,
+                "started_at": utcnow(),
+                "status": "running",
+                "command": json.dumps(command),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "details": "{}",
+            },
+        )
+        return run_id
+
+    def finish_run(self, run_id: int, status: str, exit_code: int, details: dict[str, Any]) -> None:
+        self.db.update(
+            self.t("runs"),
+            {
+                "status": status,
+                "exit_code": exit_code,
+                "finished_at": utcnow(),
+                "details": json.dumps(details, default=str),
+            },
+            {"id": run_id},
+        )
+
+    def runs(self, run_id: int | None = None) -> list[dict[str, Any]]:
+        cols = [c for c, _ in _TABLES["runs"]]
+        rows = self.db.select(self.t("runs"), cols, {"id": run_id} if run_id else None, order_by="id")
+        for r in rows:
+            r["command"] = json.loads(r["command"] or "[]")
+            r["details"] = json.loads(r["details"] or "{}")
         return rows

@@ -86,7 +86,11 @@ def _progress(guard: Guard, what: str, enabled: bool = True) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="etlguard", standalone_mode=False)
+        code = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="etlguard", standalone_mode=False
+        )
+        if isinstance(code, int):  # click returns ctx.exit(code) instead of raising, in this mode
+            return code
     except EtlguardError as exc:
         err.print(f"etlguard: error: {exc}", markup=False)
         return exc.exit_code
@@ -94,7 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("etlguard: aborted", markup=False)
         return EXIT_FAILED
     except click.ClickException as exc:
-        exc.show()
+        # one line, like every other error: a 03:00 job log should not need a usage screen
+        ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+        hint = f" (see `{ctx.command_path} --help`)" if ctx else ""
+        err.print(f"etlguard: error: {exc.format_message()}{hint}", markup=False)
         return EXIT_USAGE if exc.exit_code == 2 else exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -396,3 +403,126 @@ def demo_cmd(path: Path | None, keep: bool) -> None:
     from .demo import run_demo
 
     run_demo(out, path, keep)
+
+
+# -- guarded runs --------------------------------------------------------------------------------
+
+
+@command(
+    "run",
+    """
+  etlguard run -- dbt run --target prod
+  etlguard run --timeout 3600 --json-report run.json -- dbt build --target prod
+  etlguard run -c /etc/etlguard.yml -- python daily_etl.py
+
+Exit codes: 0 ok; 10 the ETL failed and the protected set was rolled back and verified;
+11 an audit failed and it was rolled back; 12 the snapshot failed and the ETL never ran;
+2 bad configuration (nothing touched, the ETL never ran); 3 another etlguard holds the
+target; 20 the rollback failed: a person must act (the command to run is printed).
+""",
+)
+@config_option
+@click.option("--timeout", type=float, help="Stop the ETL after this many seconds (then roll back).")
+@click.option(
+    "--json-report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the run's result as JSON here.",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run_cmd(
+    config_path: Path | None, timeout: float | None, json_report: Path | None, command: tuple[str, ...]
+) -> None:
+    """Snapshot the protected set, run COMMAND, audit, and commit or roll everything back."""
+    guard = _guard(config_path)
+
+    def echo(message: str) -> None:
+        err.print(f"etlguard: {message}", markup=False)
+
+    with _progress(guard, "snapshot"):
+        result = guard.run(list(command), timeout=timeout, json_report=json_report, echo=echo)
+    for audit in result.audits:
+        echo(f"audit {audit}")
+    for note in result.notes:
+        echo(note)
+    level = "ok" if result.ok else "error"
+    err.print(f"etlguard: {level}: {result.message}", markup=False)
+    if result.exit_code:
+        raise click.exceptions.Exit(result.exit_code)
+
+
+@command(
+    "runs",
+    """
+  etlguard runs
+  etlguard runs --json
+""",
+)
+@config_option
+@json_option
+@click.option("--last", default=20, show_default=True, help="Show at most this many recent runs.")
+def runs_cmd(config_path: Path | None, as_json: bool, last: int) -> None:
+    """List guarded runs, newest last: status, duration, and whether they rolled back."""
+    runs = _guard(config_path).runs()[-last:]
+    if as_json:
+        _emit_json(runs)
+        return
+    table = Table()
+    for col in ("run", "started (UTC)", "status", "exit", "seconds", "tables", "rolled back"):
+        table.add_column(col, no_wrap=True)
+    for r in runs:
+        d = r["details"]
+        table.add_row(
+            str(r["id"]),
+            f"{r['started_at']:%Y-%m-%d %H:%M}",
+            r["status"],
+            str(r["exit_code"] or 0),
+            f"{d.get('total_seconds', 0):.1f}",
+            str(len(d.get("protected", []))),
+            "yes" if d.get("rolled_back") else "",
+        )
+    out.print(table)
+
+
+@command(
+    "show",
+    """
+  etlguard show 42
+  etlguard show 42 --json
+""",
+)
+@config_option
+@json_option
+@click.argument("run_id", type=int)
+def show_cmd(config_path: Path | None, as_json: bool, run_id: int) -> None:
+    """Show one run: protected tables, snapshots, audits, dbt failures, rollback."""
+    [r] = _guard(config_path).runs(run_id)
+    if as_json:
+        _emit_json(r)
+        return
+    d = r["details"]
+    out.print(
+        f"run {r['id']}: {r['status']} (exit {r['exit_code']}), started {r['started_at']:%Y-%m-%d %H:%M:%S} UTC",
+        markup=False,
+    )
+    out.print(f"command:   {' '.join(r['command'])}", markup=False)
+    out.print(f"message:   {d.get('message', '')}", markup=False)
+    out.print(f"protected: {', '.join(d.get('protected', []))}", markup=False)
+    out.print(f"snapshots: {', '.join(map(str, d.get('snapshot_ids', [])))}", markup=False)
+    for node in d.get("dbt_failures", []):
+        out.print(f"dbt:       {node['unique_id']} {node['status']}: {node['message']}", markup=False)
+    for a in d.get("audits", []):
+        out.print(
+            f"audit:     {a.get('table') or ''} {a['check']} {'ok' if a['ok'] else 'FAILED'} ({a['detail']})",
+            markup=False,
+        )
+    if d.get("rolled_back"):
+        out.print(
+            f"rolled back: {', '.join(d['rolled_back'])} (verified: {', '.join(d.get('rollback_verified', []))})",
+            markup=False,
+        )
+    if d.get("recovery_command"):
+        out.print(f"ACTION NEEDED: {d['recovery_command']}", markup=False)
+    out.print(
+        f"durations: snapshot {d.get('snapshot_seconds', 0):.2f} s, total {d.get('total_seconds', 0):.2f} s",
+        markup=False,
+    )

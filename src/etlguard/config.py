@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .audits import AuditSpec, parse_audits
+from .dbt import DbtSettings, parse_selector
 from .errors import ConfigError
 from .tables import TableRef, parse_table
 from .target import Target, parse_target
@@ -32,10 +34,14 @@ class Retention:
 class Config:
     target: Target
     protect: tuple[TableRef, ...] = ()
+    protect_dbt: tuple[str, ...] = ()  # dbt selectors, resolved from manifest.json at run time
     snapshot_schema: str = "etlguard_snapshots"
     catalog_schema: str = "etlguard"
     retention: Retention = field(default_factory=Retention)
     lock_wait_seconds: float = 60.0
+    audits: tuple[AuditSpec, ...] = ()
+    dbt: DbtSettings = field(default_factory=DbtSettings)
+    timeout_seconds: float | None = None
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -66,9 +72,15 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config key {unknown[0]!r}; known keys are: {', '.join(_TOP_KEYS)}")
         url = os.environ.get("ETLGUARD_URL") or _interpolate(_need(data, "target", str), "target")
+        tables, selectors = _protect(data.get("protect", []))
+        timeout = data.get("timeout_seconds")
         return cls(
             target=parse_target(url),
-            protect=_protect(data.get("protect", [])),
+            protect=tables,
+            protect_dbt=selectors,
+            audits=parse_audits(data.get("audits")),
+            dbt=_dbt(data.get("dbt", {})),
+            timeout_seconds=None if timeout is None else _number(data, "timeout_seconds", 0, minimum=1),
             snapshot_schema=_name(data, "snapshot_schema", "etlguard_snapshots"),
             catalog_schema=_name(data, "catalog_schema", "etlguard"),
             retention=_retention(data.get("retention", {})),
@@ -85,17 +97,12 @@ _TOP_KEYS = (
     "catalog_schema",
     "retention",
     "lock_wait_seconds",
+    "audits",
+    "dbt",
+    "timeout_seconds",
 )
-# Sections owned by other modules (runs, audits, alerts); they validate their own contents.
+# Sections owned by feature modules that validate their own contents (alerts, metrics).
 _EXTENSION_KEYS: tuple[str, ...] = ()
-
-
-def register_section(name: str) -> None:
-    """Let a feature module own a top-level config section (validated by that module)."""
-    global _TOP_KEYS, _EXTENSION_KEYS
-    if name not in _TOP_KEYS:
-        _TOP_KEYS = (*_TOP_KEYS, name)
-        _EXTENSION_KEYS = (*_EXTENSION_KEYS, name)
 
 
 def _interpolate(value: str, key: str) -> str:
@@ -136,14 +143,37 @@ def _number(data: dict[str, Any], key: str, default: float, minimum: float = 0) 
     return float(value)
 
 
-def _protect(value: Any) -> tuple[TableRef, ...]:
+def _protect(value: Any) -> tuple[tuple[TableRef, ...], tuple[str, ...]]:
+    """Tables and globs as strings; `{dbt: "materialized:incremental"}` picks models from the
+    dbt manifest, so "all incremental models + the gold layer" is two lines of config."""
     if isinstance(value, str):
         value = [value]
     _typed(value, "protect", list)
-    refs = []
+    refs, selectors = [], []
     for i, item in enumerate(value):
-        refs.append(parse_table(_typed(item, f"protect[{i}]", str)))
-    return tuple(refs)
+        if isinstance(item, dict):
+            if set(item) != {"dbt"}:
+                raise ConfigError(f"protect[{i}] must be a table name or {{dbt: selector}}")
+            parse_selector(_typed(item["dbt"], f"protect[{i}].dbt", str))
+            selectors.append(item["dbt"])
+        else:
+            refs.append(parse_table(_typed(item, f"protect[{i}]", str)))
+    return tuple(refs), tuple(selectors)
+
+
+def _dbt(value: Any) -> DbtSettings:
+    _typed(value, "dbt", dict)
+    known = ("fail_fast", "project_dir", "target_path", "check_results")
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key 'dbt.{unknown[0]}'; known keys are: {', '.join(known)}")
+    for key in ("fail_fast", "check_results"):
+        if key in value:
+            _typed(value[key], f"dbt.{key}", bool)
+    for key in ("project_dir", "target_path"):
+        if value.get(key) is not None:
+            _typed(value[key], f"dbt.{key}", str)
+    return DbtSettings(**value)
 
 
 def _retention(value: Any) -> Retention:

@@ -106,7 +106,9 @@ def _tour(out: Console, db_path: Path) -> None:
     _step(out, 2, "Before the ETL: snapshot the protected set, verified by checksum", "etlguard snapshot")
     started = time.perf_counter()
     snaps = guard.snapshot()
-    out.print(f"   {len(snaps)} tables snapshotted at one consistency point in {time.perf_counter() - started:.2f} s")
+    out.print(
+        f"   {len(snaps)} tables snapshotted at one consistency point in {time.perf_counter() - started:.2f} s"
+    )
     out.print(_snapshots_table(snaps))
 
     _step(out, 3, "A bad night: the run dies halfway")
@@ -119,19 +121,33 @@ def _tour(out: Console, db_path: Path) -> None:
     out.print(f"     tenants with two 'current' rows: {before[0]} -> [bold red]{after[0]}[/]")
     out.print(f"     gold.moveouts rows:              {before[1]} -> [bold red]{after[1]}[/]")
 
-    _step(out, 4, "What changed? Compare with the snapshot, row by row", "etlguard diff silver.tenant_status_history --limit 3")
+    _step(
+        out,
+        4,
+        "What changed? Compare with the snapshot, row by row",
+        "etlguard diff silver.tenant_status_history --limit 3",
+    )
     d = guard.diff("silver.tenant_status_history", limit=3)
     out.print(f"   rows {d.snapshot.row_count} -> {d.live_rows}; first differing rows by primary key:")
     for side, row in d.rows:
         out.print(f"     {side} ({', '.join('NULL' if v is None else str(v) for v in row)})", markup=False)
 
-    _step(out, 5, "Put both tables back, in one atomic swap", "etlguard restore silver.tenant_status_history gold.moveouts --latest")
+    _step(
+        out,
+        5,
+        "Put both tables back, in one atomic swap",
+        "etlguard restore silver.tenant_status_history gold.moveouts --latest",
+    )
     result = guard.restore(["silver.tenant_status_history", "gold.moveouts"], latest=True)
-    out.print(f"   swap: {result.swap_seconds * 1000:.1f} ms; checksums verified for: {', '.join(result.verified)}")
+    out.print(
+        f"   swap: {result.swap_seconds * 1000:.1f} ms; checksums verified for: {', '.join(result.verified)}"
+    )
     with duckdb.connect(str(db_path)) as conn:
         healed = conn.execute(_HEALTH).fetchone()
     assert healed is not None
-    out.print(f"     tenants with two 'current' rows: [bold green]{healed[0]}[/]; gold.moveouts rows: [bold green]{healed[1]}[/]")
+    out.print(
+        f"     tenants with two 'current' rows: [bold green]{healed[0]}[/]; gold.moveouts rows: [bold green]{healed[1]}[/]"
+    )
     kept = ", ".join(str(s.displaced_id) for s in result.steps)
     out.print(f"   the broken tables are kept as snapshots {kept}: a restore can itself be undone")
 

@@ -88,3 +88,33 @@ class RestoreFailed(EtlguardError):
 
 class UnfinishedOperation(EtlguardError):
     exit_code = EXIT_UNFINISHED
+
+
+class AuditFailed(EtlguardError):
+    """The ETL finished but an audit failed; the protected set was rolled back."""
+
+    exit_code = EXIT_AUDIT_FAILED
+
+    def __init__(self, message: str, result: object = None) -> None:
+        self.result = result
+        super().__init__(message)
+
+
+class RollbackFailed(EtlguardError):
+    """The rollback did not complete: a person must act. The message names the command."""
+
+    exit_code = EXIT_ROLLBACK_FAILED
+
+    def __init__(self, message: str, result: object = None) -> None:
+        self.result = result
+        super().__init__(message)
+
+
+class ValidationFailed(EtlguardError):
+    """A guarded transaction's validations failed, so it was rolled back. `failed` holds the
+    failed checks with their values; `transaction` the whole guarded transaction."""
+
+    def __init__(self, failed: list[object], transaction: object = None) -> None:
+        self.failed = failed
+        self.transaction = transaction
+        super().__init__("validation failed, rolled back: " + "; ".join(str(c) for c in failed))

@@ -5,19 +5,31 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import restore as _restore
 from .adapters.base import Adapter, Progress, adapter_for
 from .catalog import Catalog, Snapshot, utcnow
 from .config import STARTER, Config
-from .errors import ConfigError, EtlguardError, SnapshotNotFound, TableNotFound, UnfinishedOperation
-from .retention import PruneDecision, plan_prune
+from .errors import (
+    AuditFailed,
+    ConfigError,
+    EtlguardError,
+    RollbackFailed,
+    SnapshotNotFound,
+    TableNotFound,
+    UnfinishedOperation,
+)
+from .retention import PruneDecision
+from .retention import prune as apply_prune
 from .snapshot import check_tables, take_snapshots
 from .tables import TableRef, parse_table
+
+if TYPE_CHECKING:
+    from .run import RunResult
 
 
 @dataclass
@@ -140,6 +152,8 @@ class Guard:
         found: list[TableRef] = []
         for pattern in patterns:
             if not pattern.is_pattern:
+                db.check_identifier(pattern.schema)  # a name the server cannot hold is not "missing"
+                db.check_identifier(pattern.name)
                 if not db.table_exists(pattern):
                     hint = (
                         "check the name"
@@ -253,20 +267,55 @@ class Guard:
                 diff.rows = db.row_diff(snap.snapshot, ref, diff.key, limit)
             return diff
 
+    def run(
+        self,
+        command: Sequence[str],
+        timeout: float | None = None,
+        json_report: Path | None = None,
+        echo: Callable[[str], None] | None = None,
+    ) -> RunResult:
+        """Lock, snapshot the protected set, run `command`, audit, then commit or roll back.
+        Problems found before the command would start raise (nothing touched, command not
+        run); everything after is reported in the returned RunResult and its exit_code."""
+        from .run import guarded_run
+
+        return guarded_run(self, command, timeout, json_report, echo)
+
+    @contextlib.contextmanager
+    def protect(self, echo: Callable[[str], None] | None = None) -> Iterator[RunResult]:
+        """Guard ETL code written in Python: snapshot on entry; on an exception roll back and
+        re-raise it; on a clean exit audit, and roll back and raise AuditFailed if one fails.
+
+        >>> with guard.protect():
+        ...     run_my_transformations()
+        """
+        from .run import GuardedRun
+
+        run = GuardedRun(self, ["python"], echo)
+        run.start()
+        try:
+            yield run.result
+        except BaseException as exc:
+            result = run.finish(False, f"the ETL raised {type(exc).__name__}: {exc}")
+            if result.status == "rollback_failed":
+                raise RollbackFailed(result.message, result) from exc
+            raise
+        result = run.finish(True)
+        if result.status == "rollback_failed":
+            raise RollbackFailed(result.message, result)
+        if result.status == "audit_failed":
+            raise AuditFailed(result.message, result)
+
+    def runs(self, run_id: int | None = None) -> list[dict[str, Any]]:
+        with self.session("runs", lock=False, check_journal=False) as (_, catalog):
+            rows = catalog.runs(run_id)
+        if run_id is not None and not rows:
+            raise ConfigError(f"no run {run_id}; list runs with `etlguard runs`")
+        return rows
+
     def prune(self, dry_run: bool = False, now: dt.datetime | None = None) -> list[PruneDecision]:
         with self.session("prune") as (db, catalog):
-            decisions = plan_prune(catalog.snapshots(), self.config.retention, now or utcnow())
-            doomed = [d.snapshot for d in decisions if d.delete]
-            if dry_run or not doomed:
-                return decisions
-            entry = catalog.begin(
-                "prune", {"snapshots": [[s.id, s.snapshot.schema, s.snapshot.name] for s in doomed]}
-            )
-            for s in doomed:
-                db.drop_table(s.snapshot)
-                catalog.update_snapshot(s.id, status="deleted")
-            catalog.finish(entry)
-            return decisions
+            return apply_prune(db, catalog, self.config.retention, now or utcnow(), dry_run)
 
 
 def _same_columns(db: Adapter, ref: TableRef, snap: Snapshot) -> bool:

@@ -11,7 +11,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .catalog import Snapshot
+from .adapters.base import Adapter
+from .catalog import Catalog, Snapshot
 from .config import Retention
 from .tables import TableRef
 
@@ -46,6 +47,12 @@ def _plan_table(newest_first: list[Snapshot], policy: Retention, now: dt.datetim
     verified = [s for s in newest_first if s.verified]
     newest_verified = verified[0].id if verified else None
     cutoff = now - dt.timedelta(days=policy.days) if policy.days is not None else None
+    # Ids only grow, so a snapshot is at least as old as every later one: a clock that ran
+    # ahead and was set back cannot keep an old snapshot "young" by dating it in the future.
+    age_from, earliest = {}, dt.datetime.max
+    for s in newest_first:
+        earliest = min(earliest, s.taken_at)
+        age_from[s.id] = earliest
     out = []
     for rank, s in enumerate(verified):
         if s.id == newest_verified:
@@ -54,7 +61,7 @@ def _plan_table(newest_first: list[Snapshot], policy: Retention, now: dt.datetim
             out.append(PruneDecision(s, False, f"among the {policy.keep_last} newest"))
         elif cutoff is None and policy.keep_last is not None:
             out.append(PruneDecision(s, True, f"beyond the {policy.keep_last} newest"))
-        elif cutoff is not None and s.taken_at >= cutoff:
+        elif cutoff is not None and age_from[s.id] >= cutoff:
             out.append(PruneDecision(s, False, f"younger than {policy.days:g} days"))
         elif cutoff is not None:
             out.append(PruneDecision(s, True, f"older than {policy.days:g} days"))
@@ -64,3 +71,22 @@ def _plan_table(newest_first: list[Snapshot], policy: Retention, now: dt.datetim
         if not s.verified and s.status in ("failed", "damaged"):
             out.append(PruneDecision(s, True, f"{s.status} snapshot"))
     return out
+
+
+def prune(
+    db: Adapter, catalog: Catalog, policy: Retention, now: dt.datetime, dry_run: bool = False
+) -> list[PruneDecision]:
+    """Plan, then drop each doomed snapshot table and mark it deleted, journaled so that an
+    interrupted prune is finished by the next one (DROP IF EXISTS makes a re-run harmless)."""
+    decisions = plan_prune(catalog.snapshots(), policy, now)
+    doomed = [d.snapshot for d in decisions if d.delete]
+    if dry_run or not doomed:
+        return decisions
+    entry = catalog.begin(
+        "prune", {"snapshots": [[s.id, s.snapshot.schema, s.snapshot.name] for s in doomed]}
+    )
+    for s in doomed:
+        db.drop_table(s.snapshot)
+        catalog.update_snapshot(s.id, status="deleted")
+    catalog.finish(entry)
+    return decisions

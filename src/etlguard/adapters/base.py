@@ -208,6 +208,21 @@ class Adapter:
         out.sort(key=lambda r: (tuple(_sortable(r[1][i]) for i in key_index), r[0]))
         return out[:limit]
 
+    def count_rows(self, ref: TableRef) -> int:
+        return int(self.query(f"SELECT COUNT(*) FROM {self.qualify(ref)}")[0][0])
+
+    def duplicate_keys(self, ref: TableRef, key: Sequence[str], limit: int = 5) -> list[tuple[Any, ...]]:
+        """Up to `limit` values of `key` that occur more than once, with their counts."""
+        cols = ", ".join(self.quote(c) for c in key)
+        return self.query(
+            f"SELECT {cols}, COUNT(*) FROM {self.qualify(ref)} GROUP BY {cols} "
+            f"HAVING COUNT(*) > 1 ORDER BY {cols} LIMIT {int(limit)}"
+        )
+
+    def free_bytes(self) -> int | None:
+        """Free space where snapshots will be written, where the database can tell."""
+        return None
+
     # -- the target lock --------------------------------------------------------------------
     def lock(self, name: str, holder: str) -> None:
         """Take the target's lock without waiting, or raise LockHeld naming the holder. The

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -187,6 +188,10 @@ class DuckDBAdapter(Adapter):
             [ref.schema, ref.name],
         )
         return int(rows[0][0] or 0) if rows else 0
+
+    def free_bytes(self) -> int | None:
+        folder = Path(self.path).resolve().parent
+        return shutil.disk_usage(folder).free if folder.exists() else None
 
     # -- data -------------------------------------------------------------------------------
     def ensure_schema(self, schema: str) -> None:

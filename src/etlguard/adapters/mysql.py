@@ -273,6 +273,25 @@ class MySQLAdapter(Adapter):
             self.query("SELECT RELEASE_LOCK(%s)", [self._lock_name])
         self._lock_name = None
 
+    # -- guarded transactions and stored procedures (etlguard.transaction, etlguard.procedures)
+    def set_statement_timeout(self, seconds: float) -> str:
+        """Limit the run time of this session's statements; return what the limit covers.
+        MariaDB's max_statement_time covers every statement; MySQL 8's max_execution_time
+        covers read-only SELECT statements only, so it cannot stop a long UPDATE there."""
+        (version,) = self.query("SELECT VERSION()")[0]
+        if "mariadb" in str(version).lower():
+            self.execute(f"SET SESSION max_statement_time = {float(seconds)!r}")
+            return f"max_statement_time = {seconds:g} s (every statement)"
+        millis = max(1, round(seconds * 1000))
+        self.execute(f"SET SESSION max_execution_time = {millis}")
+        return f"max_execution_time = {millis} ms (SELECT statements only: MySQL limits nothing else)"
+
+    def safe_update_procedure(self, schema: str) -> list[str]:
+        """DROP and CREATE of `run_safe_incremental_update` in `schema`: two statements, each
+        sent whole (DELIMITER is a command of the mysql client, not of the server)."""
+        name = f"{self.quote(schema)}.{self.quote(SAFE_UPDATE_PROCEDURE)}"
+        return [f"DROP PROCEDURE IF EXISTS {name}", SAFE_UPDATE_BODY.replace("<NAME>", name, 1)]
+
 
 class MariaDBAdapter(MySQLAdapter):
     name = "mariadb"
@@ -291,3 +310,47 @@ def _optional_int(value: str) -> int | None:
 
 def _ssl(ca: str) -> dict[str, str] | None:
     return {"ca": ca} if ca else None
+
+
+# The guarded update of the design note's Layer 3, corrected: the note's `EXECUTE stmt INTO @var`
+# is not MySQL, and its check let a NULL validation result commit. The validation runs as a
+# prepared `SELECT (<validation>) INTO @etlguard_validation`. Errors inside the inner block are
+# rolled back and re-raised as SQLSTATE 45000 with the original message; the validation's own
+# SIGNAL sits outside that block so that it keeps its message. SQL SECURITY INVOKER: the
+# procedure runs arbitrary SQL text, which must run with the caller's privileges, not the
+# installer's. DDL cannot be protected: it commits implicitly before the validation runs.
+SAFE_UPDATE_PROCEDURE = "run_safe_incremental_update"
+SAFE_UPDATE_BODY = """CREATE PROCEDURE <NAME>(IN update_query LONGTEXT, IN validation_query LONGTEXT)
+    MODIFIES SQL DATA
+    SQL SECURITY INVOKER
+    COMMENT 'etlguard: run update_query; commit only if validation_query returns a true value'
+BEGIN
+    DECLARE passed BOOLEAN DEFAULT FALSE;
+    BEGIN
+        DECLARE EXIT HANDLER FOR SQLEXCEPTION
+        BEGIN
+            DECLARE errno INT DEFAULT 0;
+            DECLARE message TEXT DEFAULT '';
+            GET DIAGNOSTICS CONDITION 1 errno = MYSQL_ERRNO, message = MESSAGE_TEXT;
+            ROLLBACK;
+            SET message = LEFT(CONCAT('rolled back: (', errno, ') ', message), 128);
+            SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = message;
+        END;
+        START TRANSACTION;
+        SET @etlguard_update = update_query;
+        PREPARE etlguard_update FROM @etlguard_update;
+        EXECUTE etlguard_update;
+        DEALLOCATE PREPARE etlguard_update;
+        SET @etlguard_validation = NULL;
+        SET @etlguard_check = CONCAT('SELECT (', validation_query, CHAR(10), ') INTO @etlguard_validation');
+        PREPARE etlguard_check FROM @etlguard_check;
+        EXECUTE etlguard_check;
+        DEALLOCATE PREPARE etlguard_check;
+        SET passed = COALESCE(@etlguard_validation <> 0, FALSE);
+    END;
+    IF NOT passed THEN
+        ROLLBACK;
+        SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'validation failed, rolled back';
+    END IF;
+    COMMIT;
+END"""

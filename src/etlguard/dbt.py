@@ -1,0 +1,167 @@
+"""dbt awareness. etlguard calls dbt as a subprocess (any version: dbt-mysql 1.7 pins dbt-core
+1.7) and reads only its artifacts, `manifest.json` and `run_results.json`, whose fields used here
+are stable across dbt 1.x."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .tables import TableRef
+
+_SUBCOMMANDS_WITH_FAIL_FAST = {"run", "build", "seed", "snapshot", "test"}
+_FAILED = {"error", "fail", "skipped", "runtime error"}
+_SELECTOR_KEYS = {"materialized", "schema", "tag", "name", "package", "path", "resource_type"}
+
+
+@dataclass(frozen=True)
+class DbtSettings:
+    fail_fast: bool = True
+    project_dir: str | None = None  # default: --project-dir, DBT_PROJECT_DIR or the working directory
+    target_path: str | None = None  # default: --target-path, DBT_TARGET_PATH or <project>/target
+    check_results: bool = True  # a failed, errored or skipped node fails the run
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    unique_id: str
+    status: str
+    message: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status.lower() in _FAILED
+
+    def as_dict(self) -> dict[str, str]:
+        return {"unique_id": self.unique_id, "status": self.status, "message": self.message}
+
+
+def is_dbt(command: Sequence[str]) -> bool:
+    return bool(command) and Path(command[0]).name in ("dbt", "dbt.exe")
+
+
+def subcommand(command: Sequence[str]) -> str | None:
+    for arg in command[1:]:
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def with_fail_fast(command: Sequence[str]) -> list[str]:
+    """Add --fail-fast to `dbt run|build|...` unless it (or -x, or --no-fail-fast) is there."""
+    cmd = list(command)
+    if not is_dbt(cmd) or subcommand(cmd) not in _SUBCOMMANDS_WITH_FAIL_FAST:
+        return cmd
+    if any(a in ("--fail-fast", "-x", "--no-fail-fast") for a in cmd):
+        return cmd
+    return [*cmd, "--fail-fast"]
+
+
+def _flag(command: Sequence[str], name: str) -> str | None:
+    for i, arg in enumerate(command):
+        if arg == name and i + 1 < len(command):
+            return command[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def project_dir(settings: DbtSettings, command: Sequence[str] = (), cwd: Path | None = None) -> Path:
+    base = cwd or Path.cwd()
+    chosen = _flag(command, "--project-dir") or settings.project_dir or os.environ.get("DBT_PROJECT_DIR")
+    return (base / chosen) if chosen else base
+
+
+def target_dir(settings: DbtSettings, command: Sequence[str] = (), cwd: Path | None = None) -> Path:
+    project = project_dir(settings, command, cwd)
+    chosen = _flag(command, "--target-path") or settings.target_path or os.environ.get("DBT_TARGET_PATH")
+    if not chosen:
+        return project / "target"
+    path = Path(chosen)
+    return path if path.is_absolute() else project / path
+
+
+# -- the protected set from the manifest ---------------------------------------------------------
+
+
+def parse_selector(text: str) -> dict[str, str]:
+    """`materialized:incremental`, `schema:gold`, `tag:critical,materialized:table` (all must match)."""
+    criteria = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition(":")
+        if not sep or key not in _SELECTOR_KEYS or not value:
+            raise ConfigError(
+                f"dbt selector {text!r} is not understood; use method:value pairs joined by commas, "
+                f"methods: {', '.join(sorted(_SELECTOR_KEYS))} (e.g. materialized:incremental)"
+            )
+        criteria[key] = value
+    return criteria
+
+
+def load_manifest(target: Path) -> dict[str, Any]:
+    path = target / "manifest.json"
+    if not path.exists():
+        raise ConfigError(
+            f"dbt manifest {path} not found; run `dbt parse` once so etlguard can choose the protected "
+            "set, or set dbt.project_dir / dbt.target_path"
+        )
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"dbt manifest {path} cannot be read: {exc}") from None
+
+
+def select_relations(manifest: dict[str, Any], selectors: Sequence[str]) -> list[TableRef]:
+    """Tables of the models (and seeds, snapshots) that match any selector; views and
+    ephemeral models are not tables and are never selected."""
+    out: list[TableRef] = []
+    for node in manifest.get("nodes", {}).values():
+        if node.get("resource_type") not in ("model", "seed", "snapshot"):
+            continue
+        materialized = node.get("config", {}).get("materialized", "")
+        if materialized in ("view", "ephemeral", "test", "materialized_view"):
+            continue
+        if any(_matches(node, parse_selector(s)) for s in selectors):
+            ref = TableRef(node["schema"], node.get("alias") or node["name"])
+            if ref not in out:
+                out.append(ref)
+    return sorted(out)
+
+
+def _matches(node: dict[str, Any], criteria: dict[str, str]) -> bool:
+    config = node.get("config", {})
+    values = {
+        "materialized": [config.get("materialized", "")],
+        "schema": [node.get("schema", "")],
+        "tag": list(node.get("tags", [])),
+        "name": [node.get("name", "")],
+        "package": [node.get("package_name", "")],
+        "path": [node.get("original_file_path", "")],
+        "resource_type": [node.get("resource_type", "")],
+    }
+    return all(any(fnmatch.fnmatchcase(v, pattern) for v in values[k]) for k, pattern in criteria.items())
+
+
+# -- results ----------------------------------------------------------------------------------------
+
+
+def read_results(target: Path, newer_than: float) -> list[NodeResult] | None:
+    """The nodes of this run's run_results.json, or None if the run wrote none (a stale file
+    from an earlier run does not count)."""
+    path = target / "run_results.json"
+    try:
+        if path.stat().st_mtime < newer_than:
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return [
+        NodeResult(r.get("unique_id", "?"), str(r.get("status", "")), str(r.get("message") or "")[:500])
+        for r in data.get("results", [])
+    ]

@@ -1,0 +1,353 @@
+"""A guarded run: lock -> preflight -> snapshot -> execute -> audit -> commit or roll back.
+
+The same state machine serves `etlguard run -- COMMAND` and the Python context manager
+`Guard.protect()`. A failure before the ETL starts touches nothing and the ETL never runs; a
+failure after it puts the whole protected set back in one atomic swap and proves it by checksum.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import audits as _audits
+from . import dbt as _dbt
+from .adapters.base import Adapter, adapter_for
+from .catalog import Catalog, Snapshot, utcnow
+from .errors import (
+    EXIT_AUDIT_FAILED,
+    EXIT_ETL_FAILED,
+    EXIT_OK,
+    EXIT_ROLLBACK_FAILED,
+    EXIT_SNAPSHOT_FAILED,
+    ConfigError,
+    EtlguardError,
+    SnapshotFailed,
+)
+from .execute import EtlOutcome, run_command
+from .restore import plan_restore, run_restore
+from .retention import prune
+from .snapshot import check_tables, take_snapshots
+from .tables import TableRef
+
+if TYPE_CHECKING:
+    from .guard import Guard
+
+Echo = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    run_id: int | None
+    status: str  # ok | etl_failed | audit_failed | snapshot_failed | rollback_failed
+    exit_code: int
+    command: list[str]
+    target: str
+    protected: list[str] = field(default_factory=list)
+    snapshot_ids: list[int] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # dbt-selected models with no table yet
+    etl: EtlOutcome | None = None
+    dbt_failures: list[_dbt.NodeResult] = field(default_factory=list)
+    audits: list[_audits.AuditResult] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    rollback_verified: list[str] = field(default_factory=list)
+    message: str = ""
+    recovery_command: str | None = None
+    snapshot_seconds: float = 0.0
+    rollback_seconds: float = 0.0
+    total_seconds: float = 0.0
+    snapshot_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def failed_audits(self) -> list[_audits.AuditResult]:
+        return [a for a in self.audits if not a.ok]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "target": self.target,
+            "command": self.command,
+            "protected": self.protected,
+            "snapshot_ids": self.snapshot_ids,
+            "skipped": self.skipped,
+            "etl": None
+            if self.etl is None
+            else {
+                "exit_code": self.etl.exit_code,
+                "seconds": round(self.etl.seconds, 3),
+                "timed_out": self.etl.timed_out,
+                "interrupted_by": self.etl.interrupted_by,
+            },
+            "dbt_failures": [n.as_dict() for n in self.dbt_failures],
+            "audits": [a.as_dict() for a in self.audits],
+            "rolled_back": self.rolled_back,
+            "rollback_verified": self.rollback_verified,
+            "recovery_command": self.recovery_command,
+            "snapshot_seconds": round(self.snapshot_seconds, 3),
+            "snapshot_bytes": self.snapshot_bytes,
+            "rollback_seconds": round(self.rollback_seconds, 3),
+            "total_seconds": round(self.total_seconds, 3),
+            "notes": self.notes,
+        }
+
+
+class GuardedRun:
+    """One run's state. `start` (lock, preflight, snapshot), then the ETL, then `finish`."""
+
+    def __init__(self, guard: Guard, command: Sequence[str], echo: Echo | None = None) -> None:
+        self.guard = guard
+        self.config = guard.config
+        self.echo: Echo = echo or (lambda _msg: None)
+        self.command = list(command)
+        self.db: Adapter = adapter_for(self.config.target, self.config.lock_wait_seconds)
+        self.catalog = Catalog(self.db, self.config.catalog_schema)
+        self.snapshots: list[Snapshot] = []
+        self.journal: int | None = None
+        self.started = time.monotonic()
+        self.etl_started_wall = 0.0
+        self.result = RunResult(None, "running", EXIT_OK, self.command, self.config.target.redacted)
+
+    # -- phase 1: lock, preflight, snapshot -----------------------------------------------------
+    def start(self) -> None:
+        """Raise (having touched nothing) on any problem found before the ETL would start."""
+        self.db.lock(self.guard.lock_name, f"etlguard run since {utcnow():%Y-%m-%d %H:%M:%S} UTC")
+        try:
+            self._preflight()
+        except BaseException:
+            self.release()
+            raise
+        self._snapshot()
+
+    def _preflight(self) -> None:
+        self.db.connect()
+        self.catalog.ensure()
+        self.guard._refuse_unfinished(self.catalog)
+        tables = self._protected_set()
+        check_tables(self.db, tables)
+        _audits.preflight(self.db, self.config.audits)
+        self._check_space(tables)
+        self.result.protected = [str(t) for t in tables]
+        self.tables = tables
+
+    def _protected_set(self) -> list[TableRef]:
+        tables = self.guard.resolve(self.db, self.config.protect) if self.config.protect else []
+        if self.config.protect_dbt:
+            manifest = _dbt.load_manifest(_dbt.target_dir(self.config.dbt, self.command))
+            for ref in _dbt.select_relations(manifest, self.config.protect_dbt):
+                if ref in tables:
+                    continue
+                if self.db.table_exists(ref):
+                    tables.append(ref)
+                else:  # a model that has never been built has nothing to protect yet
+                    self.result.skipped.append(str(ref))
+        if not tables:
+            raise ConfigError("the protected set is empty; list tables or dbt selectors under protect:")
+        return tables
+
+    def _check_space(self, tables: Sequence[TableRef]) -> None:
+        free = self.db.free_bytes()
+        if free is None:
+            return
+        needed = sum(self.db.size_bytes(t) for t in tables) * 2  # the snapshot, and a rollback's staging copy
+        if needed > free:
+            raise ConfigError(
+                f"not enough free space for the snapshots: about {needed:,} bytes needed, {free:,} free"
+            )
+
+    def _snapshot(self) -> None:
+        self.result.run_id = self.catalog.start_run(self.command)
+        self.journal = self.catalog.begin("run", {"phase": "snapshot"}, self.result.run_id)
+        began = time.monotonic()
+        try:
+            self.snapshots = take_snapshots(
+                self.db,
+                self.catalog,
+                self.tables,
+                self.config.snapshot_schema,
+                self.result.run_id,
+                self.guard.progress,
+            )
+        except SnapshotFailed as exc:
+            self.result.status, self.result.exit_code = "snapshot_failed", EXIT_SNAPSHOT_FAILED
+            self.result.message = f"{exc}; the ETL was not started"
+            self._close_run()
+            raise
+        self.result.snapshot_seconds = time.monotonic() - began
+        self.result.snapshot_ids = [s.id for s in self.snapshots]
+        self.result.snapshot_bytes = sum(s.size_bytes or 0 for s in self.snapshots)
+        self.catalog.note(self.journal, {"phase": "etl", "snapshot_ids": self.result.snapshot_ids})
+        self.echo(
+            f"snapshotted {len(self.snapshots)} tables in {self.result.snapshot_seconds:.2f} s "
+            f"(snapshots {_ids(self.result.snapshot_ids)}); run {self.result.run_id} starts the ETL"
+        )
+        if self.db.name == "duckdb":  # the ETL needs the file; our flock keeps other etlguards out
+            self.db.close()
+        self.etl_started_wall = time.time()
+
+    # -- phase 2: the ETL -------------------------------------------------------------------------
+    def execute(self, timeout: float | None = None) -> EtlOutcome:
+        command = self.command
+        if _dbt.is_dbt(command) and self.config.dbt.fail_fast:
+            command = _dbt.with_fail_fast(command)
+            self.result.command = command
+        outcome = run_command(command, timeout or self.config.timeout_seconds)
+        self.result.etl = outcome
+        return outcome
+
+    # -- phase 3: audit, then commit or roll back -------------------------------------------------
+    def finish(self, etl_ok: bool, failure: str = "") -> RunResult:
+        try:
+            self.db.connect()
+            reasons = self._etl_failure(failure) if not etl_ok else self._audit()
+            if reasons:
+                self._rollback(reasons, audit=etl_ok)
+            else:
+                self._commit()
+            self._close_run()
+            return self.result
+        finally:
+            self.release()
+
+    def _audit(self) -> list[str]:
+        reasons = self._dbt_audit()
+        before = {s.table: s.row_count or 0 for s in self.snapshots}
+        self.result.audits = _audits.run_audits(self.db, self.config.audits, before)
+        reasons += [str(a) for a in self.result.failed_audits]
+        return reasons
+
+    def _etl_failure(self, failure: str) -> list[str]:
+        self._dbt_audit()
+        errors = [n for n in self.result.dbt_failures if n.status.lower() != "skipped"]
+        skipped = len(self.result.dbt_failures) - len(errors)
+        if errors:
+            names = ", ".join(n.unique_id.split(".")[-1] for n in errors[:3])
+            failure += f" (dbt: {names} failed" + (f", {skipped} skipped)" if skipped else ")")
+        return [failure]
+
+    def _dbt_audit(self) -> list[str]:
+        if not (_dbt.is_dbt(self.result.command) and self.config.dbt.check_results):
+            return []
+        target = _dbt.target_dir(self.config.dbt, self.result.command)
+        nodes = _dbt.read_results(target, newer_than=self.etl_started_wall - 1)
+        if nodes is None:
+            return (
+                [f"dbt wrote no run_results.json under {target} during this run"]
+                if self.result.etl and self.result.etl.ok
+                else []
+            )
+        self.result.dbt_failures = [n for n in nodes if n.failed]
+        return [f"dbt node {n.unique_id} {n.status}" for n in self.result.dbt_failures]
+
+    def _commit(self) -> None:
+        self.result.status, self.result.exit_code = "ok", EXIT_OK
+        self.result.message = f"run {self.result.run_id} succeeded; {len(self.snapshots)} tables protected"
+        try:
+            decisions = prune(self.db, self.catalog, self.config.retention, utcnow())
+            pruned = [d.snapshot.id for d in decisions if d.delete]
+            if pruned:
+                self.result.notes.append(f"pruned snapshots {_ids(pruned)}")
+        except EtlguardError as exc:  # retention must never turn a good run into a failed one
+            self.result.notes.append(f"prune failed: {exc}")
+
+    def _rollback(self, reasons: list[str], audit: bool) -> None:
+        self.result.status = "audit_failed" if audit else "etl_failed"
+        self.result.exit_code = EXIT_AUDIT_FAILED if audit else EXIT_ETL_FAILED
+        self.echo(f"{'audit failed' if audit else 'ETL failed'}: {reasons[0]}; rolling back")
+        began = time.monotonic()
+        assert self.journal is not None
+        self.catalog.note(self.journal, {"phase": "rollback", "snapshot_ids": self.result.snapshot_ids})
+        try:
+            chosen = {s.table: s for s in self.snapshots}
+            steps = plan_restore(self.db, self.catalog, chosen, self.config.snapshot_schema)
+            restored = run_restore(
+                self.db,
+                self.catalog,
+                steps,
+                self.config.snapshot_schema,
+                run_id=self.result.run_id,
+                op="rollback",
+            )
+        except EtlguardError as exc:
+            self._rollback_failed(f"the rollback failed: {exc}")
+            return
+        self.result.rollback_seconds = time.monotonic() - began
+        self.result.rolled_back = [str(s.table) for s in steps]
+        self.result.rollback_verified = restored.verified
+        unverified = sorted(set(self.result.rolled_back) - set(restored.verified))
+        if unverified:
+            self._rollback_failed(
+                f"rolled back, but {', '.join(unverified)} did not match its snapshot checksum"
+            )
+            return
+        self.result.message = (
+            f"{reasons[0]}; rolled back {len(steps)} tables to snapshots {_ids(self.result.snapshot_ids)} "
+            f"in one swap and verified them"
+            + (f" (and {len(reasons) - 1} more problems)" if len(reasons) > 1 else "")
+        )
+
+    def _rollback_failed(self, message: str) -> None:
+        self.result.status, self.result.exit_code = "rollback_failed", EXIT_ROLLBACK_FAILED
+        self.result.recovery_command = "etlguard restore " + " ".join(
+            f"--snapshot {i}" for i in self.result.snapshot_ids
+        )
+        self.result.message = f"{message}; a person must act: run `{self.result.recovery_command}`"
+
+    def _close_run(self) -> None:
+        self.result.total_seconds = time.monotonic() - self.started
+        if self.result.run_id is not None:
+            with contextlib.suppress(EtlguardError):
+                self.catalog.finish_run(
+                    self.result.run_id, self.result.status, self.result.exit_code, self.result.as_dict()
+                )
+        if self.journal is not None and self.result.status != "rollback_failed":
+            with contextlib.suppress(EtlguardError):
+                self.catalog.finish(self.journal, self.result.status)
+
+    def release(self) -> None:
+        with contextlib.suppress(EtlguardError):
+            self.db.unlock()
+        self.db.close()
+
+
+def guarded_run(
+    guard: Guard,
+    command: Sequence[str],
+    timeout: float | None = None,
+    json_report: Path | None = None,
+    echo: Echo | None = None,
+) -> RunResult:
+    run = GuardedRun(guard, command, echo)
+    try:
+        run.start()
+    except SnapshotFailed:
+        _write_report(run.result, json_report)
+        return run.result
+    outcome = run.execute(timeout)
+    result = run.finish(outcome.ok, outcome.describe())
+    _write_report(result, json_report)
+    return result
+
+
+def _write_report(result: RunResult, path: Path | None) -> None:
+    if path is not None:
+        path.write_text(json.dumps(result.as_dict(), indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ", ".join(str(i) for i in ids)
+
+
+__all__ = ["GuardedRun", "RunResult", "guarded_run"]
