@@ -13,19 +13,24 @@ from .errors import (
     SnapshotNotFound,
     TableNotFound,
     TargetError,
+    ValidationFailed,
 )
 from .guard import DiffResult, Guard, VerifyResult
+from .procedures import install_procedures
 from .restore import RestoreResult
 from .retention import PruneDecision
 from .tables import TableRef, parse_table
+from .transaction import Check, GuardedTransaction, run_guarded
 
 __all__ = [
+    "Check",
     "ChecksumMismatch",
     "Config",
     "ConfigError",
     "DiffResult",
     "EtlguardError",
     "Guard",
+    "GuardedTransaction",
     "LockHeld",
     "PruneDecision",
     "RestoreFailed",
@@ -37,6 +42,9 @@ __all__ = [
     "TableNotFound",
     "TableRef",
     "TargetError",
+    "ValidationFailed",
     "VerifyResult",
+    "install_procedures",
     "parse_table",
+    "run_guarded",
 ]

@@ -151,7 +151,8 @@ class Guard:
             raise ConfigError("no tables given and no protected set configured; add tables under protect:")
         found: list[TableRef] = []
         for pattern in patterns:
-            if not pattern.is_pattern:
+            # a table whose own name holds glob characters is that table, not a pattern
+            if not pattern.is_pattern or db.table_exists(pattern):
                 db.check_identifier(pattern.schema)  # a name the server cannot hold is not "missing"
                 db.check_identifier(pattern.name)
                 if not db.table_exists(pattern):
@@ -316,6 +317,14 @@ class Guard:
     def prune(self, dry_run: bool = False, now: dt.datetime | None = None) -> list[PruneDecision]:
         with self.session("prune") as (db, catalog):
             return apply_prune(db, catalog, self.config.retention, now or utcnow(), dry_run)
+
+    # -- guarded transactions (etlguard.transaction) ----------------------------------------
+    def transaction(self, timeout: float | None = None, dry_run: bool = False) -> Any:
+        """A guarded transaction: `with guard.transaction(timeout=30) as tx:` ... commits at
+        the end only if every validation declared on `tx` passes. See etlguard.transaction."""
+        from .transaction import guarded_transaction
+
+        return guarded_transaction(self, timeout=timeout, dry_run=dry_run)
 
 
 def _same_columns(db: Adapter, ref: TableRef, snap: Snapshot) -> bool:

@@ -45,7 +45,10 @@ def plan_prune(snapshots: Sequence[Snapshot], policy: Retention, now: dt.datetim
 
 def _plan_table(newest_first: list[Snapshot], policy: Retention, now: dt.datetime) -> list[PruneDecision]:
     verified = [s for s in newest_first if s.verified]
-    newest_verified = verified[0].id if verified else None
+    # the one `restore --latest` picks: a newer 'displaced' copy left by a restore must not
+    # push it out, or the table would keep only the state it was restored away from
+    taken = [s for s in verified if s.kind == "snapshot"] or verified
+    newest_verified = taken[0].id if taken else None
     cutoff = now - dt.timedelta(days=policy.days) if policy.days is not None else None
     # Ids only grow, so a snapshot is at least as old as every later one: a clock that ran
     # ahead and was set back cannot keep an old snapshot "young" by dating it in the future.

@@ -141,6 +141,8 @@ class GuardedRun:
         self._check_space(tables)
         self.result.protected = [str(t) for t in tables]
         self.tables = tables
+        if self.result.skipped:
+            self.echo(f"not protected, no table yet (first build?): {', '.join(self.result.skipped)}")
 
     def _protected_set(self) -> list[TableRef]:
         tables = self.guard.resolve(self.db, self.config.protect) if self.config.protect else []

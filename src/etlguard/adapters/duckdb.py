@@ -252,7 +252,12 @@ class DuckDBAdapter(Adapter):
 
     # -- the target lock --------------------------------------------------------------------
     def lock(self, name: str, holder: str) -> None:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # e.g. the directory does not exist: say so, no traceback
+            raise TargetError(
+                f"cannot open {self.path}: cannot create {self.lock_path}: {exc.strerror}"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
