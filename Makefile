@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: all check demo test lint typecheck format services dbt reliability clean
+.PHONY: all check demo test lint format services dbt reliability clean
 
 all: check
 
@@ -22,6 +22,9 @@ demo: $(BIN)/.installed
 # Starts MariaDB (installs it if missing), builds the dbt virtualenvs, runs the whole suite.
 test: $(BIN)/.installed services dbt
 	$(BIN)/pytest -q
+
+reliability: $(BIN)/.installed services
+	scripts/reliability-report
 
 services:
 	scripts/services

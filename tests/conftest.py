@@ -20,6 +20,7 @@ from etlguard import Config, Guard
 MYSQL_URL = os.environ.get("ETLGUARD_TEST_MYSQL_URL", "mariadb+pymysql://root@127.0.0.1:3306")
 MYSQL_HOST = os.environ.get("ETLGUARD_TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("ETLGUARD_TEST_MYSQL_PORT", "3306"))
+pytest_plugins = ["servers"]  # throwaway MariaDB servers: the mariadb_template and throwaway fixtures
 BACKENDS = os.environ.get("ETLGUARD_TEST_BACKENDS", "duckdb,mariadb").split(",")
 
 
@@ -127,15 +128,22 @@ class DuckDBBackend(Backend):
 
 class MariaDBBackend(Backend):
     kind = "mariadb"
-    url = MYSQL_URL
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, port: int = MYSQL_PORT, url: str = MYSQL_URL) -> None:
         super().__init__(tmp_path)
-        self.conn = pymysql.connect(
-            host=MYSQL_HOST, port=MYSQL_PORT, user="root", password="", charset="utf8mb4", autocommit=True
+        self.host, self.port, self.url = MYSQL_HOST, port, url
+        self.conn = self._connect()
+
+    def _connect(self) -> pymysql.connections.Connection:
+        return pymysql.connect(
+            host=self.host, port=self.port, user="root", password="", charset="utf8mb4", autocommit=True
         )
 
     def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            self.conn.ping()
+        except pymysql.err.Error:  # throwaway servers get killed and restarted under us
+            self.conn = self._connect()
         with self.conn.cursor() as cur:
             cur.execute(statement, tuple(params) or None)
             return list(cur.fetchall()) if cur.description else []
@@ -181,3 +189,45 @@ def maria(tmp_path: Path) -> Iterator[Backend]:
     b = make_backend("mariadb", tmp_path)
     yield b
     b.cleanup()
+
+
+# -- figures for docs/reliability.md (scripts/reliability-report) ------------------------------------
+
+
+class Figures:
+    """Counters the reliability tests record as they run; written out when ETLGUARD_FIGURES
+    names a file. Only what a test actually observed is recorded."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float] = {}
+        self.sets: dict[str, set[str]] = {}
+
+    def add(self, key: str, n: float = 1) -> None:
+        self.values[key] = self.values.get(key, 0) + n
+
+    def max(self, key: str, value: float) -> None:
+        self.values[key] = max(self.values.get(key, value), value)
+
+    def member(self, key: str, item: str) -> None:
+        self.sets.setdefault(key, set()).add(item)
+
+
+_FIGURES = Figures()
+
+
+@pytest.fixture
+def figures() -> Figures:
+    return _FIGURES
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    target = os.environ.get("ETLGUARD_FIGURES")
+    if target:
+        import json
+
+        data = {
+            **_FIGURES.values,
+            **{k: sorted(v) for k, v in _FIGURES.sets.items()},
+            "exitstatus": int(exitstatus),
+        }
+        Path(target).write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Backend
-from pipeline import Pipeline
 
 from etlguard.errors import EXIT_AUDIT_FAILED, EXIT_ETL_FAILED, EXIT_OK, EXIT_USAGE
+
+from conftest import Backend
+from pipeline import Pipeline
 
 
 @pytest.fixture
@@ -91,8 +92,12 @@ def test_5_etl_killed_with_sigkill_mid_run_rolls_back(pipeline: Pipeline) -> Non
     before = pipeline.goldens()
     silver_only = " ".join(
         f"'{a}'"
-        for a in pipeline.dbt_command("run", "2026-02-03")
-        + ["--select", "int_contracts", "tenant_status_history"]
+        for a in [
+            *pipeline.dbt_command("run", "2026-02-03"),
+            "--select",
+            "int_contracts",
+            "tenant_status_history",
+        ]
     )
     # dbt commits two models, then the ETL process is SIGKILLed before the gold layer
     proc = pipeline.etlguard("run", "--", "bash", "-c", f"{silver_only} >/dev/null && kill -KILL $$")

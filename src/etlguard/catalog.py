@@ -237,6 +237,12 @@ class Catalog:
     def finish(self, entry: int, state: str = "done") -> None:
         self.db.update(self.t("journal"), {"state": state, "finished_at": utcnow()}, {"id": entry})
 
+    def entries(self, run_id: int) -> list[dict[str, Any]]:
+        rows = self.db.select(
+            self.t("journal"), ["id", "op", "state", "run_id"], {"run_id": run_id}, order_by="id"
+        )
+        return rows
+
     def unfinished(self) -> list[dict[str, Any]]:
         rows = self.db.select(
             self.t("journal"),

@@ -36,7 +36,7 @@ class Command(click.Command):
 
 
 def command(name: str, examples: str) -> Callable[[Callable[..., Any]], click.Command]:
-    return cli.command(name, cls=Command, epilog="Examples:\n" + examples)  # type: ignore[no-any-return]
+    return cli.command(name, cls=Command, epilog="Examples:\n" + examples)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -416,6 +416,7 @@ def demo_cmd(path: Path | None, keep: bool) -> None:
   etlguard run -- dbt run --target prod
   etlguard run --timeout 3600 --json-report run.json -- dbt build --target prod
   etlguard run -c /etc/etlguard.yml -- python daily_etl.py
+  etlguard run --auto-recover -- dbt run --target prod      # unattended: settle a crashed run first
 
 Exit codes: 0 ok; 10 the ETL failed and the protected set was rolled back and verified;
 11 an audit failed and it was rolled back; 12 the snapshot failed and the ETL never ran;
@@ -430,9 +431,18 @@ target; 20 the rollback failed: a person must act (the command to run is printed
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the run's result as JSON here.",
 )
+@click.option(
+    "--auto-recover",
+    is_flag=True,
+    help="First finish or undo what an interrupted earlier run left (for cron).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run_cmd(
-    config_path: Path | None, timeout: float | None, json_report: Path | None, command: tuple[str, ...]
+    config_path: Path | None,
+    timeout: float | None,
+    json_report: Path | None,
+    auto_recover: bool,
+    command: tuple[str, ...],
 ) -> None:
     """Snapshot the protected set, run COMMAND, audit, and commit or roll everything back."""
     guard = _guard(config_path)
@@ -441,7 +451,9 @@ def run_cmd(
         err.print(f"etlguard: {message}", markup=False)
 
     with _progress(guard, "snapshot"):
-        result = guard.run(list(command), timeout=timeout, json_report=json_report, echo=echo)
+        result = guard.run(
+            list(command), timeout=timeout, json_report=json_report, echo=echo, auto_recover=auto_recover
+        )
     for audit in result.audits:
         echo(f"audit {audit}")
     for note in result.notes:
@@ -694,3 +706,73 @@ def install_procedures_cmd(config_path: Path | None, schema: str | None, print_o
         out.print(
             f"installed {where}.run_safe_incremental_update on {guard.config.target.redacted}", markup=False
         )
+
+
+@command(
+    "recover",
+    """
+  etlguard recover --dry-run
+  etlguard recover
+""",
+)
+@config_option
+@click.option("--dry-run", is_flag=True, help="Say what is unfinished; change nothing.")
+def recover_cmd(config_path: Path | None, dry_run: bool) -> None:
+    """Finish or undo what an interrupted snapshot, restore, run or prune left behind. Every
+    protected table ends wholly in its old or wholly in its new state. Safe to run twice."""
+    report = _guard(config_path).recover(dry_run)
+    for action in report.actions:
+        out.print(action, markup=False)
+    if report.nothing_to_do:
+        out.print("nothing to recover")
+
+
+# -- alerts --------------------------------------------------------------------------------------
+
+
+class _Group(click.Group):
+    """A command group whose help ends with its examples, like every command's."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        if self.epilog:
+            formatter.write("\n" + self.epilog.rstrip() + "\n")
+
+
+_ALERT_EXAMPLES = """
+  etlguard alert test
+  etlguard alert test -c /etc/etlguard.yml --json
+"""
+
+
+@cli.group("alert", cls=_Group, epilog="Examples:\n" + _ALERT_EXAMPLES)
+def alert_group() -> None:
+    """Alert channels (SNS, email, Slack, Teams, webhooks) configured under alerts: in etlguard.yml."""
+
+
+@alert_group.command("test", cls=Command, epilog="Examples:\n" + _ALERT_EXAMPLES)
+@config_option
+@json_option
+def alert_test_cmd(config_path: Path | None, as_json: bool) -> None:
+    """Send a test alert through every configured channel and report each one; exit 1 if any
+    channel failed. Nothing is run and the target is not contacted."""
+    from .alerts import send_test
+
+    config = _guard(config_path).config
+    if not config.alerts.channels:
+        raise EtlguardError("no alert channels configured; add them under alerts: channels: in the config")
+    deliveries = send_test(config)
+    if as_json:
+        _emit_json([d.as_dict() for d in deliveries])
+    else:
+        for d in deliveries:
+            out.print(
+                f"{'sent  ' if d.ok else 'FAILED'}  {d.channel}" + (f": {d.error}" if d.error else ""),
+                markup=False,
+            )
+    failed = [d for d in deliveries if not d.ok]
+    if failed:
+        if not as_json:
+            err.print(
+                f"etlguard: error: {len(failed)} of {len(deliveries)} alert channels failed", markup=False
+            )
+        raise click.exceptions.Exit(EXIT_FAILED)

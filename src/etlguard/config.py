@@ -14,9 +14,11 @@ from typing import Any
 
 import yaml
 
+from .alerts import AlertSettings, parse_alerts, parse_job_name
 from .audits import AuditSpec, parse_audits
 from .dbt import DbtSettings, parse_selector
 from .errors import ConfigError
+from .metrics import MetricSettings, parse_metrics
 from .tables import TableRef, parse_table
 from .target import Target, parse_target
 
@@ -42,6 +44,9 @@ class Config:
     audits: tuple[AuditSpec, ...] = ()
     dbt: DbtSettings = field(default_factory=DbtSettings)
     timeout_seconds: float | None = None
+    job_name: str = "etlguard"
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    metrics: MetricSettings = field(default_factory=MetricSettings)
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +90,9 @@ class Config:
             catalog_schema=_name(data, "catalog_schema", "etlguard"),
             retention=_retention(data.get("retention", {})),
             lock_wait_seconds=_number(data, "lock_wait_seconds", 60.0, minimum=1),
+            job_name=parse_job_name(data.get("job_name")),
+            alerts=parse_alerts(data.get("alerts")),
+            metrics=parse_metrics(data.get("metrics")),
             path=path,
             extra={k: data[k] for k in _EXTENSION_KEYS if k in data},
         )
@@ -100,6 +108,9 @@ _TOP_KEYS = (
     "audits",
     "dbt",
     "timeout_seconds",
+    "job_name",
+    "alerts",
+    "metrics",
 )
 # Sections owned by feature modules that validate their own contents (alerts, metrics).
 _EXTENSION_KEYS: tuple[str, ...] = ()

@@ -12,6 +12,7 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
+from .catalog import Snapshot
 from .config import Config
 from .guard import Guard
 
@@ -162,7 +163,7 @@ def _tour(out: Console, db_path: Path) -> None:
     )
 
 
-def _snapshots_table(snaps: list) -> Table:  # type: ignore[type-arg]
+def _snapshots_table(snaps: list[Snapshot]) -> Table:
     table = Table(show_edge=False)
     for col in ("id", "table", "rows", "kind"):
         table.add_column(col)

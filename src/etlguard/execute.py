@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 from .errors import ConfigError
+from .faults import fault
 
 _PR_SET_PDEATHSIG = 1
 _KILL_GRACE_SECONDS = 30.0
@@ -73,6 +74,7 @@ def run_command(command: Sequence[str], timeout: float | None = None, tail_lines
     previous = _forward_signals(proc, outcome)
     timer = _start_timer(proc, outcome, timeout) if timeout else None
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    fault("run.during_etl")
     try:
         assert proc.stdout is not None
         for raw in iter(proc.stdout.readline, b""):
@@ -103,7 +105,7 @@ def _forward_signals(proc: subprocess.Popen[bytes], outcome: EtlOutcome) -> dict
         if proc.poll() is None:
             os.killpg(proc.pid, signum)
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, forward)
     return previous

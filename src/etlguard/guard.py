@@ -23,6 +23,8 @@ from .errors import (
     TableNotFound,
     UnfinishedOperation,
 )
+from .grants import check_privileges
+from .recover import Recovery, RecoveryReport
 from .retention import PruneDecision
 from .retention import prune as apply_prune
 from .snapshot import check_tables, take_snapshots
@@ -202,6 +204,8 @@ class Guard:
     def snapshot(self, tables: Sequence[str | TableRef] = (), run_id: int | None = None) -> list[Snapshot]:
         with self.session("snapshot") as (db, catalog):
             refs = self.resolve(db, tables)
+            check_tables(db, refs)
+            check_privileges(db, refs, self.config.snapshot_schema, self.config.catalog_schema, swaps=False)
             return take_snapshots(db, catalog, refs, self.config.snapshot_schema, run_id, self.progress)
 
     def snapshots(self, table: str | TableRef | None = None, include_deleted: bool = False) -> list[Snapshot]:
@@ -225,6 +229,9 @@ class Guard:
             for snap in chosen.values():
                 db.check_identifier(snap.table.schema)
                 db.check_identifier(snap.table.name)
+            check_privileges(
+                db, list(chosen), self.config.snapshot_schema, self.config.catalog_schema, swaps=True
+            )
             steps = _restore.plan_restore(db, catalog, chosen, self.config.snapshot_schema)
             if dry_run:
                 return _restore.RestoreResult(steps, dry_run=True)
@@ -274,13 +281,14 @@ class Guard:
         timeout: float | None = None,
         json_report: Path | None = None,
         echo: Callable[[str], None] | None = None,
+        auto_recover: bool = False,
     ) -> RunResult:
         """Lock, snapshot the protected set, run `command`, audit, then commit or roll back.
         Problems found before the command would start raise (nothing touched, command not
         run); everything after is reported in the returned RunResult and its exit_code."""
         from .run import guarded_run
 
-        return guarded_run(self, command, timeout, json_report, echo)
+        return guarded_run(self, command, timeout, json_report, echo, auto_recover)
 
     @contextlib.contextmanager
     def protect(self, echo: Callable[[str], None] | None = None) -> Iterator[RunResult]:
@@ -306,6 +314,11 @@ class Guard:
             raise RollbackFailed(result.message, result)
         if result.status == "audit_failed":
             raise AuditFailed(result.message, result)
+
+    def recover(self, dry_run: bool = False) -> RecoveryReport:
+        """Finish or undo whatever interrupted operations left behind (see recover.py)."""
+        with self.session("recover", check_journal=False) as (db, catalog):
+            return Recovery(db, catalog, self.config.snapshot_schema).run(dry_run)
 
     def runs(self, run_id: int | None = None) -> list[dict[str, Any]]:
         with self.session("runs", lock=False, check_journal=False) as (_, catalog):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from .adapters.base import Adapter, Copy, Progress, Swap
 from .catalog import Catalog, Snapshot, utcnow
 from .errors import ChecksumMismatch, ConfigError, EtlguardError, RestoreFailed, SnapshotNotFound
+from .faults import fault
 from .snapshot import snapshot_name
 from .tables import TableRef
 
@@ -29,6 +30,8 @@ class RestoreStep:
     displaced_id: int | None
     live_structure: str = ""
     live_auto_increment: int | None = None
+    consume: bool = False  # the snapshot table itself is renamed into place (no staging copy)
+    recopy: TableRef | None = None  # after a consuming swap, the snapshot is copied back here
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -45,6 +48,7 @@ class RestoreResult:
     steps: list[RestoreStep]
     dry_run: bool = False
     swap_seconds: float = 0.0
+    back_seconds: float = 0.0  # from the start until every table is back in place
     total_seconds: float = 0.0
     verified: list[str] = field(default_factory=list)
 
@@ -53,6 +57,7 @@ class RestoreResult:
             "dry_run": self.dry_run,
             "tables": [s.as_dict() for s in self.steps],
             "swap_seconds": round(self.swap_seconds, 6),
+            "back_seconds": round(self.back_seconds, 6),
             "total_seconds": round(self.total_seconds, 6),
         }
 
@@ -101,15 +106,29 @@ def _by_ids(catalog: Catalog, tables: Sequence[TableRef], ids: Sequence[int]) ->
 
 
 def plan_restore(
-    db: Adapter, catalog: Catalog, chosen: dict[TableRef, Snapshot], snapshot_schema: str
+    db: Adapter,
+    catalog: Catalog,
+    chosen: dict[TableRef, Snapshot],
+    snapshot_schema: str,
+    keep_snapshots: bool = True,
 ) -> list[RestoreStep]:
+    """Where the database can rename across schemas (MySQL), the verified snapshot table itself
+    is renamed into place: the table is back after one checksum and one RENAME, whatever its
+    size. With `keep_snapshots` the snapshot is then copied back from the restored table (under
+    the same consistency lock as a snapshot), so it can be restored again; a rollback skips that.
+    Elsewhere (DuckDB) a staging copy is built beside the live table first."""
     steps = []
     next_id = catalog.next_snapshot_id()
+    consume = db.snapshot_renames_into_place
     for i, (table, snap) in enumerate(sorted(chosen.items())):
         displaced_id = next_id + i
         staging_schema = table.schema if db.staging_beside_live else snapshot_schema
-        staging = TableRef(
-            staging_schema, snapshot_name("_etlguard_r" if db.staging_beside_live else "r", displaced_id)
+        staging = (
+            snap.snapshot
+            if consume
+            else TableRef(
+                staging_schema, snapshot_name("_etlguard_r" if db.staging_beside_live else "r", displaced_id)
+            )
         )
         live_exists = db.table_exists(table)
         steps.append(
@@ -121,6 +140,10 @@ def plan_restore(
                 if live_exists
                 else None,
                 displaced_id=displaced_id if live_exists else None,
+                consume=consume,
+                recopy=TableRef(snapshot_schema, snapshot_name("s", snap.id))
+                if consume and keep_snapshots
+                else None,
             )
         )
     return steps
@@ -139,15 +162,18 @@ def run_restore(
     started = time.perf_counter()
     db.ensure_schema(snapshot_schema)
     entry = catalog.begin(op, {"phase": "staging", "steps": [_journal_step(s) for s in steps]}, run_id)
+    fault("restore.after_intent")
     try:
         _stage(db, steps, progress)
     except BaseException as exc:
         for s in steps:
-            _quietly_drop(db, s.staging)
+            if not s.consume:  # never drop the snapshot itself
+                _quietly_drop(db, s.staging)
         catalog.finish(entry, "failed")
         if isinstance(exc, EtlguardError) and not isinstance(exc, ChecksumMismatch):
             raise RestoreFailed(f"restore failed before the swap; live tables untouched: {exc}") from exc
         raise
+    fault("restore.after_staging")
     for s in steps:
         if s.displaced is not None and s.displaced_id is not None:
             s.live_structure = db.structure(s.table)
@@ -171,29 +197,53 @@ def run_restore(
                 )
             )
     catalog.note(entry, {"phase": "swapping", "steps": [_journal_step(s) for s in steps]})
+    fault("restore.before_swap")
     swap_started = time.perf_counter()
     db.swap([Swap(s.table, s.staging, s.displaced, s.snapshot.structure) for s in steps])
     swap_seconds = time.perf_counter() - swap_started
+    back_seconds = time.perf_counter() - started
+    fault("restore.after_swap")
     catalog.note(entry, {"phase": "swapped", "steps": [_journal_step(s) for s in steps]})
-    result = RestoreResult(steps, swap_seconds=swap_seconds)
+    result = RestoreResult(steps, swap_seconds=swap_seconds, back_seconds=back_seconds)
     _finish(db, catalog, steps, result)
+    result.back_seconds = back_seconds
+    if any(s.recopy for s in steps):
+        catalog.note(entry, {"phase": "recopying", "steps": [_journal_step(s) for s in steps]})
+        _recopy(db, catalog, [s for s in steps if s.recopy])
+    fault("restore.before_finish")
     catalog.finish(entry)
     result.total_seconds = time.perf_counter() - started
     return result
 
 
 def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None) -> None:
-    copies = [Copy(s.snapshot.snapshot, s.staging, s.snapshot.auto_increment) for s in steps]
-    results = db.copy_tables(copies, progress)
-    for s, r in zip(steps, results, strict=True):
-        expected = f"{s.snapshot.row_count} rows/{s.snapshot.checksum}"
-        for actual in (r.source, r.dest):
+    """Prove every snapshot still matches the catalog (and build staging copies where needed)
+    before anything live is touched: a damaged or tampered snapshot is refused here."""
+    copying = [s for s in steps if not s.consume]
+    copies = [Copy(s.snapshot.snapshot, s.staging, s.snapshot.auto_increment) for s in copying]
+    results = db.copy_tables(copies, progress) if copies else []
+    checked = [(s, [r.source, r.dest]) for s, r in zip(copying, results, strict=True)]
+    for s in steps:
+        if s.consume:
+            if not db.table_exists(s.snapshot.snapshot):
+                raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), "its table is missing")
+            checked.append((s, [db.checksum(s.snapshot.snapshot)]))
+            if progress:
+                progress(s.table, s.snapshot.row_count or 0)
+    for s, actuals in checked:
+        for actual in actuals:
             if (actual.rows, actual.digest) != (s.snapshot.row_count, s.snapshot.checksum):
-                raise ChecksumMismatch(str(s.table), s.snapshot.id, expected, str(actual))
+                raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), str(actual))
+
+
+def _expected(s: RestoreStep) -> str:
+    return f"{s.snapshot.row_count} rows/{s.snapshot.checksum}"
 
 
 def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result: RestoreResult) -> None:
-    """After the swap: record what was displaced and prove the live tables hold the snapshot."""
+    """After the swap: record what was displaced and prove the live tables hold the snapshot.
+    A consumed snapshot was checksummed just before the swap, under the target lock, and RENAME
+    does not touch data, so it is not read a second time."""
     for s in steps:
         if s.displaced is not None and s.displaced_id is not None:
             cs = db.checksum(s.displaced)
@@ -206,9 +256,32 @@ def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
                 size_bytes=db.size_bytes(s.displaced),
                 auto_increment=s.live_auto_increment,
             )
+        if s.consume:
+            restored_at = utcnow()
+            catalog.update_snapshot(
+                s.snapshot.id,
+                status="restored",
+                note=f"became the live {s.table} at {restored_at:%Y-%m-%d %H:%M:%S} UTC",
+            )
+            result.verified.append(str(s.table))
+            continue
         live = db.checksum(s.table)
         if (live.rows, live.digest) == (s.snapshot.row_count, s.snapshot.checksum):
             result.verified.append(str(s.table))
+
+
+def _recopy(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep]) -> None:
+    """Copy each restored table back into its snapshot's place. Kept only if the copy's source
+    still matches the snapshot's checksum (nobody wrote in between); else it stays `restored`."""
+    copies = [Copy(s.table, s.recopy) for s in steps if s.recopy is not None]
+    results = db.copy_tables(copies)
+    for s, r in zip(steps, results, strict=True):
+        assert s.recopy is not None
+        same = (r.source.rows, r.source.digest) == (s.snapshot.row_count, s.snapshot.checksum)
+        if same and r.dest == r.source:
+            catalog.update_snapshot(s.snapshot.id, status="verified", snapshot_table=s.recopy.name, note=None)
+        else:
+            db.drop_table(s.recopy)
 
 
 def _journal_step(s: RestoreStep) -> dict[str, object]:
@@ -218,6 +291,8 @@ def _journal_step(s: RestoreStep) -> dict[str, object]:
         "staging": [s.staging.schema, s.staging.name],
         "displaced": [s.displaced.schema, s.displaced.name] if s.displaced else None,
         "displaced_id": s.displaced_id,
+        "consume": s.consume,
+        "recopy": [s.recopy.schema, s.recopy.name] if s.recopy else None,
     }
 
 

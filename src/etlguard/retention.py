@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .adapters.base import Adapter
 from .catalog import Catalog, Snapshot
 from .config import Retention
+from .faults import fault
 from .tables import TableRef
 
 
@@ -88,8 +89,10 @@ def prune(
     entry = catalog.begin(
         "prune", {"snapshots": [[s.id, s.snapshot.schema, s.snapshot.name] for s in doomed]}
     )
+    fault("prune.after_intent")
     for s in doomed:
         db.drop_table(s.snapshot)
+        fault("prune.after_drop")
         catalog.update_snapshot(s.id, status="deleted")
     catalog.finish(entry)
     return decisions

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import audits as _audits
 from . import dbt as _dbt
 from .adapters.base import Adapter, adapter_for
+from .alerts import announce
 from .catalog import Catalog, Snapshot, utcnow
 from .errors import (
     EXIT_AUDIT_FAILED,
@@ -30,6 +31,8 @@ from .errors import (
     SnapshotFailed,
 )
 from .execute import EtlOutcome, run_command
+from .faults import fault
+from .grants import check_privileges
 from .restore import plan_restore, run_restore
 from .retention import prune
 from .snapshot import check_tables, take_snapshots
@@ -107,8 +110,11 @@ class RunResult:
 class GuardedRun:
     """One run's state. `start` (lock, preflight, snapshot), then the ETL, then `finish`."""
 
-    def __init__(self, guard: Guard, command: Sequence[str], echo: Echo | None = None) -> None:
+    def __init__(
+        self, guard: Guard, command: Sequence[str], echo: Echo | None = None, auto_recover: bool = False
+    ) -> None:
         self.guard = guard
+        self.auto_recover = auto_recover
         self.config = guard.config
         self.echo: Echo = echo or (lambda _msg: None)
         self.command = list(command)
@@ -133,10 +139,17 @@ class GuardedRun:
 
     def _preflight(self) -> None:
         self.db.connect()
+        check_privileges(self.db, [], self.config.snapshot_schema, self.config.catalog_schema, swaps=True)
         self.catalog.ensure()
+        if self.auto_recover and self.catalog.unfinished():
+            from .recover import Recovery
+
+            for action in Recovery(self.db, self.catalog, self.config.snapshot_schema).run().actions:
+                self.echo(f"recovered first: {action}")
         self.guard._refuse_unfinished(self.catalog)
         tables = self._protected_set()
         check_tables(self.db, tables)
+        check_privileges(self.db, tables, self.config.snapshot_schema, self.config.catalog_schema, swaps=True)
         _audits.preflight(self.db, self.config.audits)
         self._check_space(tables)
         self.result.protected = [str(t) for t in tables]
@@ -195,6 +208,7 @@ class GuardedRun:
             f"snapshotted {len(self.snapshots)} tables in {self.result.snapshot_seconds:.2f} s "
             f"(snapshots {_ids(self.result.snapshot_ids)}); run {self.result.run_id} starts the ETL"
         )
+        fault("run.after_snapshot")
         if self.db.name == "duckdb":  # the ETL needs the file; our flock keeps other etlguards out
             self.db.close()
         self.etl_started_wall = time.time()
@@ -211,6 +225,7 @@ class GuardedRun:
 
     # -- phase 3: audit, then commit or roll back -------------------------------------------------
     def finish(self, etl_ok: bool, failure: str = "") -> RunResult:
+        fault("run.after_etl")
         try:
             self.db.connect()
             reasons = self._etl_failure(failure) if not etl_ok else self._audit()
@@ -254,6 +269,9 @@ class GuardedRun:
         return [f"dbt node {n.unique_id} {n.status}" for n in self.result.dbt_failures]
 
     def _commit(self) -> None:
+        assert self.journal is not None
+        self.catalog.note(self.journal, {"phase": "commit", "snapshot_ids": self.result.snapshot_ids})
+        fault("run.before_commit")
         self.result.status, self.result.exit_code = "ok", EXIT_OK
         self.result.message = f"run {self.result.run_id} succeeded; {len(self.snapshots)} tables protected"
         try:
@@ -309,11 +327,13 @@ class GuardedRun:
 
     def _close_run(self) -> None:
         self.result.total_seconds = time.monotonic() - self.started
+        self.result.notes += announce(self.config, self.result)  # never raises; failures become notes
         if self.result.run_id is not None:
             with contextlib.suppress(EtlguardError):
                 self.catalog.finish_run(
                     self.result.run_id, self.result.status, self.result.exit_code, self.result.as_dict()
                 )
+        fault("run.before_close")
         if self.journal is not None and self.result.status != "rollback_failed":
             with contextlib.suppress(EtlguardError):
                 self.catalog.finish(self.journal, self.result.status)
@@ -330,8 +350,9 @@ def guarded_run(
     timeout: float | None = None,
     json_report: Path | None = None,
     echo: Echo | None = None,
+    auto_recover: bool = False,
 ) -> RunResult:
-    run = GuardedRun(guard, command, echo)
+    run = GuardedRun(guard, command, echo, auto_recover)
     try:
         run.start()
     except SnapshotFailed:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from .adapters.base import Adapter, Copy, Progress
 from .catalog import Catalog, Snapshot, utcnow
 from .errors import EtlguardError, SnapshotFailed, TableNotFound, UnsupportedTable
+from .faults import fault
 from .tables import TableRef
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -80,11 +81,15 @@ def take_snapshots(
     for s in snaps:
         s.journal_id = entry
         catalog.add_snapshot(s)
+    fault("snapshot.after_intent")
     try:
         results = db.copy_tables([Copy(s.table, s.snapshot) for s in snaps], progress)
-    except EtlguardError as exc:
+    except BaseException as exc:
         _discard(db, catalog, snaps, entry)
-        raise SnapshotFailed(f"snapshot failed, nothing was kept: {exc}") from exc
+        if isinstance(exc, EtlguardError):
+            raise SnapshotFailed(f"snapshot failed, nothing was kept: {exc}") from exc
+        raise
+    fault("snapshot.after_copy")
     bad = [(s, r) for s, r in zip(snaps, results, strict=True) if r.source != r.dest]
     if bad:
         _discard(db, catalog, snaps, entry)
@@ -104,6 +109,7 @@ def take_snapshots(
             auto_increment=s.auto_increment,
             structure=s.structure,
         )
+    fault("snapshot.before_finish")
     catalog.finish(entry)
     return snaps
 

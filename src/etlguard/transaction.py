@@ -78,7 +78,8 @@ def split_statements(script: str, lex: Lexicon = MYSQL_LEXICON) -> list[Statemen
     comments are dropped. Unterminated quotes or comments are refused: the server would read
     the rest of the script differently from us."""
     statements: list[Statement] = []
-    start, tokens, open_exec = 0, [], 0
+    tokens: list[str] = []
+    start, open_exec = 0, 0
     i, n = 0, len(script)
     while i < n:
         c = script[i]
@@ -326,7 +327,7 @@ class Check:
     """One validation and, once evaluated, its value. Build with the class methods."""
 
     kind: str  # no_rows | true | count | row_change
-    sql: str  # the query; for row_change the qualified table name
+    sql: str  # the query; for row_change, the COUNT(*) query etlguard builds
     min: float | None = None
     max: float | None = None
     table: str = ""  # row_change: the table as given
@@ -521,7 +522,7 @@ class GuardedTransaction:
 
     def _finish(self) -> None:
         """Run every validation; raise to roll back, or return to commit."""
-        failed = [c for c in self.checks if not c.evaluate(self.db)]
+        failed: list[object] = [c for c in self.checks if not c.evaluate(self.db)]
         if failed:
             raise ValidationFailed(failed, self)
         if self.dry_run:
@@ -684,7 +685,9 @@ def run_guarded(
     db = adapter_for(guard.config.target)
     check_statements(db, sql)
     for c in checks:
-        if c.kind != "row_change":
+        if c.kind == "row_change":
+            db.qualify(parse_table(c.table))  # a name the target cannot hold fails here
+        else:
             check_one(db, c.sql)
     tx: GuardedTransaction | None = None
     try:

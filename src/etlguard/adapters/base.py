@@ -78,6 +78,9 @@ class Adapter:
     # Where the restore's staging copy is built: beside the live table (DuckDB renames only
     # within a schema) or in the snapshot schema (MySQL's RENAME moves across schemas).
     staging_beside_live: ClassVar[bool] = False
+    # Whether a restore can rename the snapshot table itself into the live schema (MySQL's
+    # RENAME TABLE crosses schemas), instead of copying it back.
+    snapshot_renames_into_place: ClassVar[bool] = False
 
     registry: ClassVar[dict[str, type[Adapter]]] = {}
 
@@ -218,6 +221,10 @@ class Adapter:
             f"SELECT {cols}, COUNT(*) FROM {self.qualify(ref)} GROUP BY {cols} "
             f"HAVING COUNT(*) > 1 ORDER BY {cols} LIMIT {int(limit)}"
         )
+
+    def missing_privileges(self, required: dict[str, set[str]]) -> list[tuple[str, str]]:
+        """(schema, privilege) pairs the connected user lacks, for databases that have grants."""
+        return []
 
     def free_bytes(self) -> int | None:
         """Free space where snapshots will be written, where the database can tell."""

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import duckdb
 
 from ..errors import LockHeld, TargetError
+from ..faults import fault
 from ..tables import TableRef
 from .base import Adapter, Checksum, Column, Copy, CopyResult, DatabaseError, Progress, Swap
 
@@ -74,7 +75,9 @@ class DuckDBAdapter(Adapter):
             text = str(exc)
             if "lock" in text.lower():
                 pid = _HELD_BY_PID.search(text)
-                holder = self._recorded_holder() or (f"process {pid.group(1)}" if pid else "another process")
+                # while we hold the lock file it names us, not whoever has the database open
+                recorded = "" if self._lock_file is not None else self._recorded_holder()
+                holder = recorded or (f"process {pid.group(1)}" if pid else "another process")
                 raise LockHeld(f"{holder} has {self.path} open") from exc
             raise TargetError(f"cannot open {self.path}: {text.splitlines()[0]}") from exc
         except duckdb.Error as exc:
@@ -209,6 +212,7 @@ class DuckDBAdapter(Adapter):
             for c in copies:
                 structure = self.structure(c.source)
                 self.create_from_structure(c.dest, structure, with_indexes=False)
+                fault("copy.after_create")
                 rows = self._copy_rows(c.source, c.dest)
                 results.append(
                     CopyResult(

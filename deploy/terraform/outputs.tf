@@ -1,0 +1,15 @@
+output "sns_topic_arn" {
+  description = "Put this in etlguard.yml under alerts: channels: - sns: so etlguard's own alerts go to the same people."
+  value       = aws_sns_topic.etl_alerts.arn
+}
+
+output "alarm_arns" {
+  description = "The alarms, by name."
+  value = merge(
+    {
+      rollback_failures = aws_cloudwatch_metric_alarm.rollback_failures.arn
+      runs_failed       = aws_cloudwatch_metric_alarm.runs_failed.arn
+    },
+    { for a in aws_cloudwatch_metric_alarm.glue_job_failure : "glue_job_failure" => a.arn },
+  )
+}

@@ -1,0 +1,566 @@
+"""Alerts: tell a person how a run ended, through Amazon SNS, email, Slack, Teams or a webhook.
+
+`announce` is called once at the end of every guarded run. It never raises and never changes
+the run's outcome: a channel that fails becomes a note in the run record. A failed rollback
+is announced on every channel whatever the channel is configured for, because a person must act.
+Every outgoing text passes through `Secrets.scrub`, so a password configured anywhere (the
+target URL, a channel URL, a `${VAR}`) is never sent, even if the ETL printed it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .run import RunResult
+
+# What a channel can be notified of. A status maps to one or more of these (see `outcomes_of`).
+OUTCOMES = ("succeeded", "rolled_back", "etl_failed", "audit_failed", "snapshot_failed", "rollback_failed")
+DEFAULT_ON = frozenset({"rolled_back", "snapshot_failed", "rollback_failed"})
+_STATUS_OUTCOMES = {
+    "ok": {"succeeded"},
+    "etl_failed": {"rolled_back", "etl_failed"},
+    "audit_failed": {"rolled_back", "audit_failed"},
+    "snapshot_failed": {"snapshot_failed"},
+    "rollback_failed": {"rollback_failed"},
+}
+_HEADLINE = {
+    "ok": "succeeded",
+    "etl_failed": "ROLLED BACK",
+    "audit_failed": "ROLLED BACK",
+    "snapshot_failed": "SNAPSHOT FAILED, ETL not run",
+    "rollback_failed": "ROLLBACK FAILED, ACTION NEEDED",
+}
+_KINDS = ("sns", "apprise", "webhook")
+_CHANNEL_KEYS = {
+    "sns": ("sns", "region", "on", "name", "timeout_seconds"),
+    "apprise": ("apprise", "on", "name"),
+    "webhook": ("webhook", "format", "headers", "on", "name", "timeout_seconds"),
+}
+_APPRISE_KIND = {"mailto": "email", "mailtos": "email", "slack": "slack", "msteams": "teams"}
+_SECRET_PARAM = re.compile(r"pass|secret|token|key|auth|sig", re.I)
+_TOKENISH = re.compile(r"^(?=.*\d)[A-Za-z0-9+/=_-]{16,}$")
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
+_LOG_PREFIX = re.compile(r"^\S+ \S+ - [A-Z]+ - ")  # apprise's "date time - LEVEL - "
+_MIN_SECRET = 3  # shorter "secrets" would blank out ordinary words
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Channel:
+    kind: str  # sns | apprise | webhook
+    address: str = field(repr=False)  # topic ARN or URL; may hold credentials, so never printed
+    label: str = ""  # printable: no credentials
+    region: str | None = None
+    format: str = "json"  # webhook body: json | text
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    on: frozenset[str] | None = None  # None: the alerts.on default
+    timeout_seconds: float = 10.0
+
+    def wants(self, outcomes: set[str], default_on: frozenset[str]) -> bool:
+        wanted = default_on if self.on is None else self.on  # on: [] is "only failed rollbacks"
+        return "rollback_failed" in outcomes or bool(outcomes & wanted)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Strings that must never leave in a message: passwords, tokens, `${VAR}` values."""
+
+    values: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # a config printed in a log must not print what it protects
+        return f"Secrets({len(self.values)} values)"
+
+    def __add__(self, other: Secrets) -> Secrets:
+        return Secrets(tuple(dict.fromkeys(self.values + other.values)))
+
+    def scrub(self, text: str) -> str:
+        text = _URL_USERINFO.sub(r"\1***@", text)
+        for secret in sorted(self.values, key=len, reverse=True):
+            for form in {secret, quote(secret, safe=""), quote(secret)}:
+                text = text.replace(form, "***")
+        return text
+
+    def scrub_data(self, data: Any) -> Any:
+        if isinstance(data, str):
+            return self.scrub(data)
+        if isinstance(data, Mapping):
+            return {self.scrub(str(k)): self.scrub_data(v) for k, v in data.items()}
+        if isinstance(data, list | tuple):
+            return [self.scrub_data(v) for v in data]
+        return data
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    on: frozenset[str] = DEFAULT_ON
+    channels: tuple[Channel, ...] = ()
+    secrets: Secrets = field(default=Secrets(), repr=False)
+
+
+def parse_job_name(value: Any) -> str:
+    if value is None:
+        return "etlguard"
+    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+        raise ConfigError("config key 'job_name' must be a name of 1 to 255 characters")
+    return value
+
+
+def parse_alerts(raw: Any) -> AlertSettings:
+    """The `alerts:` section. Strict: every problem is one line naming the key."""
+    if raw is None:
+        return AlertSettings()
+    _mapping(raw, "alerts")
+    _known(raw, "alerts", ("on", "channels"))
+    on = _outcomes(raw["on"], "alerts.on") if "on" in raw else DEFAULT_ON
+    items = raw.get("channels", [])
+    if not isinstance(items, list):
+        raise ConfigError("config key 'alerts.channels' must be a list of channels such as {sns: ARN}")
+    parsed = [_channel(item, f"alerts.channels[{i}]") for i, item in enumerate(items)]
+    secrets = Secrets()
+    for _, found in parsed:
+        secrets += found
+    return AlertSettings(on=on, channels=tuple(c for c, _ in parsed), secrets=secrets)
+
+
+def _channel(item: Any, key: str) -> tuple[Channel, Secrets]:
+    _mapping(item, key)
+    kinds = [k for k in _KINDS if k in item]
+    if len(kinds) != 1:
+        raise ConfigError(f"{key} must have exactly one of: {', '.join(_KINDS)}")
+    kind = kinds[0]
+    _known(item, key, _CHANNEL_KEYS[kind])
+    address, secrets = _text(item[kind], f"{key}.{kind}")
+    on = _outcomes(item["on"], f"{key}.on") if "on" in item else None
+    name = _plain(item, "name", key)
+    timeout = _typed(item.get("timeout_seconds", 10.0), f"{key}.timeout_seconds", (int, float))
+    if timeout <= 0:
+        raise ConfigError(f"config key '{key}.timeout_seconds' must be more than 0")
+    if kind == "sns":
+        channel = _sns(address, key, name, _plain(item, "region", key))
+    elif kind == "apprise":
+        channel = _apprise(address, key, name)
+    else:
+        channel, found = _webhook(item, address, key, name)
+        secrets += found
+    secrets += url_secrets(address) if kind != "sns" else Secrets()
+    return replace(channel, on=on, timeout_seconds=float(timeout)), secrets
+
+
+def _webhook(item: Mapping[str, Any], address: str, key: str, name: str | None) -> tuple[Channel, Secrets]:
+    headers, header_secrets = _headers(item.get("headers", {}), f"{key}.headers")
+    fmt = _plain(item, "format", key) or "json"
+    if fmt not in ("json", "text"):
+        raise ConfigError(f"config key '{key}.format' must be json or text, not {fmt!r}")
+    if urlsplit(address).scheme not in ("http", "https"):
+        raise ConfigError(f"config key '{key}.webhook' must be an http:// or https:// URL")
+    label = name or f"webhook {_safe_url(address)}"
+    return Channel("webhook", address, label, format=fmt, headers=headers), header_secrets
+
+
+def _sns(address: str, key: str, name: str | None, region: str | None) -> Channel:
+    parts = address.split(":")
+    if len(parts) != 6 or parts[0] != "arn" or not parts[1].startswith("aws") or parts[2] != "sns":
+        raise ConfigError(
+            f"config key '{key}.sns' must be a topic ARN such as arn:aws:sns:ap-northeast-1:123456789012:etl-alerts"
+        )
+    return Channel("sns", address, name or f"sns {address}", region=region or parts[3])
+
+
+def _apprise(address: str, key: str, name: str | None) -> Channel:
+    import apprise
+
+    if apprise.Apprise.instantiate(address) is None:
+        raise ConfigError(
+            f"config key '{key}.apprise' is not a URL apprise can use (such as "
+            "mailtos://user:${SMTP_PASSWORD}@smtp.example.com?to=oncall@example.com)"
+        )
+    scheme = urlsplit(address).scheme.lower()
+    kind = _APPRISE_KIND.get(scheme, scheme)
+    return Channel("apprise", address, name or f"{kind} {_safe_url(address)}")
+
+
+def _headers(value: Any, key: str) -> tuple[tuple[tuple[str, str], ...], Secrets]:
+    _mapping(value, key)
+    pairs, secrets = [], Secrets()
+    for name, raw in value.items():
+        text, found = _text(raw, f"{key}.{name}")
+        pairs.append((str(name), text))
+        # a header value is usually a credential (Authorization, X-Api-Key): never send it on
+        secrets += found + Secrets((text.split()[-1],) if text.split() else ())
+    return tuple(pairs), secrets
+
+
+def url_secrets(url: str) -> Secrets:
+    """The parts of a URL that are credentials: userinfo password, token-like path segments,
+    and query values whose names say pass/secret/token/key."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return Secrets()
+    found = [password or ""]
+    host = parts.netloc.rpartition("@")[2].partition(":")[0]  # as written: hostname lowercases
+    found += [seg for seg in [host, *parts.path.split("/")] if _TOKENISH.match(seg)]
+    found += [v for k, v in parse_qsl(parts.query) if _SECRET_PARAM.search(k)]
+    return Secrets(tuple(s for s in found if len(s) >= _MIN_SECRET))
+
+
+def _outcomes(value: Any, key: str) -> frozenset[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"config key {key!r} must be a list of outcomes: {', '.join(OUTCOMES)}")
+    for i, item in enumerate(value):
+        if item not in OUTCOMES:
+            raise ConfigError(f"config key '{key}[{i}]' must be one of: {', '.join(OUTCOMES)}, not {item!r}")
+    return frozenset(value)
+
+
+def _text(value: Any, key: str) -> tuple[str, Secrets]:
+    """A string with `${VAR}` interpolated; the values taken from the environment are secrets."""
+    from .config import _ENV_REF, _interpolate
+
+    raw = _typed(value, key, str)
+    names = [m.group(1) for m in _ENV_REF.finditer(raw)]
+    text = _interpolate(raw, key)
+    found = tuple(os.environ[n] for n in names if len(os.environ.get(n, "")) >= _MIN_SECRET)
+    return text, Secrets(found)
+
+
+def _plain(item: Mapping[str, Any], name: str, key: str) -> str | None:
+    return None if item.get(name) is None else _text(item[name], f"{key}.{name}")[0]
+
+
+def _typed(value: Any, key: str, kind: type | tuple[type, ...]) -> Any:
+    from .config import _typed as typed
+
+    return typed(value, key, kind)
+
+
+def _mapping(value: Any, key: str) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config key {key!r} must be a mapping, not {type(value).__name__}")
+
+
+def _known(value: Mapping[str, Any], key: str, known: Iterable[str]) -> None:
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown config key '{key}.{unknown[0]}'; known keys are: {', '.join(known)}")
+
+
+def _safe_url(url: str) -> str:
+    """scheme://host[:port] only: enough to tell channels apart, with no credentials or tokens."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(unparsable URL)"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
+
+
+# -- the message ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    subject: str
+    body: str
+    data: dict[str, Any]  # RunResult.as_dict() plus subject, job_name, outcomes: for webhooks
+
+    def as_json(self) -> str:
+        return json.dumps(self.data, indent=2, default=str)
+
+
+def outcomes_of(result: RunResult) -> set[str]:
+    return set(_STATUS_OUTCOMES.get(result.status, ()))
+
+
+def compose(config: Config, result: RunResult) -> Message:
+    """The subject line, the plain-text body and the JSON document for one run, scrubbed."""
+    secrets = all_secrets(config)
+    subject = (
+        f"[etlguard] {config.job_name} run {result.run_id} {_HEADLINE.get(result.status, result.status)}"
+    )
+    cause = _cause(result)
+    if result.status != "ok" and cause:
+        subject += f": {cause}"
+    body = "\n".join(_body_lines(config, result))
+    data = {
+        "subject": subject,
+        "job_name": config.job_name,
+        "outcomes": sorted(outcomes_of(result)),
+        "next_step": _next_step(config, result),
+        **result.as_dict(),
+    }
+    return Message(secrets.scrub(subject), secrets.scrub(body) + "\n", secrets.scrub_data(data))
+
+
+def test_message(config: Config) -> Message:
+    secrets = all_secrets(config)
+    subject = f"[etlguard] {config.job_name} TEST: alert channel check"
+    body = (
+        f"This is a test alert from etlguard for job {config.job_name} on {config.target.redacted}.\n"
+        "If you can read it, this channel will carry the alerts of guarded runs.\n"
+    )
+    data = {"subject": subject, "job_name": config.job_name, "test": True, "target": config.target.redacted}
+    return Message(secrets.scrub(subject), secrets.scrub(body), secrets.scrub_data(data))
+
+
+def all_secrets(config: Config) -> Secrets:
+    target = Secrets((config.target.password,) if len(config.target.password) >= _MIN_SECRET else ())
+    return target + config.alerts.secrets + config.metrics.secrets
+
+
+def _cause(result: RunResult) -> str:
+    errors = [n for n in result.dbt_failures if n.status.lower() != "skipped"]
+    if errors:
+        more = f" and {len(errors) - 1} more" if len(errors) > 1 else ""
+        return f"{errors[0].unique_id.split('.')[-1]} failed{more}"
+    failed = result.failed_audits
+    if failed:
+        more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+        return f"audit {failed[0].table or failed[0].name} {failed[0].check} failed{more}"
+    if result.etl is not None and not result.etl.ok:
+        return result.etl.describe().replace("the ETL", "ETL")
+    return ""
+
+
+def _body_lines(config: Config, result: RunResult) -> list[str]:
+    lines = [
+        f"etlguard run {result.run_id} of job {config.job_name}: {_HEADLINE.get(result.status, result.status)}",
+        "",
+        f"Target:    {result.target}",
+        f"Command:   {shlex.join(result.command)}",
+        f"Exit code: {result.exit_code} ({result.status})",
+        f"Message:   {result.message}",
+    ]
+    failed = _failure_lines(result)
+    if failed:
+        lines += ["", "What failed:", *failed]
+    lines += ["", f"Protected tables ({len(result.protected)}): {', '.join(result.protected) or 'none'}"]
+    if result.snapshot_ids:
+        lines.append(f"Snapshots: {', '.join(map(str, result.snapshot_ids))}")
+    lines += _rollback_lines(result)
+    lines.append(_timing(result))
+    if result.notes:
+        lines += ["", "Notes:", *(f"  {n}" for n in result.notes)]
+    if result.etl is not None and result.etl.tail and not result.ok:
+        lines += ["", "Last lines of the ETL's output:", *(f"  {t}" for t in result.etl.tail[-10:])]
+    lines += ["", _next_step(config, result)]
+    return lines
+
+
+def _failure_lines(result: RunResult) -> list[str]:
+    lines = []
+    if result.etl is not None and (not result.etl.ok or result.status == "etl_failed"):
+        lines.append(f"  {result.etl.describe()} (after {result.etl.seconds:.1f} s)")
+    for node in result.dbt_failures[:10]:
+        first = node.message.strip().splitlines()[0][:300] if node.message.strip() else ""
+        lines.append(f"  dbt: {node.unique_id} {node.status}" + (f": {first}" if first else ""))
+    if len(result.dbt_failures) > 10:
+        lines.append(f"  dbt: and {len(result.dbt_failures) - 10} more nodes")
+    for audit in result.failed_audits:
+        values = ", ".join(f"{k}={v}" for k, v in audit.values.items())
+        lines.append(f"  audit {audit}" + (f" [{values}]" if values else ""))
+    if result.status == "snapshot_failed":
+        lines.append(f"  snapshot: {result.message}")
+    return lines
+
+
+def _rollback_lines(result: RunResult) -> list[str]:
+    if not result.rolled_back:
+        return []
+    verified = set(result.rollback_verified)
+    unverified = [t for t in result.rolled_back if t not in verified]
+    lines = [f"Rolled back: {', '.join(result.rolled_back)}"]
+    lines.append(
+        f"Verified against the snapshot checksums: {', '.join(result.rollback_verified) or 'none'}"
+        + (f"; NOT verified: {', '.join(unverified)}" if unverified else "")
+    )
+    return lines
+
+
+def _timing(result: RunResult) -> str:
+    etl = f", ETL {result.etl.seconds:.1f} s" if result.etl else ""
+    rollback = f", rollback {result.rollback_seconds:.2f} s" if result.rolled_back else ""
+    return (
+        f"Timing: snapshot {result.snapshot_seconds:.2f} s ({result.snapshot_bytes:,} bytes){etl}"
+        f"{rollback}, total {result.total_seconds:.1f} s"
+    )
+
+
+def _next_step(config: Config, result: RunResult) -> str:
+    show = _cli(config, f"etlguard show {result.run_id}")
+    if result.status == "rollback_failed":
+        restore = _cli(config, result.recovery_command or "etlguard restore --latest")
+        return f"ACTION NEEDED: run `{restore}`, then check the tables with `{show}`."
+    if result.status in ("etl_failed", "audit_failed"):
+        return (
+            "Nothing to undo: the protected tables are back as they were before the run, verified. "
+            f"Fix the cause and rerun. Details: `{show}`"
+        )
+    if result.status == "snapshot_failed":
+        return f"Nothing was changed and the ETL did not run. Details: `{show}`"
+    return f"Details: `{show}`"
+
+
+def _cli(config: Config, command: str) -> str:
+    """`etlguard SUB ...` with --config when the run used a config file other than ./etlguard.yml."""
+    path = config.path
+    if path is None or (not path.is_absolute() and path == Path("etlguard.yml")):
+        return command
+    head, _, rest = command.partition(" ")
+    sub, _, args = rest.partition(" ")
+    return " ".join(p for p in (head, sub, "--config", shlex.quote(str(path.resolve())), args) if p)
+
+
+# -- delivery ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    channel: str  # the channel's printable label
+    ok: bool
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"channel": self.channel, "ok": self.ok, "error": self.error}
+
+
+class DeliveryFailed(Exception):
+    """A channel refused or could not be reached; internal to this module."""
+
+
+def deliver(channel: Channel, message: Message, secrets: Secrets) -> Delivery:
+    try:
+        _SENDERS[channel.kind](channel, message)
+    except Exception as exc:  # any failure of any library is this channel's failure, nothing more
+        reason = str(exc) or type(exc).__name__
+        return Delivery(channel.label, False, secrets.scrub(" ".join(reason.split()))[:500])
+    return Delivery(channel.label, True)
+
+
+def _send_sns(channel: Channel, message: Message) -> None:
+    try:
+        import boto3
+        from botocore.config import Config as BotoConfig
+    except ImportError:
+        raise DeliveryFailed("boto3 is not installed; pip install 'etlguard[aws]'") from None
+    timeouts = BotoConfig(connect_timeout=channel.timeout_seconds, read_timeout=channel.timeout_seconds)
+    client = boto3.client("sns", region_name=channel.region, config=timeouts)
+    subject = _sns_subject(message.subject)
+    client.publish(TopicArn=channel.address, Subject=subject, Message=message.body)
+
+
+def _sns_subject(subject: str) -> str:
+    """SNS wants under 100 printable ASCII characters, no newlines."""
+    ascii_only = "".join(c if 32 <= ord(c) < 127 else "?" for c in subject)
+    return ascii_only if len(ascii_only) < 100 else ascii_only[:96] + "..."
+
+
+def _send_apprise(channel: Channel, message: Message) -> None:
+    import apprise
+
+    plugin = apprise.Apprise.instantiate(channel.address)
+    if plugin is None:
+        raise DeliveryFailed("apprise does not understand this URL")
+    if "format" not in dict(parse_qsl(urlsplit(channel.address).query)):
+        # the body is laid out as plain text; apprise's HTML default would fold its lines
+        plugin.notify_format = apprise.NotifyFormat.TEXT
+    sender = apprise.Apprise()
+    sender.add(plugin)
+    with apprise.LogCapture(level=apprise.logging.WARNING) as log:
+        sent = sender.notify(title=message.subject, body=message.body, body_format=apprise.NotifyFormat.TEXT)
+        if not sent:
+            reasons = [_LOG_PREFIX.sub("", line).strip() for line in log.getvalue().splitlines()]
+            reasons = [r for r in reasons if r]
+            raise DeliveryFailed("; ".join(reasons[-3:]) or "apprise could not deliver it")
+
+
+def _send_webhook(channel: Channel, message: Message) -> None:
+    if channel.format == "json":
+        body, content_type = message.as_json().encode(), "application/json"
+    else:
+        body, content_type = f"{message.subject}\n\n{message.body}".encode(), "text/plain; charset=utf-8"
+    headers = {"Content-Type": content_type, "User-Agent": "etlguard", **dict(channel.headers)}
+    request = urllib.request.Request(channel.address, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=channel.timeout_seconds) as response:
+        if response.status >= 300:
+            raise DeliveryFailed(f"HTTP {response.status}")
+
+
+_SENDERS = {"sns": _send_sns, "apprise": _send_apprise, "webhook": _send_webhook}
+
+
+def notify(config: Config, result: RunResult) -> list[Delivery]:
+    """Send the run's message through every channel that wants this outcome."""
+    outcomes = outcomes_of(result)
+    wanted = [c for c in config.alerts.channels if c.wants(outcomes, config.alerts.on)]
+    if not wanted:
+        return []
+    message, secrets = compose(config, result), all_secrets(config)
+    return [deliver(c, message, secrets) for c in wanted]
+
+
+def send_test(config: Config) -> list[Delivery]:
+    """A test message through every configured channel, whatever it is configured for."""
+    message, secrets = test_message(config), all_secrets(config)
+    return [deliver(c, message, secrets) for c in config.alerts.channels]
+
+
+def announce(config: Config, result: RunResult) -> list[str]:
+    """Alerts and metrics for a finished run. Never raises; returns notes for the run record."""
+    notes: list[str] = []
+    try:
+        deliveries = notify(config, result)
+        sent = [d.channel for d in deliveries if d.ok]
+        if sent:
+            notes.append(f"alert sent via {', '.join(sent)}")
+        notes += [f"alert via {d.channel} failed: {d.error}" for d in deliveries if not d.ok]
+    except Exception as exc:  # a bug here must not turn a rolled-back run into a crash
+        notes.append(f"alerts failed: {_safe_error(config, exc)}")
+    try:
+        from .metrics import publish
+
+        notes += publish(config, result)
+    except Exception as exc:
+        notes.append(f"metrics failed: {_safe_error(config, exc)}")
+    return notes
+
+
+def _safe_error(config: Config, exc: Exception) -> str:
+    try:
+        return all_secrets(config).scrub(f"{type(exc).__name__}: {exc}")[:500]
+    except Exception:
+        return type(exc).__name__
+
+
+__all__ = [
+    "OUTCOMES",
+    "AlertSettings",
+    "Channel",
+    "Delivery",
+    "Message",
+    "announce",
+    "compose",
+    "notify",
+    "outcomes_of",
+    "parse_alerts",
+    "parse_job_name",
+    "send_test",
+]

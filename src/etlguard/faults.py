@@ -1,0 +1,52 @@
+"""Named fault points, for the crash-safety suite. Inert unless ETLGUARD_FAULT is set.
+
+`ETLGUARD_FAULT=snapshot.after_copy:kill` SIGKILLs this process when it reaches that point;
+`:pause` SIGSTOPs it (a test then kills the server, or sends SIGCONT); `:raise` raises. Every
+point is listed in POINTS, and the suite loops over that tuple; a test checks that the code
+calls exactly these names, so the list cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS: tuple[str, ...] = (
+    "snapshot.after_intent",  # journal and 'creating' catalog rows written; nothing copied
+    "copy.after_create",  # snapshot tables created, still empty (MySQL: committed DDL)
+    "snapshot.after_copy",  # copied and checksummed; not yet marked verified
+    "snapshot.before_finish",  # marked verified; journal entry still open
+    "restore.after_intent",  # journal written; no staging copy yet
+    "restore.after_staging",  # staging copies built and verified; live tables untouched
+    "restore.before_swap",  # journal says 'swapping'
+    "restore.after_swap",  # swapped; journal does not know yet
+    "restore.before_finish",  # displaced tables recorded; journal entry still open
+    "run.after_snapshot",  # snapshots verified; the ETL has not started
+    "run.during_etl",  # the ETL child is running
+    "run.after_etl",  # the ETL has exited; audits not run
+    "run.before_commit",  # audits passed; the run is not yet marked ok
+    "run.before_close",  # the run record is final; its journal entry is still open
+    "prune.after_intent",  # journal written; nothing dropped
+    "prune.after_drop",  # a snapshot table dropped; the catalog still lists it
+    "recover.after_step",  # recover resolved one journal entry and is about to do the next
+)
+
+
+class FaultInjected(RuntimeError):
+    """Raised at a fault point with the `raise` action (never in production)."""
+
+
+def fault(point: str) -> None:
+    spec = os.environ.get("ETLGUARD_FAULT")
+    if not spec:
+        return
+    assert point in POINTS, f"undeclared fault point {point}"
+    name, _, action = spec.partition(":")
+    if name != point:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "pause":
+        os.kill(os.getpid(), signal.SIGSTOP)
+    elif action == "raise":
+        raise FaultInjected(point)

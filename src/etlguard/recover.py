@@ -1,0 +1,198 @@
+"""`etlguard recover`: finish or undo whatever an interrupted operation left behind.
+
+Every multi-step operation journals its intent (with the exact names it will create) before it
+acts, and notes its phase as it goes. Recovery reads those entries and, for each, either
+completes it or undoes it so that every protected table is wholly in its old state or wholly in
+its new one. It only ever drops tables that the journal names and that carry etlguard's random
+name token in etlguard's own schemas, so it never drops a table it cannot prove it made. It is
+idempotent: a second run finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .adapters.base import Adapter, Copy
+from .catalog import Catalog
+from .errors import EtlguardError
+from .faults import fault
+from .restore import plan_restore, run_restore
+from .tables import TableRef
+
+# s12_ab3de9xz (snapshot), r12_... (MySQL staging), _etlguard_r12_... (DuckDB staging)
+_OURS = re.compile(r"^(?:s|r|_etlguard_r)\d+_[a-z0-9]{8}$")
+
+
+@dataclass
+class RecoveryReport:
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.actions
+
+
+class Recovery:
+    def __init__(self, db: Adapter, catalog: Catalog, snapshot_schema: str) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.snapshot_schema = snapshot_schema
+        self.report = RecoveryReport()
+
+    def run(self, dry_run: bool = False) -> RecoveryReport:
+        pending = self.catalog.unfinished()
+        # operations inside a run (its snapshot, its rollback) are settled before the run itself
+        ordered = [e for e in pending if e["op"] != "run"] + [e for e in pending if e["op"] == "run"]
+        handlers: dict[str, Callable[[dict[str, Any]], str]] = {
+            "snapshot": self._snapshot,
+            "restore": self._restore,
+            "rollback": self._restore,
+            "prune": self._prune,
+            "run": self._run,
+        }
+        for entry in ordered:
+            if dry_run:
+                self.report.actions.append(
+                    f"would resolve the interrupted {entry['op']} (journal {entry['id']})"
+                )
+                continue
+            outcome = handlers[entry["op"]](entry)
+            self.report.actions.append(f"{entry['op']} (journal {entry['id']}): {outcome}")
+            fault("recover.after_step")
+        return self.report
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _drop_ours(self, ref: TableRef) -> bool:
+        """Drop a table the journal names, if it is provably one of ours; True if it existed."""
+        if not _OURS.match(ref.name):
+            raise EtlguardError(f"refusing to drop {ref}: its name is not one etlguard generates")
+        if ref.schema != self.snapshot_schema and not ref.name.startswith("_etlguard_r"):
+            raise EtlguardError(f"refusing to drop {ref}: it is outside etlguard's snapshot schema")
+        if not self.db.table_exists(ref):
+            return False
+        self.db.drop_table(ref)
+        return True
+
+    # -- snapshot: keep what was verified, drop what was half made ------------------------------
+    def _snapshot(self, entry: dict[str, Any]) -> str:
+        dropped = 0
+        for item in entry["payload"].get("snapshots", []):
+            snap = self.catalog.snapshot(item["id"])
+            if snap is not None and snap.verified:
+                continue
+            dropped += self._drop_ours(TableRef(*item["snapshot"]))
+            if snap is not None:
+                self.catalog.update_snapshot(item["id"], status="failed")
+        self.catalog.finish(entry["id"], "recovered")
+        return f"removed {dropped} half-made snapshot tables" if dropped else "nothing half-made was left"
+
+    # -- restore and rollback: the swap either happened (complete it) or not (undo the staging) -
+    def _restore(self, entry: dict[str, Any]) -> str:
+        payload = entry["payload"]
+        steps = payload.get("steps", [])
+        staged = [TableRef(*s["staging"]) for s in steps]
+        swapped = payload.get("phase") in ("swapped", "recopying") or (
+            payload.get("phase") == "swapping" and not any(self.db.table_exists(t) for t in staged)
+        )
+        if swapped:
+            for s in steps:
+                self._record_displaced(s)
+                self._settle_recopy(s)
+            self.catalog.finish(entry["id"], "recovered")
+            return "the swap had happened; its bookkeeping is now complete"
+        for s, ref in zip(steps, staged, strict=True):
+            if not s.get("consume"):  # a consumed restore's 'staging' is the snapshot itself
+                self._drop_ours(ref)
+            if s.get("displaced_id") and self.catalog.snapshot(s["displaced_id"]) is not None:
+                self.catalog.update_snapshot(s["displaced_id"], status="failed")
+        self.catalog.finish(entry["id"], "undone")
+        return "the swap had not happened; the staging copies were removed and live tables are untouched"
+
+    def _settle_recopy(self, step: dict[str, Any]) -> None:
+        """Finish a consumed snapshot's copy-back: copy the restored table back into the
+        snapshot's place if it still matches; otherwise the snapshot stays `restored`."""
+        if not step.get("consume"):
+            return
+        snap = self.catalog.snapshot(step["snapshot_id"])
+        recopy = TableRef(*step["recopy"]) if step.get("recopy") else None
+        if snap is None or (recopy is not None and snap.snapshot == recopy and snap.verified):
+            return
+        self.catalog.update_snapshot(snap.id, status="restored")
+        if recopy is None:
+            return
+        self._drop_ours(recopy)
+        live = TableRef(*step["table"])
+        [result] = self.db.copy_tables([Copy(live, recopy)])
+        if (result.source.rows, result.source.digest) == (
+            snap.row_count,
+            snap.checksum,
+        ) and result.dest == result.source:
+            self.catalog.update_snapshot(snap.id, status="verified", snapshot_table=recopy.name)
+        else:
+            self._drop_ours(recopy)
+
+    def _record_displaced(self, step: dict[str, Any]) -> None:
+        sid = step.get("displaced_id")
+        if not sid:
+            return
+        snap = self.catalog.snapshot(sid)
+        if snap is None or snap.verified:
+            return
+        ref = TableRef(*step["displaced"])
+        if not self.db.table_exists(ref):
+            self.catalog.update_snapshot(sid, status="failed")
+            return
+        cs = self.db.checksum(ref)
+        self.catalog.update_snapshot(sid, status="verified", row_count=cs.rows, checksum=cs.digest)
+
+    # -- prune: finish the deletions ------------------------------------------------------------
+    def _prune(self, entry: dict[str, Any]) -> str:
+        for sid, schema, name in entry["payload"].get("snapshots", []):
+            self._drop_ours(TableRef(schema, name))
+            self.catalog.update_snapshot(sid, status="deleted")
+        self.catalog.finish(entry["id"], "recovered")
+        return "finished the interrupted deletions"
+
+    # -- run: before the ETL nothing to undo; after it, roll back; at commit, keep --------------
+    def _run(self, entry: dict[str, Any]) -> str:
+        run_id = entry["run_id"]
+        phase = entry["payload"].get("phase")
+        if phase == "snapshot":
+            self._close(entry, run_id, "aborted", "the run died while snapshotting; the ETL never started")
+            return "the ETL never started; nothing to roll back"
+        if phase == "commit":
+            self._close(entry, run_id, "ok", "the run died after its audits passed; recover kept its result")
+            return "the run had passed its audits; its result is kept"
+        done = [
+            e
+            for e in self.catalog.entries(run_id)
+            if e["op"] == "rollback" and e["state"] in ("done", "recovered")
+        ]
+        if done:
+            self._close(entry, run_id, "rolled_back", "the run's rollback had completed; recover closed it")
+            return "the run had already been rolled back"
+        ids = entry["payload"].get("snapshot_ids", [])
+        chosen = {}
+        for sid in ids:
+            snap = self.catalog.snapshot(sid)
+            if snap is None or not snap.verified:
+                raise EtlguardError(f"run {run_id}'s snapshot {sid} is not usable; restore by hand")
+            chosen[snap.table] = snap
+        steps = plan_restore(self.db, self.catalog, chosen, self.snapshot_schema)
+        result = run_restore(self.db, self.catalog, steps, self.snapshot_schema, run_id=run_id, op="rollback")
+        self._close(
+            entry, run_id, "rolled_back", f"recover rolled back {len(steps)} tables after the run died"
+        )
+        return f"the run died during its {phase} phase; rolled back {len(result.verified)} tables and verified them"
+
+    def _close(self, entry: dict[str, Any], run_id: int, status: str, message: str) -> None:
+        rows = self.catalog.runs(run_id)
+        details = rows[0]["details"] if rows else {}
+        details["message"] = message
+        if status == "rolled_back":
+            details["rolled_back"] = details.get("protected", [])
+        self.catalog.finish_run(run_id, status, 0 if status == "ok" else 1, details)
+        self.catalog.finish(entry["id"], "recovered")

@@ -1,0 +1,155 @@
+"""Throwaway MariaDB servers in temp datadirs, for tests that kill, pause or starve the server.
+
+They never touch the shared server on port 3306. A template datadir is made once per session
+with mariadb-install-db; each server copies it, so starting one takes about a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pymysql
+import pytest
+
+MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, template: Path, root: Path, extra: Sequence[str] = ()) -> None:
+        self.root = root
+        self.datadir = root / "data"
+        shutil.copytree(template, self.datadir, symlinks=True)
+        self.port = _free_port()
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.general_log = root / "general.log"
+
+    @property
+    def url(self) -> str:
+        return f"mariadb+pymysql://root@127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        cmd = [
+            MARIADBD,
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={self.root / 'mysqld.sock'}",
+            f"--pid-file={self.root / 'mysqld.pid'}",
+            "--user=root",
+            "--skip-name-resolve",
+            "--innodb-buffer-pool-size=32M",
+            f"--log-error={self.root / 'error.log'}",
+            "--skip-log-bin",
+            "--max-connections=200",
+            *self.extra,
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(pymysql.err.Error):
+                self.connect().close()
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"mariadbd did not start: {(self.root / 'error.log').read_text()[-2000:]}")
+
+    def connect(self) -> pymysql.connections.Connection:
+        return pymysql.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="root",
+            password="",
+            autocommit=True,
+            charset="utf8mb4",
+            connect_timeout=2,
+        )
+
+    def sql(self, statement: str, params: Sequence[object] = ()) -> list[tuple]:
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, tuple(params) or None)
+                return list(cur.fetchall()) if cur.description else []
+        finally:
+            conn.close()
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def mariadb_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not Path(MARIADBD).exists():
+        pytest.fail("mariadbd is not installed: run scripts/services (make test does)")
+    root = tmp_path_factory.mktemp("mariadb-template")
+    data = root / "data"
+    subprocess.run(
+        [
+            INSTALL_DB,
+            "--no-defaults",
+            f"--datadir={data}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            "--user=root",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return data
+
+
+@pytest.fixture
+def throwaway(mariadb_template: Path, tmp_path: Path) -> Iterator[Server]:
+    server = Server(mariadb_template, tmp_path / "mariadb")
+    server.start()
+    yield server
+    server.stop()
+
+
+def make_server(template: Path, root: Path, extra: Sequence[str] = ()) -> Server:
+    server = Server(template, root, extra)
+    server.start()
+    return server

@@ -1,0 +1,145 @@
+"""RELIABILITY scenarios 1-4, 10, 18, 19: etlguard is SIGKILLed at every named fault point (the
+points are enumerated from etlguard.faults.POINTS, which a test keeps in step with the code);
+`etlguard recover` then leaves every protected table wholly in its old or wholly in its new
+state, removes only what etlguard made, and a second recover has nothing to do."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from etlguard.faults import POINTS
+
+from conftest import Backend, Figures, make_backend
+from faultlib import Probe, Rig
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "etlguard"
+
+# How to reach each point, and which end states are acceptable after recover:
+#   pre  = the state before the operation, post = the operation's intended result.
+SCENARIOS: dict[str, list[tuple[str, str]]] = {
+    "snapshot.after_intent": [("snapshot", "pre")],
+    "copy.after_create": [("snapshot", "pre"), ("run-fail", "pre"), ("restore", "pre|post")],
+    "snapshot.after_copy": [("snapshot", "pre")],
+    "snapshot.before_finish": [("snapshot", "pre")],
+    "restore.after_intent": [("restore", "pre|post"), ("run-fail", "pre")],
+    "restore.after_staging": [("restore", "pre|post"), ("run-fail", "pre")],
+    "restore.before_swap": [("restore", "pre|post"), ("run-fail", "pre")],
+    "restore.after_swap": [("restore", "post"), ("run-fail", "pre")],
+    "restore.before_finish": [("restore", "post"), ("run-fail", "pre")],
+    "run.after_snapshot": [("run-ok", "pre")],
+    "run.during_etl": [("run-slow", "pre")],
+    "run.after_etl": [("run-ok", "pre"), ("run-fail", "pre")],
+    "run.before_commit": [("run-ok", "post")],
+    "run.before_close": [("run-ok", "post"), ("run-fail", "pre")],
+    "prune.after_intent": [("prune", "pre")],
+    "prune.after_drop": [("prune", "pre")],
+    "recover.after_step": [("recover", "pre")],
+}
+CASES = [(point, op, ok) for point, cases in SCENARIOS.items() for op, ok in cases]
+
+
+def test_every_fault_point_in_the_code_is_declared_and_covered() -> None:
+    called = set()
+    for path in SRC.rglob("*.py"):
+        called |= set(re.findall(r'\bfault\("([a-z_.]+)"\)', path.read_text(encoding="utf-8")))
+    assert called == set(POINTS)
+    assert set(SCENARIOS) == set(POINTS)
+
+
+def _prepare(rig: Rig, op: str) -> tuple[object, object]:
+    """Bring the rig to the operation's starting point; return (pre, post) states."""
+    pre = rig.state()
+    if op == "restore":
+        assert rig.etlguard("snapshot").returncode == 0
+        rig.run_etl_directly("ok")  # the 'damage' that the restore undoes
+        post, pre = pre, rig.state()
+        return pre, post
+    if op == "prune":
+        for _ in range(3):
+            assert rig.etlguard("snapshot").returncode == 0
+        return pre, pre
+    if op in ("run-ok", "run-slow"):
+        return pre, None
+    return pre, pre
+
+
+def _operate(rig: Rig, op: str, fault: str) -> None:
+    args = {
+        "snapshot": ["snapshot"],
+        "restore": ["restore", f"{rig.schema}.orders", f"{rig.schema}.order_lines", "--latest"],
+        "prune": ["prune"],
+        "run-ok": ["run", "--", *rig.etl_command("ok")],
+        "run-fail": ["run", "--", *rig.etl_command("fail")],
+        "run-slow": ["run", "--", *rig.etl_command("slow")],
+    }[op]
+    proc = rig.etlguard(*args, fault=fault)
+    assert proc.returncode == -9, f"fault {fault} was not reached: rc={proc.returncode} {proc.stderr}"
+
+
+def _etl_result(backend: Backend, pre: object) -> object:
+    """The state the ETL script produces from `pre`, computed by running it on a fresh copy."""
+    folder = backend.tmp_path / "twin"
+    folder.mkdir(exist_ok=True)
+    twin = make_backend(backend.kind, folder)
+    try:
+        rig = Rig(twin)
+        assert rig.state() == pre
+        rig.run_etl_directly("ok")
+        return rig.state()
+    finally:
+        twin.cleanup()
+
+
+@pytest.mark.parametrize(("point", "op", "acceptable"), CASES, ids=[f"{p}-{o}" for p, o, _ in CASES])
+def test_kill_at_fault_point_then_recover(
+    backend: Backend, figures: Figures, point: str, op: str, acceptable: str
+) -> None:
+    rig = Rig(backend)
+    probe = Probe(rig) if backend.kind == "mariadb" else None
+    before_rows = rig.rows()
+    if op == "recover":
+        pre = rig.state()
+        _operate(rig, "run-slow", "run.during_etl:kill")
+        killed = rig.etlguard("recover", fault=f"{point}:kill")
+        assert killed.returncode == -9
+        post = None
+    else:
+        pre, post = _prepare(rig, op)
+        if probe:
+            with probe:
+                _operate(rig, op, f"{point}:kill")
+        else:
+            _operate(rig, op, f"{point}:kill")
+    figures.add(f"faults_injected.{backend.kind}")
+    figures.member("fault_points_covered", point)
+    blocked = rig.etlguard("snapshot")
+    if blocked.returncode != 0:  # every other command refuses while the journal is open
+        assert blocked.returncode == 4 and "etlguard recover" in blocked.stderr, blocked.stderr
+    if probe:
+        assert probe.missing == 0 and probe.other == []
+        figures.add("probe_reads", probe.reads)
+        figures.add("missing_table_errors", probe.missing)
+        probe = Probe(rig)
+        with probe:
+            recovered = rig.etlguard("recover")
+        figures.add("probe_reads", probe.reads)
+        figures.add("missing_table_errors", probe.missing)
+        assert probe.missing == 0 and probe.other == []
+    else:
+        recovered = rig.etlguard("recover")
+    assert recovered.returncode == 0, recovered.stderr
+    state = rig.state()
+    if op == "run-ok" and acceptable == "post":
+        post = _etl_result(backend, pre)
+    allowed = {"pre": [pre], "post": [post], "pre|post": [pre, post]}[acceptable]
+    assert state in allowed, f"{point}/{op}: tables are in neither acceptable state"
+    rig.assert_clean()
+    if state == pre and op != "restore":
+        figures.add("rows_lost", len(before_rows - rig.rows()))
+    figures.add(f"invariant_held.{backend.kind}")
+    if op == "prune":
+        again = rig.etlguard("prune")
+        assert again.returncode == 0 and "0 deleted" in again.stdout, again.stdout
