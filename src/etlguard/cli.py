@@ -776,3 +776,35 @@ def alert_test_cmd(config_path: Path | None, as_json: bool) -> None:
                 f"etlguard: error: {len(failed)} of {len(deliveries)} alert channels failed", markup=False
             )
         raise click.exceptions.Exit(EXIT_FAILED)
+
+
+@command(
+    "drill",
+    """
+  etlguard drill                                   # snapshot, restore, verify: data unchanged
+  etlguard drill -- dbt run --target prod          # also: run, roll back on purpose, roll forward
+  etlguard drill --json -- dbt build --target staging
+""",
+)
+@config_option
+@json_option
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def drill_cmd(config_path: Path | None, as_json: bool, command: tuple[str, ...]) -> None:
+    """Run the Testing Plan as a drill against this setup: recover every protected table from a
+    fresh snapshot; with COMMAND, also run the ETL, roll the good result back on purpose, verify
+    the pre-run state, and roll forward to the ETL's result. Data ends as a normal night would
+    leave it. Run it when nothing but the ETL writes to the protected tables. Exit 1 if a check fails."""
+    guard = _guard(config_path)
+
+    def echo(message: str) -> None:
+        if not as_json:
+            err.print(f"etlguard: {message}", markup=False)
+
+    report = guard.drill(list(command), echo)
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        passed = sum(c.ok for c in report.checks)
+        out.print(f"drill: {passed} of {len(report.checks)} checks passed", markup=False)
+    if not report.ok:
+        raise click.exceptions.Exit(1)

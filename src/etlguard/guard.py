@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import dbt as _dbt
 from . import restore as _restore
 from .adapters.base import Adapter, Progress, adapter_for
 from .catalog import Catalog, Snapshot, utcnow
@@ -31,6 +32,7 @@ from .snapshot import check_tables, take_snapshots
 from .tables import TableRef, parse_table
 
 if TYPE_CHECKING:
+    from .drill import DrillReport
     from .run import RunResult
 
 
@@ -170,6 +172,26 @@ class Guard:
             found += [m for m in matches if m not in found]
         return found
 
+    def protected_set(
+        self, db: Adapter, command: Sequence[str] = ()
+    ) -> tuple[list[TableRef], list[TableRef]]:
+        """The configured protected set: tables, globs, and dbt selectors read from the manifest.
+        Returns (tables, dbt-selected models that have no table yet)."""
+        tables = self.resolve(db, self.config.protect) if self.config.protect else []
+        skipped: list[TableRef] = []
+        if self.config.protect_dbt:
+            manifest = _dbt.load_manifest(_dbt.target_dir(self.config.dbt, command))
+            for ref in _dbt.select_relations(manifest, self.config.protect_dbt):
+                if ref in tables:
+                    continue
+                if db.table_exists(ref):
+                    tables.append(ref)
+                else:  # a model that has never been built has nothing to protect yet
+                    skipped.append(ref)
+        if not tables:
+            raise ConfigError("the protected set is empty; list tables or dbt selectors under protect:")
+        return tables, skipped
+
     def _glob(self, db: Adapter, pattern: TableRef) -> list[TableRef]:
         schemas = [s for s in db.list_schemas() if TableRef(s, "x").matches(TableRef(pattern.schema, "x"))]
         hidden = {self.config.snapshot_schema, self.config.catalog_schema}
@@ -203,7 +225,7 @@ class Guard:
 
     def snapshot(self, tables: Sequence[str | TableRef] = (), run_id: int | None = None) -> list[Snapshot]:
         with self.session("snapshot") as (db, catalog):
-            refs = self.resolve(db, tables)
+            refs = self.resolve(db, tables) if tables else self.protected_set(db)[0]
             check_tables(db, refs)
             check_privileges(db, refs, self.config.snapshot_schema, self.config.catalog_schema, swaps=False)
             return take_snapshots(db, catalog, refs, self.config.snapshot_schema, run_id, self.progress)
@@ -282,13 +304,14 @@ class Guard:
         json_report: Path | None = None,
         echo: Callable[[str], None] | None = None,
         auto_recover: bool = False,
+        drill: bool = False,
     ) -> RunResult:
         """Lock, snapshot the protected set, run `command`, audit, then commit or roll back.
         Problems found before the command would start raise (nothing touched, command not
         run); everything after is reported in the returned RunResult and its exit_code."""
         from .run import guarded_run
 
-        return guarded_run(self, command, timeout, json_report, echo, auto_recover)
+        return guarded_run(self, command, timeout, json_report, echo, auto_recover, drill)
 
     @contextlib.contextmanager
     def protect(self, echo: Callable[[str], None] | None = None) -> Iterator[RunResult]:
@@ -314,6 +337,13 @@ class Guard:
             raise RollbackFailed(result.message, result)
         if result.status == "audit_failed":
             raise AuditFailed(result.message, result)
+
+    def drill(self, command: Sequence[str] = (), echo: Callable[[str], None] | None = None) -> DrillReport:
+        """The design note's Testing Plan against this setup (see drill.py); data ends as a
+        normal night would leave it."""
+        from .drill import run_drill
+
+        return run_drill(self, command, echo)
 
     def recover(self, dry_run: bool = False) -> RecoveryReport:
         """Finish or undo whatever interrupted operations left behind (see recover.py)."""

@@ -65,6 +65,7 @@ class RunResult:
     rollback_seconds: float = 0.0
     total_seconds: float = 0.0
     snapshot_bytes: int = 0
+    displaced_ids: list[int] = field(default_factory=list)  # the post-ETL tables a rollback kept
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -111,9 +112,15 @@ class GuardedRun:
     """One run's state. `start` (lock, preflight, snapshot), then the ETL, then `finish`."""
 
     def __init__(
-        self, guard: Guard, command: Sequence[str], echo: Echo | None = None, auto_recover: bool = False
+        self,
+        guard: Guard,
+        command: Sequence[str],
+        echo: Echo | None = None,
+        auto_recover: bool = False,
+        drill: bool = False,
     ) -> None:
         self.guard = guard
+        self.drill = drill  # roll a good run back on purpose, to prove the rollback on real data
         self.auto_recover = auto_recover
         self.config = guard.config
         self.echo: Echo = echo or (lambda _msg: None)
@@ -158,18 +165,8 @@ class GuardedRun:
             self.echo(f"not protected, no table yet (first build?): {', '.join(self.result.skipped)}")
 
     def _protected_set(self) -> list[TableRef]:
-        tables = self.guard.resolve(self.db, self.config.protect) if self.config.protect else []
-        if self.config.protect_dbt:
-            manifest = _dbt.load_manifest(_dbt.target_dir(self.config.dbt, self.command))
-            for ref in _dbt.select_relations(manifest, self.config.protect_dbt):
-                if ref in tables:
-                    continue
-                if self.db.table_exists(ref):
-                    tables.append(ref)
-                else:  # a model that has never been built has nothing to protect yet
-                    self.result.skipped.append(str(ref))
-        if not tables:
-            raise ConfigError("the protected set is empty; list tables or dbt selectors under protect:")
+        tables, skipped = self.guard.protected_set(self.db, self.command)
+        self.result.skipped += [str(t) for t in skipped]
         return tables
 
     def _check_space(self, tables: Sequence[TableRef]) -> None:
@@ -229,7 +226,11 @@ class GuardedRun:
         try:
             self.db.connect()
             reasons = self._etl_failure(failure) if not etl_ok else self._audit()
-            if reasons:
+            if self.drill and not reasons:
+                self._rollback(["drill: a good run rolled back on purpose"], audit=True)
+                if self.result.status != "rollback_failed":
+                    self.result.status, self.result.exit_code = "drill", EXIT_OK
+            elif reasons:
                 self._rollback(reasons, audit=etl_ok)
             else:
                 self._commit()
@@ -285,7 +286,8 @@ class GuardedRun:
     def _rollback(self, reasons: list[str], audit: bool) -> None:
         self.result.status = "audit_failed" if audit else "etl_failed"
         self.result.exit_code = EXIT_AUDIT_FAILED if audit else EXIT_ETL_FAILED
-        self.echo(f"{'audit failed' if audit else 'ETL failed'}: {reasons[0]}; rolling back")
+        what = "" if reasons[0].startswith("drill:") else ("audit failed: " if audit else "ETL failed: ")
+        self.echo(f"{what}{reasons[0]}; rolling back")
         began = time.monotonic()
         assert self.journal is not None
         self.catalog.note(self.journal, {"phase": "rollback", "snapshot_ids": self.result.snapshot_ids})
@@ -305,6 +307,7 @@ class GuardedRun:
             return
         self.result.rollback_seconds = time.monotonic() - began
         self.result.rolled_back = [str(s.table) for s in steps]
+        self.result.displaced_ids = [s.displaced_id for s in steps if s.displaced_id is not None]
         self.result.rollback_verified = restored.verified
         unverified = sorted(set(self.result.rolled_back) - set(restored.verified))
         if unverified:
@@ -351,8 +354,9 @@ def guarded_run(
     json_report: Path | None = None,
     echo: Echo | None = None,
     auto_recover: bool = False,
+    drill: bool = False,
 ) -> RunResult:
-    run = GuardedRun(guard, command, echo, auto_recover)
+    run = GuardedRun(guard, command, echo, auto_recover, drill)
     try:
         run.start()
     except SnapshotFailed:
