@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,10 +30,10 @@ class CliResult:
         return self.err.splitlines()
 
 
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> CliResult:
+def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> CliResult:
     """Run `etlguard ARGV` in-process; return the exit code and what it printed."""
     capsys.readouterr()
-    code = main(list(argv))
+    code = main([str(a) for a in argv])
     captured = capsys.readouterr()
     return CliResult(code, captured.out, captured.err)
 

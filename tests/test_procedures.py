@@ -6,32 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pymysql
 import pytest
 
-from etlguard.cli import main
-
 from conftest import MYSQL_HOST, MYSQL_PORT, Backend
+from support import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DBT_MYSQL = ROOT / ".venvs" / "dbt-mysql" / "bin" / "dbt"
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Run:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
 
 
 def facts(backend: Backend) -> tuple[str, str]:

@@ -7,7 +7,6 @@ Outcomes are checked with the test's own connection and golden checksum, never t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,10 @@ import pytest
 
 from etlguard import Check, ConfigError, ValidationFailed, run_guarded
 from etlguard.adapters.base import DatabaseError
-from etlguard.cli import main
 from etlguard.transaction import MYSQL_LEXICON, STANDARD_LEXICON, refusal, split_statements
 
 from conftest import Backend
+from support import cli
 
 # -- helpers -----------------------------------------------------------------------------------
 
@@ -72,20 +71,6 @@ def catalog_has_transactions(backend: Backend) -> bool:
             [backend.catalog_schema],
         )
     return "transactions" in {r[0] for r in found}
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Run:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return Run(code, captured.out, captured.err)
 
 
 # -- the Python API ------------------------------------------------------------------------------
