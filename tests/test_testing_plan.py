@@ -169,3 +169,29 @@ def test_build_runs_dbt_tests_as_audits(pipeline: Pipeline) -> None:
     )
     assert proc.returncode == EXIT_OK, proc.stderr
     assert _report(pipeline)["dbt_failures"] == []
+
+
+@pytest.mark.mariadb
+def test_layer3_safe_update_hook_on_dbt_mysql(maria: Backend) -> None:
+    """The design note's Layer 3 inside the example project: the SCD2 closing UPDATE and its
+    validation run through etlguard's stored procedure from a post-hook. A passing validation
+    commits; a failing one rolls the UPDATE back (the model's own rows stay: dbt committed them
+    first, which is exactly why the run needs `etlguard run` around it)."""
+    pipeline = Pipeline(maria)
+    pipeline.build_first_day()
+    config = pipeline.config()
+    installed = pipeline.etlguard("install-procedures", config=config)
+    assert installed.returncode == 0, installed.stderr
+    schema = maria.catalog_schema
+    ok = pipeline.guarded("2026-02-03", config=config, etlguard_safe_update=True, etlguard_schema=schema)
+    assert ok.returncode == EXIT_OK, ok.stderr
+    t = maria.table(pipeline.schema("silver"), "tenant_status_history")
+    two_current = f"SELECT tenant_id FROM {t} WHERE is_current GROUP BY tenant_id HAVING COUNT(*) > 1"
+    assert maria.sql(two_current) == []
+    # without the guard, a failing validation undoes only the hook's UPDATE
+    proc = pipeline.dbt(
+        "run", "2026-02-05", etlguard_safe_update=True, etlguard_schema=schema, fail_safe_update=True
+    )
+    assert proc.returncode != 0
+    assert "validation failed, rolled back" in proc.stdout
+    assert maria.sql(two_current) != []  # new versions committed by the model, old ones left open

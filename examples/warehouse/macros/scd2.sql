@@ -51,3 +51,18 @@ commit
 {% macro injected_post_hook_failure(relation) -%}
 select etlguard_injected_post_hook_failure from {{ relation }}
 {%- endmacro %}
+
+
+{# The closing UPDATE and its validation, run atomically by etlguard's stored procedure.
+   --vars '{fail_safe_update: true}' makes the validation fail, so the procedure rolls the
+   UPDATE back and fails the hook (SQLSTATE 45000). #}
+{% macro close_scd2_versions_safely(relation, key='tenant_id') -%}
+{%- set update -%}{{ close_scd2_versions(relation, key) }}{%- endset -%}
+{%- set validation -%}
+select count(*) = 0{% if var('fail_safe_update', false) %} and 1 = 0{% endif %} from (
+    select {{ key }} from {{ relation }} where is_current = true
+    group by {{ key }} having count(*) <> 1
+) as more_than_one_current
+{%- endset -%}
+{{ etlguard_dbt.safe_update(update, validation) }}
+{%- endmacro %}

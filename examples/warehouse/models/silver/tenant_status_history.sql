@@ -11,6 +11,10 @@
   result here. The closing hook runs inside the model's transaction on both adapters (no
   START TRANSACTION in a hook: on MySQL that would silently commit the model's data first).
 
+  --vars '{etlguard_safe_update: true}' (MySQL/MariaDB) runs the closing hook through etlguard's
+  stored procedure instead, so the UPDATE and its validation (one current row per tenant) commit
+  together or not at all; '{fail_safe_update: true}' makes that validation fail.
+
   --vars '{fail_post_hook: true}' replaces that with hooks that run after the model's commit
   (transaction: false): close previous versions, commit, then a failing statement. So the run
   fails with the new rows AND the closing UPDATE already committed, as in the design note's
@@ -22,6 +26,12 @@
         {"sql": "{{ commit_if_needed() }}", "transaction": false},
         {"sql": "{{ injected_post_hook_failure(this) }}", "transaction": false},
     ] -%}
+{%- elif var('etlguard_safe_update', false) and target.type in ('mysql', 'mysql5', 'mariadb') -%}
+    {#- The design note's Layer 3: the closing UPDATE and its validation commit together or not
+        at all, through etlguard's stored procedure (etlguard install-procedures). It runs after
+        the model's commit (transaction: false): inside the model's transaction the procedure's
+        START TRANSACTION would commit the model's rows implicitly. -#}
+    {%- set hooks = [{"sql": "{{ close_scd2_versions_safely(this) }}", "transaction": false}] -%}
 {%- else -%}
     {%- set hooks = ["{{ close_scd2_versions(this) }}"] -%}
 {%- endif -%}
