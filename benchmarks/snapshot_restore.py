@@ -319,9 +319,9 @@ class Profile:
             try:
                 return original_checksum(adapter, ref)
             finally:
-                kind = "checksums (MD5 of every row)"
+                kind = "checksums (CRC32 sum over every row)"
                 if profile.swapped_at:
-                    kind = "checksums after the swap (displaced, live)"
+                    kind = "checksums after the swap (displaced; copy-back)"
                 profile.seconds[kind] += time.perf_counter() - t0
                 profile.calls[kind] += 1
 
