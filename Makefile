@@ -15,9 +15,11 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# The main job on the embedded default (DuckDB): nothing to start, nothing to configure.
+# The main job on the embedded default (DuckDB): nothing to start, nothing to configure. The
+# second half runs the example dbt pipeline under guard, with dbt-duckdb from scripts/setup-dbt.
 demo: $(BIN)/.installed
-	$(BIN)/etlguard demo
+	scripts/setup-dbt dbt-duckdb
+	$(BIN)/etlguard demo --dbt .venvs/dbt-duckdb/bin/dbt --project examples/warehouse
 
 # Starts MariaDB (installs it if missing), builds the dbt virtualenvs, runs the whole suite.
 test: $(BIN)/.installed services dbt

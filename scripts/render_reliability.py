@@ -39,7 +39,8 @@ def main(figures_path: str, suite_summary: str) -> str:
             f"{int(f.get('missing_table_errors', 0))} in {int(f.get('probe_reads', 0))} reads",
         ),
         (
-            "longest time a writer was blocked at a swap (100k-row table)",
+            "longest a writer waited during a restore of a 100k-row table (the swap, then the copy-back "
+            "that keeps the snapshot, under LOCK TABLES ... READ)",
             f"{f.get('writer_blocked_seconds_max', 0) * 1000:.1f} ms (the swap itself: {f.get('swap_seconds_max', 0) * 1000:.1f} ms)",
         ),
         (

@@ -392,6 +392,7 @@ def prune_cmd(config_path: Path | None, as_json: bool, dry_run: bool) -> None:
     """
   etlguard demo
   etlguard demo --path /tmp/demo.duckdb --keep
+  etlguard demo --dbt .venvs/dbt-duckdb/bin/dbt --project examples/warehouse   # what make demo runs
 """,
 )
 @click.option(
@@ -400,11 +401,20 @@ def prune_cmd(config_path: Path | None, as_json: bool, dry_run: bool) -> None:
     help="DuckDB file to build (default: a temp file).",
 )
 @click.option("--keep", is_flag=True, help="Keep the demo database afterwards.")
-def demo_cmd(path: Path | None, keep: bool) -> None:
+@click.option(
+    "--dbt",
+    "dbt_bin",
+    type=click.Path(path_type=Path),
+    help="A dbt with dbt-duckdb: also run the example pipeline under guard.",
+)
+@click.option(
+    "--project", type=click.Path(path_type=Path), help="The example dbt project (examples/warehouse)."
+)
+def demo_cmd(path: Path | None, keep: bool, dbt_bin: Path | None, project: Path | None) -> None:
     """A one-minute tour on an embedded DuckDB warehouse: snapshot, damage, diff, restore."""
     from .demo import run_demo
 
-    run_demo(out, path, keep)
+    run_demo(out, path, keep, dbt_bin, project)
 
 
 # -- guarded runs --------------------------------------------------------------------------------

@@ -68,13 +68,30 @@ SELECT
 """
 
 
-def run_demo(out: Console, path: Path | None = None, keep: bool = False) -> None:
+def run_demo(
+    out: Console,
+    path: Path | None = None,
+    keep: bool = False,
+    dbt: Path | None = None,
+    project: Path | None = None,
+) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="etlguard-demo-"))
     db_path = path or workdir / "warehouse.duckdb"
     if db_path.exists():
         db_path.unlink()
     try:
         _tour(out, db_path)
+        if dbt is not None and project is not None:
+            from .demo_dbt import run_dbt_tour
+
+            run_dbt_tour(
+                out, lambda n, title, command="": _step(out, n, title, command), dbt, project, workdir
+            )
+        else:
+            out.print(
+                "\n(`make demo` also runs the example dbt pipeline under guard: pass --dbt and --project.)"
+            )
+        _next(out)
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -154,6 +171,9 @@ def _tour(out: Console, db_path: Path) -> None:
 
     _step(out, 6, "The catalog", "etlguard snapshots")
     out.print(_snapshots_table(guard.snapshots()))
+
+
+def _next(out: Console) -> None:
     out.print("\n[bold]Next[/]")
     out.print(
         "In production, `etlguard run -- dbt run --target prod` does steps 2 to 5 for you: snapshot,\n"
