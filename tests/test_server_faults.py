@@ -197,7 +197,11 @@ def test_two_runs_at_once_exactly_one_proceeds(
         winners = 0
         for trial in range(20):
             log_start = log.stat().st_size
-            etl = [sys.executable, "-c", "import time; time.sleep(0.5)"]
+            etl = [
+                sys.executable,
+                "-c",
+                "import time; time.sleep(1.5)",
+            ]  # the winner holds the lock past the loser's start-up
             env = {k: v for k, v in os.environ.items() if k != "ETLGUARD_FAULT"}
             cmd = [sys.executable, "-m", "etlguard", "run", "-c", str(rig.config), "--", *etl]
             procs = [
