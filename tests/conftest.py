@@ -21,7 +21,7 @@ MYSQL_URL = os.environ.get("ETLGUARD_TEST_MYSQL_URL", "mariadb+pymysql://root@12
 MYSQL_HOST = os.environ.get("ETLGUARD_TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("ETLGUARD_TEST_MYSQL_PORT", "3306"))
 pytest_plugins = ["servers"]  # throwaway MariaDB servers: the mariadb_template and throwaway fixtures
-BACKENDS = os.environ.get("ETLGUARD_TEST_BACKENDS", "duckdb,mariadb").split(",")
+BACKENDS = os.environ.get("ETLGUARD_TEST_BACKENDS", "duckdb,mariadb,postgresql").split(",")
 
 
 class Backend:
@@ -161,8 +161,54 @@ class MariaDBBackend(Backend):
         self.conn.close()
 
 
+PG_HOST = os.environ.get("ETLGUARD_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("ETLGUARD_TEST_PG_PORT", "5432"))
+
+
+class PostgresBackend(Backend):
+    kind = "postgresql"
+
+    def __init__(self, tmp_path: Path) -> None:
+        import psycopg
+
+        super().__init__(tmp_path)
+        self.host, self.port = PG_HOST, PG_PORT
+        self.url = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/postgres"
+        self.conn = psycopg.connect(
+            host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", autocommit=True
+        )
+
+    def sql(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self.conn.execute(statement, tuple(params) or None)
+        return list(cur.fetchall()) if cur.description else []
+
+    def q(self, name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    def show_create(self, schema: str, name: str) -> str:
+        """Columns, constraints and indexes as the catalog describes them (no SHOW CREATE here)."""
+        rel = f"{self.q(schema)}.{self.q(name)}"
+        cols = self.sql(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull, pg_get_expr(d.adbin, d.adrelid), "
+            "attgenerated, attidentity FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid "
+            "AND d.adnum = a.attnum WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped "
+            "ORDER BY a.attnum",
+            [rel],
+        )
+        idx = self.sql(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass ORDER BY 1", [rel]
+        )
+        return repr((cols, idx))
+
+    def cleanup(self) -> None:
+        for name in self.created:
+            with contextlib.suppress(Exception):
+                self.sql(f"DROP SCHEMA IF EXISTS {self.q(name)} CASCADE")
+        self.conn.close()
+
+
 def make_backend(kind: str, tmp_path: Path) -> Backend:
-    return {"duckdb": DuckDBBackend, "mariadb": MariaDBBackend}[kind](tmp_path)
+    return {"duckdb": DuckDBBackend, "mariadb": MariaDBBackend, "postgresql": PostgresBackend}[kind](tmp_path)
 
 
 @pytest.fixture(params=[b for b in ("duckdb", "mariadb") if b in BACKENDS])
@@ -178,6 +224,15 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 @pytest.fixture
 def duck(tmp_path: Path) -> Iterator[Backend]:
     b = make_backend("duckdb", tmp_path)
+    yield b
+    b.cleanup()
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[Backend]:
+    if "postgresql" not in BACKENDS:
+        pytest.skip("PostgreSQL tests disabled by ETLGUARD_TEST_BACKENDS")
+    b = make_backend("postgresql", tmp_path)
     yield b
     b.cleanup()
 

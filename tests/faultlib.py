@@ -17,6 +17,12 @@ if kind == "duckdb":
     conn = duckdb.connect(target)
     run = conn.execute
     q = lambda n: '"' + n.replace('"', '""') + '"'
+elif kind == "postgresql":
+    import psycopg
+    host, port = target.split(":")
+    conn = psycopg.connect(host=host, port=int(port), user="postgres", dbname="postgres", autocommit=True)
+    run = conn.execute
+    q = lambda n: '"' + n.replace('"', '""') + '"'
 else:
     import pymysql
     host, port = target.split(":")

@@ -93,10 +93,9 @@ def _etl_result(backend: Backend, pre: object) -> object:
         twin.cleanup()
 
 
-@pytest.mark.parametrize(("point", "op", "acceptable"), CASES, ids=[f"{p}-{o}" for p, o, _ in CASES])
-def test_kill_at_fault_point_then_recover(
-    backend: Backend, figures: Figures, point: str, op: str, acceptable: str
-) -> None:
+def kill_and_recover(backend: Backend, figures: Figures, point: str, op: str, acceptable: str) -> None:
+    """Kill etlguard at `point` during `op`, recover, and check the invariant (also used for
+    PostgreSQL by tests/test_postgres.py)."""
     rig = Rig(backend)
     probe = Probe(rig) if backend.kind == "mariadb" else None
     before_rows = rig.rows()
@@ -143,3 +142,10 @@ def test_kill_at_fault_point_then_recover(
     if op == "prune":
         again = rig.etlguard("prune")
         assert again.returncode == 0 and "0 deleted" in again.stdout, again.stdout
+
+
+@pytest.mark.parametrize(("point", "op", "acceptable"), CASES, ids=[f"{p}-{o}" for p, o, _ in CASES])
+def test_kill_at_fault_point_then_recover(
+    backend: Backend, figures: Figures, point: str, op: str, acceptable: str
+) -> None:
+    kill_and_recover(backend, figures, point, op, acceptable)

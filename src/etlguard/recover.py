@@ -95,7 +95,7 @@ class Recovery:
         steps = payload.get("steps", [])
         staged = [TableRef(*s["staging"]) for s in steps]
         swapped = payload.get("phase") in ("swapped", "recopying") or (
-            payload.get("phase") == "swapping" and not any(self.db.table_exists(t) for t in staged)
+            payload.get("phase") == "swapping" and all(self._swapped(s) for s in steps)
         )
         if swapped:
             for s in steps:
@@ -104,12 +104,20 @@ class Recovery:
             self.catalog.finish(entry["id"], "recovered")
             return "the swap had happened; its bookkeeping is now complete"
         for s, ref in zip(steps, staged, strict=True):
-            if not s.get("consume"):  # a consumed restore's 'staging' is the snapshot itself
+            if not (s.get("consume") or s.get("refill")):  # there 'staging' is the snapshot itself
                 self._drop_ours(ref)
             if s.get("displaced_id") and self.catalog.snapshot(s["displaced_id"]) is not None:
                 self.catalog.update_snapshot(s["displaced_id"], status="failed")
         self.catalog.finish(entry["id"], "undone")
         return "the swap had not happened; the staging copies were removed and live tables are untouched"
+
+    def _swapped(self, step: dict[str, Any]) -> bool:
+        """Did this step's swap commit? A rename moved the staging table away; a refill (one
+        transaction) created the displaced copy, or the live table where there was none."""
+        if step.get("refill"):
+            made = step["displaced"] or step["table"]
+            return self.db.table_exists(TableRef(*made))
+        return not self.db.table_exists(TableRef(*step["staging"]))
 
     def _settle_recopy(self, step: dict[str, Any]) -> None:
         """Finish a consumed snapshot's copy-back: copy the restored table back into the

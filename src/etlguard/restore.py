@@ -32,6 +32,7 @@ class RestoreStep:
     live_auto_increment: int | None = None
     consume: bool = False  # the snapshot table itself is renamed into place (no staging copy)
     recopy: TableRef | None = None  # after a consuming swap, the snapshot is copied back here
+    refill: bool = False  # the live table is kept and refilled from the snapshot (PostgreSQL)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -116,7 +117,8 @@ def plan_restore(
     is renamed into place: the table is back after one checksum and one RENAME, whatever its
     size. With `keep_snapshots` the snapshot is then copied back from the restored table (under
     the same consistency lock as a snapshot), so it can be restored again; a rollback skips that.
-    Elsewhere (DuckDB) a staging copy is built beside the live table first."""
+    On PostgreSQL the live table is refilled from the snapshot in one transaction (views keep
+    their binding). Elsewhere (DuckDB) a staging copy is built beside the live table first."""
     steps = []
     next_id = catalog.next_snapshot_id()
     consume = db.snapshot_renames_into_place
@@ -125,7 +127,7 @@ def plan_restore(
         staging_schema = table.schema if db.staging_beside_live else snapshot_schema
         staging = (
             snap.snapshot
-            if consume
+            if consume or db.restores_by_refill
             else TableRef(
                 staging_schema, snapshot_name("_etlguard_r" if db.staging_beside_live else "r", displaced_id)
             )
@@ -141,6 +143,7 @@ def plan_restore(
                 else None,
                 displaced_id=displaced_id if live_exists else None,
                 consume=consume,
+                refill=db.restores_by_refill,
                 recopy=TableRef(snapshot_schema, snapshot_name("s", snap.id))
                 if consume and keep_snapshots
                 else None,
@@ -167,7 +170,7 @@ def run_restore(
         _stage(db, steps, progress)
     except BaseException as exc:
         for s in steps:
-            if not s.consume:  # never drop the snapshot itself
+            if not (s.consume or s.refill):  # never drop the snapshot itself
                 _quietly_drop(db, s.staging)
         catalog.finish(entry, "failed")
         if isinstance(exc, EtlguardError) and not isinstance(exc, ChecksumMismatch):
@@ -219,12 +222,12 @@ def run_restore(
 def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None) -> None:
     """Prove every snapshot still matches the catalog (and build staging copies where needed)
     before anything live is touched: a damaged or tampered snapshot is refused here."""
-    copying = [s for s in steps if not s.consume]
+    copying = [s for s in steps if not (s.consume or s.refill)]
     copies = [Copy(s.snapshot.snapshot, s.staging, s.snapshot.auto_increment) for s in copying]
     results = db.copy_tables(copies, progress) if copies else []
     checked = [(s, [r.source, r.dest]) for s, r in zip(copying, results, strict=True)]
     for s in steps:
-        if s.consume:
+        if s.consume or s.refill:
             if not db.table_exists(s.snapshot.snapshot):
                 raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), "its table is missing")
             checked.append((s, [db.checksum(s.snapshot.snapshot)]))
@@ -292,6 +295,7 @@ def _journal_step(s: RestoreStep) -> dict[str, object]:
         "displaced": [s.displaced.schema, s.displaced.name] if s.displaced else None,
         "displaced_id": s.displaced_id,
         "consume": s.consume,
+        "refill": s.refill,
         "recopy": [s.recopy.schema, s.recopy.name] if s.recopy else None,
     }
 

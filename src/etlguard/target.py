@@ -8,12 +8,19 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError
 
-_DIALECTS = {"mysql": "mysql", "mariadb": "mariadb", "duckdb": "duckdb"}
+_DIALECTS = {
+    "mysql": "mysql",
+    "mariadb": "mariadb",
+    "duckdb": "duckdb",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+}
+_DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
 
 
 @dataclass(frozen=True)
 class Target:
-    dialect: str  # mysql | mariadb | duckdb
+    dialect: str  # mysql | mariadb | postgresql | duckdb
     host: str = ""
     port: int | None = None
     user: str = ""
@@ -48,7 +55,7 @@ def parse_target(url: str) -> Target:
     dialect = _DIALECTS.get(scheme.split("+", 1)[0].lower())
     if dialect is None:
         raise ConfigError(
-            f"unsupported target type {scheme!r}; use mysql+pymysql://, mariadb+pymysql:// or duckdb:///"
+            f"unsupported target type {scheme!r}; use mysql+pymysql://, mariadb+pymysql://, postgresql+psycopg:// or duckdb:///"
         )
     if dialect == "duckdb":
         path, _, query = rest.partition("?")
@@ -64,7 +71,7 @@ def parse_target(url: str) -> Target:
     return Target(
         dialect,
         host=parts.hostname or "127.0.0.1",
-        port=port or 3306,
+        port=port or _DEFAULT_PORTS[dialect],
         user=unquote(parts.username or ""),
         password=unquote(parts.password or ""),
         database=unquote(parts.path.lstrip("/")),

@@ -81,6 +81,9 @@ class Adapter:
     # Whether a restore can rename the snapshot table itself into the live schema (MySQL's
     # RENAME TABLE crosses schemas), instead of copying it back.
     snapshot_renames_into_place: ClassVar[bool] = False
+    # Whether a restore keeps the live table (its OID: views and foreign keys stay bound) and
+    # refills it from the snapshot in one transaction (PostgreSQL).
+    restores_by_refill: ClassVar[bool] = False
 
     registry: ClassVar[dict[str, type[Adapter]]] = {}
 
@@ -291,6 +294,6 @@ def _sortable(value: Any) -> tuple[int, Any]:
 
 
 def adapter_for(target: Target, lock_wait_seconds: float = 60.0) -> Adapter:
-    from . import duckdb, mysql  # noqa: F401  (registers the adapters)
+    from . import duckdb, mysql, postgres  # noqa: F401  (registers the adapters)
 
     return Adapter.registry[target.dialect](target, lock_wait_seconds)
