@@ -26,8 +26,13 @@ def main(figures_path: str, suite_summary: str) -> str:
         ("faults injected, DuckDB (etlguard SIGKILLed at a point)", f.get("faults_injected.duckdb", 0)),
         ("faults injected, MariaDB", f.get("faults_injected.mariadb", 0)),
         (
-            "invariant held after recover, DuckDB / MariaDB",
-            f"{f.get('invariant_held.duckdb', 0)} / {f.get('invariant_held.mariadb', 0)}",
+            "faults injected, PostgreSQL (snapshot, restore and rollback points)",
+            f.get("faults_injected.postgresql", 0),
+        ),
+        (
+            "invariant held after recover, DuckDB / MariaDB / PostgreSQL",
+            f"{f.get('invariant_held.duckdb', 0)} / {f.get('invariant_held.mariadb', 0)} / "
+            f"{f.get('invariant_held.postgresql', 0)}",
         ),
         (
             "server faults injected (SIGKILL, SIGSTOP, dropped connection) / invariant held",
@@ -76,7 +81,7 @@ Fault points not reached by the loop: {", ".join(missing) if missing else "none"
 
 | scenario | test |
 |---|---|
-| 1, 2, 3, 4, 18, 19: etlguard killed at every fault point; recover twice | `tests/test_fault_points.py` |
+| 1, 2, 3, 4, 18, 19: etlguard killed at every fault point; recover twice | `tests/test_fault_points.py`, `tests/test_postgres.py` |
 | 5, 6, 7, 8: server SIGKILL mid-snapshot and mid-swap, SIGSTOP during the swap, dropped connection | `tests/test_server_faults.py` |
 | 9: two runs at once, 20 trials, loser checked in the server's general log | `tests/test_server_faults.py` |
 | 10: stale lock after a crash; a paused holder keeps its lock | `tests/test_locks_and_secrets.py` |
