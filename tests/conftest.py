@@ -211,39 +211,35 @@ def make_backend(kind: str, tmp_path: Path) -> Backend:
     return {"duckdb": DuckDBBackend, "mariadb": MariaDBBackend, "postgresql": PostgresBackend}[kind](tmp_path)
 
 
-@pytest.fixture(params=[b for b in ("duckdb", "mariadb") if b in BACKENDS])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """Every test that takes this fixture runs once per database."""
-    b = make_backend(request.param, tmp_path)
+def _one(kind: str, tmp_path: Path) -> Iterator[Backend]:
+    if kind not in BACKENDS:
+        pytest.skip(f"{kind} tests disabled by ETLGUARD_TEST_BACKENDS")
+    b = make_backend(kind, tmp_path)
     try:
         yield b
     finally:
         b.cleanup()
 
 
+@pytest.fixture(params=[b for b in ("duckdb", "mariadb") if b in BACKENDS])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Every test that takes this fixture runs once per database (PostgreSQL has its own suite)."""
+    yield from _one(request.param, tmp_path)
+
+
 @pytest.fixture
 def duck(tmp_path: Path) -> Iterator[Backend]:
-    b = make_backend("duckdb", tmp_path)
-    yield b
-    b.cleanup()
-
-
-@pytest.fixture
-def pg(tmp_path: Path) -> Iterator[Backend]:
-    if "postgresql" not in BACKENDS:
-        pytest.skip("PostgreSQL tests disabled by ETLGUARD_TEST_BACKENDS")
-    b = make_backend("postgresql", tmp_path)
-    yield b
-    b.cleanup()
+    yield from _one("duckdb", tmp_path)
 
 
 @pytest.fixture
 def maria(tmp_path: Path) -> Iterator[Backend]:
-    if "mariadb" not in BACKENDS:
-        pytest.skip("MariaDB tests disabled by ETLGUARD_TEST_BACKENDS")
-    b = make_backend("mariadb", tmp_path)
-    yield b
-    b.cleanup()
+    yield from _one("mariadb", tmp_path)
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[Backend]:
+    yield from _one("postgresql", tmp_path)
 
 
 # -- figures for docs/reliability.md (scripts/reliability-report) ------------------------------------
