@@ -95,22 +95,23 @@ def _str(item: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _int(item: Mapping[str, Any], key: str, where: str) -> int | None:
+def _non_negative(item: Mapping[str, Any], key: str, where: str, whole: bool) -> Any:
     value = item.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"'{where}.{key}' must be a whole number of at least 0, not {value!r}")
-    return value
+    kinds = int if whole else int | float
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:
+        what = "a whole number" if whole else "a number"
+        raise ConfigError(f"'{where}.{key}' must be {what} of at least 0, not {value!r}")
+    return value if whole else float(value)
+
+
+def _int(item: Mapping[str, Any], key: str, where: str) -> int | None:
+    return _non_negative(item, key, where, whole=True)
 
 
 def _num(item: Mapping[str, Any], key: str, where: str) -> float | None:
-    value = item.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"'{where}.{key}' must be a number of at least 0, not {value!r}")
-    return float(value)
+    return _non_negative(item, key, where, whole=False)
 
 
 def _columns(value: Any, where: str) -> tuple[str, ...]:

@@ -59,9 +59,8 @@ config_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
-def _guard(config_path: Path | None, progress: bool = False) -> Guard:
-    guard = Guard.from_config(config_path)
-    return guard
+def _guard(config_path: Path | None) -> Guard:
+    return Guard.from_config(config_path)
 
 
 @contextmanager

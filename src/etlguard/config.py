@@ -48,7 +48,6 @@ class Config:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     metrics: MetricSettings = field(default_factory=MetricSettings)
     path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -94,7 +93,6 @@ class Config:
             alerts=parse_alerts(data.get("alerts")),
             metrics=parse_metrics(data.get("metrics")),
             path=path,
-            extra={k: data[k] for k in _EXTENSION_KEYS if k in data},
         )
 
 
@@ -112,8 +110,6 @@ _TOP_KEYS = (
     "alerts",
     "metrics",
 )
-# Sections owned by feature modules that validate their own contents (alerts, metrics).
-_EXTENSION_KEYS: tuple[str, ...] = ()
 
 
 def _interpolate(value: str, key: str) -> str:

@@ -21,14 +21,13 @@ from .errors import (
     EtlguardError,
     RollbackFailed,
     SnapshotNotFound,
-    TableNotFound,
     UnfinishedOperation,
 )
 from .grants import check_privileges
 from .recover import Recovery, RecoveryReport
 from .retention import PruneDecision
 from .retention import prune as apply_prune
-from .snapshot import check_tables, take_snapshots
+from .snapshot import check_tables, require_table, take_snapshots
 from .tables import TableRef, parse_table
 
 if TYPE_CHECKING:
@@ -157,15 +156,7 @@ class Guard:
         for pattern in patterns:
             # a table whose own name holds glob characters is that table, not a pattern
             if not pattern.is_pattern or db.table_exists(pattern):
-                db.check_identifier(pattern.schema)  # a name the server cannot hold is not "missing"
-                db.check_identifier(pattern.name)
-                if not db.table_exists(pattern):
-                    hint = (
-                        "check the name"
-                        if db.schema_exists(pattern.schema)
-                        else f"schema {pattern.schema} does not exist"
-                    )
-                    raise TableNotFound(str(pattern), hint)
+                require_table(db, pattern)
                 matches = [pattern]
             else:
                 matches = self._glob(db, pattern)
@@ -226,7 +217,6 @@ class Guard:
     def snapshot(self, tables: Sequence[str | TableRef] = (), run_id: int | None = None) -> list[Snapshot]:
         with self.session("snapshot") as (db, catalog):
             refs = self.resolve(db, tables) if tables else self.protected_set(db)[0]
-            check_tables(db, refs)
             check_privileges(db, refs, self.config.snapshot_schema, self.config.catalog_schema, swaps=False)
             return take_snapshots(db, catalog, refs, self.config.snapshot_schema, run_id, self.progress)
 

@@ -27,13 +27,18 @@ def snapshot_name(prefix: str, snapshot_id: int) -> str:
     return f"{prefix}{snapshot_id}_" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
 
 
+def require_table(db: Adapter, ref: TableRef) -> None:
+    """A representable name of an existing table, or a one-line error saying which it is not."""
+    db.check_identifier(ref.schema)  # a name the server cannot hold is not "missing"
+    db.check_identifier(ref.name)
+    if not db.table_exists(ref):
+        hint = "check the name" if db.schema_exists(ref.schema) else f"schema {ref.schema} does not exist"
+        raise TableNotFound(str(ref), hint)
+
+
 def check_tables(db: Adapter, tables: Sequence[TableRef]) -> None:
     for ref in tables:
-        db.check_identifier(ref.schema)
-        db.check_identifier(ref.name)
-        if not db.table_exists(ref):
-            hint = "check the name" if db.schema_exists(ref.schema) else f"schema {ref.schema} does not exist"
-            raise TableNotFound(str(ref), hint)
+        require_table(db, ref)
         reason = db.unsupported_reason(ref)
         if reason:
             raise UnsupportedTable(f"table {ref} cannot be snapshotted exactly: {reason}")
