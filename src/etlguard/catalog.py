@@ -77,6 +77,12 @@ _TABLES: dict[str, list[tuple[str, str]]] = {
 SNAPSHOT_FIELDS = [c for c, _ in _TABLES["snapshots"]]
 
 
+def table_columns(name: str) -> list[tuple[str, str]]:
+    """The columns of catalog table `name`, for the operations that keep a catalog table of their
+    own (guarded transactions create theirs on first use)."""
+    return list(_TABLES[name])
+
+
 def utcnow() -> dt.datetime:
     """Naive UTC, to the microsecond: what the catalog stores on every database."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)

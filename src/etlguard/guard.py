@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import dbt as _dbt
 from . import restore as _restore
-from .adapters.base import Adapter, Progress, adapter_for
+from .adapters import adapter_for
+from .adapters.base import Adapter, Progress
 from .catalog import Catalog, Snapshot, utcnow
 from .config import STARTER, Config
 from .errors import (

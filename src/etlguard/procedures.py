@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .adapters.base import Adapter, adapter_for
+from .adapters import adapter_for
+from .adapters.base import Adapter
 from .errors import ConfigError
 
 if TYPE_CHECKING:

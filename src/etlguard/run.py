@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import audits as _audits
 from . import dbt as _dbt
-from .adapters.base import Adapter, adapter_for
+from .adapters import adapter_for
+from .adapters.base import Adapter
 from .alerts import announce
 from .catalog import Catalog, Snapshot, utcnow
 from .errors import (

@@ -26,8 +26,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .adapters.base import Adapter, DatabaseError, adapter_for
-from .catalog import _TABLES, Catalog, utcnow
+from .adapters import adapter_for
+from .adapters.base import Adapter, DatabaseError
+from .catalog import Catalog, table_columns, utcnow
 from .errors import ConfigError, EtlguardError, ValidationFailed
 from .tables import parse_table
 
@@ -620,7 +621,7 @@ def _open_catalog(db: Adapter, schema: str) -> Catalog:
     catalog = Catalog(db, schema)
     catalog.ensure()
     # catalogs made before guarded transactions existed lack the table: add it
-    db.create_catalog_table(catalog.t("transactions"), _TABLES["transactions"], key="id")
+    db.create_catalog_table(catalog.t("transactions"), table_columns("transactions"), key="id")
     return catalog
 
 
@@ -665,7 +666,7 @@ def _record_finish(catalog: Catalog, tx: GuardedTransaction) -> None:
 
 def transactions(catalog: Catalog) -> list[dict[str, Any]]:
     """Every recorded guarded transaction, oldest first, with statements and validations decoded."""
-    columns = [c for c, _ in _TABLES["transactions"]]
+    columns = [c for c, _ in table_columns("transactions")]
     rows = catalog.db.select(catalog.t("transactions"), columns, order_by="id")
     for r in rows:
         r["statements"] = json.loads(r["statements"] or "[]")

@@ -292,8 +292,3 @@ class Adapter:
 def _sortable(value: Any) -> tuple[int, Any]:
     return (1, 0) if value is None else (0, value)
 
-
-def adapter_for(target: Target, lock_wait_seconds: float = 60.0) -> Adapter:
-    from . import duckdb, mysql, postgres  # noqa: F401  (registers the adapters)
-
-    return Adapter.registry[target.dialect](target, lock_wait_seconds)
