@@ -10,25 +10,22 @@ target URL, a channel URL, a `${VAR}`) is never sent, even if the ETL printed it
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import urllib.request
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from .errors import ConfigError
+from .config.notify import Channel, Secrets
+from .config.schema import OUTCOMES
 
 if TYPE_CHECKING:
     from .config import Config
     from .run import RunResult
 
-# What a channel can be notified of. A status maps to one or more of these (see `outcomes_of`).
-OUTCOMES = ("succeeded", "rolled_back", "etl_failed", "audit_failed", "snapshot_failed", "rollback_failed")
-DEFAULT_ON = frozenset({"rolled_back", "snapshot_failed", "rollback_failed"})
+# A run's status, as the outcomes (config.schema.OUTCOMES) that channels subscribe to.
 _STATUS_OUTCOMES = {
     "ok": {"succeeded"},
     "etl_failed": {"rolled_back", "etl_failed"},
@@ -43,234 +40,7 @@ _HEADLINE = {
     "snapshot_failed": "SNAPSHOT FAILED, ETL not run",
     "rollback_failed": "ROLLBACK FAILED, ACTION NEEDED",
 }
-_KINDS = ("sns", "apprise", "webhook")
-_CHANNEL_KEYS = {
-    "sns": ("sns", "region", "on", "name", "timeout_seconds"),
-    "apprise": ("apprise", "on", "name"),
-    "webhook": ("webhook", "format", "headers", "on", "name", "timeout_seconds"),
-}
-_APPRISE_KIND = {"mailto": "email", "mailtos": "email", "slack": "slack", "msteams": "teams"}
-_SECRET_PARAM = re.compile(r"pass|secret|token|key|auth|sig", re.I)
-_TOKENISH = re.compile(r"^(?=.*\d)[A-Za-z0-9+/=_-]{16,}$")
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
 _LOG_PREFIX = re.compile(r"^\S+ \S+ - [A-Z]+ - ")  # apprise's "date time - LEVEL - "
-_MIN_SECRET = 3  # shorter "secrets" would blank out ordinary words
-
-
-# -- configuration --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Channel:
-    kind: str  # sns | apprise | webhook
-    address: str = field(repr=False)  # topic ARN or URL; may hold credentials, so never printed
-    label: str = ""  # printable: no credentials
-    region: str | None = None
-    format: str = "json"  # webhook body: json | text
-    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
-    on: frozenset[str] | None = None  # None: the alerts.on default
-    timeout_seconds: float = 10.0
-
-    def wants(self, outcomes: set[str], default_on: frozenset[str]) -> bool:
-        wanted = default_on if self.on is None else self.on  # on: [] is "only failed rollbacks"
-        return "rollback_failed" in outcomes or bool(outcomes & wanted)
-
-
-@dataclass(frozen=True)
-class Secrets:
-    """Strings that must never leave in a message: passwords, tokens, `${VAR}` values."""
-
-    values: tuple[str, ...] = ()
-
-    def __repr__(self) -> str:  # a config printed in a log must not print what it protects
-        return f"Secrets({len(self.values)} values)"
-
-    def __add__(self, other: Secrets) -> Secrets:
-        return Secrets(tuple(dict.fromkeys(self.values + other.values)))
-
-    def scrub(self, text: str) -> str:
-        text = _URL_USERINFO.sub(r"\1***@", text)
-        for secret in sorted(self.values, key=len, reverse=True):
-            for form in {secret, quote(secret, safe=""), quote(secret)}:
-                text = text.replace(form, "***")
-        return text
-
-    def scrub_data(self, data: Any) -> Any:
-        if isinstance(data, str):
-            return self.scrub(data)
-        if isinstance(data, Mapping):
-            return {self.scrub(str(k)): self.scrub_data(v) for k, v in data.items()}
-        if isinstance(data, list | tuple):
-            return [self.scrub_data(v) for v in data]
-        return data
-
-
-@dataclass(frozen=True)
-class AlertSettings:
-    on: frozenset[str] = DEFAULT_ON
-    channels: tuple[Channel, ...] = ()
-    secrets: Secrets = field(default=Secrets(), repr=False)
-
-
-def parse_job_name(value: Any) -> str:
-    if value is None:
-        return "etlguard"
-    if not isinstance(value, str) or not value.strip() or len(value) > 255:
-        raise ConfigError("config key 'job_name' must be a name of 1 to 255 characters")
-    return value
-
-
-def parse_alerts(raw: Any) -> AlertSettings:
-    """The `alerts:` section. Strict: every problem is one line naming the key."""
-    if raw is None:
-        return AlertSettings()
-    _mapping(raw, "alerts")
-    _known(raw, "alerts", ("on", "channels"))
-    on = _outcomes(raw["on"], "alerts.on") if "on" in raw else DEFAULT_ON
-    items = raw.get("channels", [])
-    if not isinstance(items, list):
-        raise ConfigError("config key 'alerts.channels' must be a list of channels such as {sns: ARN}")
-    parsed = [_channel(item, f"alerts.channels[{i}]") for i, item in enumerate(items)]
-    secrets = Secrets()
-    for _, found in parsed:
-        secrets += found
-    return AlertSettings(on=on, channels=tuple(c for c, _ in parsed), secrets=secrets)
-
-
-def _channel(item: Any, key: str) -> tuple[Channel, Secrets]:
-    _mapping(item, key)
-    kinds = [k for k in _KINDS if k in item]
-    if len(kinds) != 1:
-        raise ConfigError(f"{key} must have exactly one of: {', '.join(_KINDS)}")
-    kind = kinds[0]
-    _known(item, key, _CHANNEL_KEYS[kind])
-    address, secrets = _text(item[kind], f"{key}.{kind}")
-    on = _outcomes(item["on"], f"{key}.on") if "on" in item else None
-    name = _plain(item, "name", key)
-    timeout = _typed(item.get("timeout_seconds", 10.0), f"{key}.timeout_seconds", (int, float))
-    if timeout <= 0:
-        raise ConfigError(f"config key '{key}.timeout_seconds' must be more than 0")
-    if kind == "sns":
-        channel = _sns(address, key, name, _plain(item, "region", key))
-    elif kind == "apprise":
-        channel = _apprise(address, key, name)
-    else:
-        channel, found = _webhook(item, address, key, name)
-        secrets += found
-    secrets += url_secrets(address) if kind != "sns" else Secrets()
-    return replace(channel, on=on, timeout_seconds=float(timeout)), secrets
-
-
-def _webhook(item: Mapping[str, Any], address: str, key: str, name: str | None) -> tuple[Channel, Secrets]:
-    headers, header_secrets = _headers(item.get("headers", {}), f"{key}.headers")
-    fmt = _plain(item, "format", key) or "json"
-    if fmt not in ("json", "text"):
-        raise ConfigError(f"config key '{key}.format' must be json or text, not {fmt!r}")
-    if urlsplit(address).scheme not in ("http", "https"):
-        raise ConfigError(f"config key '{key}.webhook' must be an http:// or https:// URL")
-    label = name or f"webhook {_safe_url(address)}"
-    return Channel("webhook", address, label, format=fmt, headers=headers), header_secrets
-
-
-def _sns(address: str, key: str, name: str | None, region: str | None) -> Channel:
-    parts = address.split(":")
-    if len(parts) != 6 or parts[0] != "arn" or not parts[1].startswith("aws") or parts[2] != "sns":
-        raise ConfigError(
-            f"config key '{key}.sns' must be a topic ARN such as arn:aws:sns:ap-northeast-1:123456789012:etl-alerts"
-        )
-    return Channel("sns", address, name or f"sns {address}", region=region or parts[3])
-
-
-def _apprise(address: str, key: str, name: str | None) -> Channel:
-    import apprise
-
-    if apprise.Apprise.instantiate(address) is None:
-        raise ConfigError(
-            f"config key '{key}.apprise' is not a URL apprise can use (such as "
-            "mailtos://user:${SMTP_PASSWORD}@smtp.example.com?to=oncall@example.com)"
-        )
-    scheme = urlsplit(address).scheme.lower()
-    kind = _APPRISE_KIND.get(scheme, scheme)
-    return Channel("apprise", address, name or f"{kind} {_safe_url(address)}")
-
-
-def _headers(value: Any, key: str) -> tuple[tuple[tuple[str, str], ...], Secrets]:
-    _mapping(value, key)
-    pairs, secrets = [], Secrets()
-    for name, raw in value.items():
-        text, found = _text(raw, f"{key}.{name}")
-        pairs.append((str(name), text))
-        # a header value is usually a credential (Authorization, X-Api-Key): never send it on
-        secrets += found + Secrets((text.split()[-1],) if text.split() else ())
-    return tuple(pairs), secrets
-
-
-def url_secrets(url: str) -> Secrets:
-    """The parts of a URL that are credentials: userinfo password, token-like path segments,
-    and query values whose names say pass/secret/token/key."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return Secrets()
-    found = [password or ""]
-    host = parts.netloc.rpartition("@")[2].partition(":")[0]  # as written: hostname lowercases
-    found += [seg for seg in [host, *parts.path.split("/")] if _TOKENISH.match(seg)]
-    found += [v for k, v in parse_qsl(parts.query) if _SECRET_PARAM.search(k)]
-    return Secrets(tuple(s for s in found if len(s) >= _MIN_SECRET))
-
-
-def _outcomes(value: Any, key: str) -> frozenset[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise ConfigError(f"config key {key!r} must be a list of outcomes: {', '.join(OUTCOMES)}")
-    for i, item in enumerate(value):
-        if item not in OUTCOMES:
-            raise ConfigError(f"config key '{key}[{i}]' must be one of: {', '.join(OUTCOMES)}, not {item!r}")
-    return frozenset(value)
-
-
-def _text(value: Any, key: str) -> tuple[str, Secrets]:
-    """A string with `${VAR}` interpolated; the values taken from the environment are secrets."""
-    from .config import _ENV_REF, _interpolate
-
-    raw = _typed(value, key, str)
-    names = [m.group(1) for m in _ENV_REF.finditer(raw)]
-    text = _interpolate(raw, key)
-    found = tuple(os.environ[n] for n in names if len(os.environ.get(n, "")) >= _MIN_SECRET)
-    return text, Secrets(found)
-
-
-def _plain(item: Mapping[str, Any], name: str, key: str) -> str | None:
-    return None if item.get(name) is None else _text(item[name], f"{key}.{name}")[0]
-
-
-def _typed(value: Any, key: str, kind: type | tuple[type, ...]) -> Any:
-    from .config import _typed as typed
-
-    return typed(value, key, kind)
-
-
-def _mapping(value: Any, key: str) -> None:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"config key {key!r} must be a mapping, not {type(value).__name__}")
-
-
-def _known(value: Mapping[str, Any], key: str, known: Iterable[str]) -> None:
-    unknown = sorted(set(value) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown config key '{key}.{unknown[0]}'; known keys are: {', '.join(known)}")
-
-
-def _safe_url(url: str) -> str:
-    """scheme://host[:port] only: enough to tell channels apart, with no credentials or tokens."""
-    try:
-        parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "(unparsable URL)"
-    return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 # -- the message ---------------------------------------------------------------------------------
@@ -292,7 +62,7 @@ def outcomes_of(result: RunResult) -> set[str]:
 
 def compose(config: Config, result: RunResult) -> Message:
     """The subject line, the plain-text body and the JSON document for one run, scrubbed."""
-    secrets = all_secrets(config)
+    secrets = config.secrets
     subject = (
         f"[etlguard] {config.job_name} run {result.run_id} {_HEADLINE.get(result.status, result.status)}"
     )
@@ -311,7 +81,7 @@ def compose(config: Config, result: RunResult) -> Message:
 
 
 def test_message(config: Config) -> Message:
-    secrets = all_secrets(config)
+    secrets = config.secrets
     subject = f"[etlguard] {config.job_name} TEST: alert channel check"
     body = (
         f"This is a test alert from etlguard for job {config.job_name} on {config.target.redacted}.\n"
@@ -319,11 +89,6 @@ def test_message(config: Config) -> Message:
     )
     data = {"subject": subject, "job_name": config.job_name, "test": True, "target": config.target.redacted}
     return Message(secrets.scrub(subject), secrets.scrub(body), secrets.scrub_data(data))
-
-
-def all_secrets(config: Config) -> Secrets:
-    target = Secrets((config.target.password,) if len(config.target.password) >= _MIN_SECRET else ())
-    return target + config.alerts.secrets + config.metrics.secrets
 
 
 def _cause(result: RunResult) -> str:
@@ -513,13 +278,13 @@ def notify(config: Config, result: RunResult) -> list[Delivery]:
     wanted = [c for c in config.alerts.channels if c.wants(outcomes, config.alerts.on)]
     if not wanted:
         return []
-    message, secrets = compose(config, result), all_secrets(config)
+    message, secrets = compose(config, result), config.secrets
     return [deliver(c, message, secrets) for c in wanted]
 
 
 def send_test(config: Config) -> list[Delivery]:
     """A test message through every configured channel, whatever it is configured for."""
-    message, secrets = test_message(config), all_secrets(config)
+    message, secrets = test_message(config), config.secrets
     return [deliver(c, message, secrets) for c in config.alerts.channels]
 
 
@@ -545,14 +310,13 @@ def announce(config: Config, result: RunResult) -> list[str]:
 
 def _safe_error(config: Config, exc: Exception) -> str:
     try:
-        return all_secrets(config).scrub(f"{type(exc).__name__}: {exc}")[:500]
+        return config.secrets.scrub(f"{type(exc).__name__}: {exc}")[:500]
     except Exception:
         return type(exc).__name__
 
 
 __all__ = [
     "OUTCOMES",
-    "AlertSettings",
     "Channel",
     "Delivery",
     "Message",
@@ -560,7 +324,5 @@ __all__ = [
     "compose",
     "notify",
     "outcomes_of",
-    "parse_alerts",
-    "parse_job_name",
     "send_test",
 ]

@@ -15,79 +15,19 @@ import os
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from .errors import ConfigError
+from .config.notify import CloudWatchSettings, MetricSettings
 
 if TYPE_CHECKING:
-    from .alerts import Secrets
     from .config import Config
     from .run import RunResult
     from .target import Target
 
 STATUSES = ("ok", "etl_failed", "audit_failed", "snapshot_failed", "rollback_failed")
 _CHUNK = 20  # PutMetricData's per-call limit before 2023; still safe everywhere
-
-
-@dataclass(frozen=True)
-class CloudWatchSettings:
-    namespace: str = "etlguard"
-    region: str | None = None
-
-
-@dataclass(frozen=True)
-class MetricSettings:
-    cloudwatch: CloudWatchSettings | None = None
-    prometheus_file: Path | None = None
-    pushgateway: str | None = field(default=None, repr=False)  # may hold user:password
-    timeout_seconds: float = 10.0
-
-    @property
-    def secrets(self) -> Secrets:
-        from .alerts import Secrets, url_secrets
-
-        return url_secrets(self.pushgateway) if self.pushgateway else Secrets()
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.cloudwatch or self.prometheus_file or self.pushgateway)
-
-
-def parse_metrics(raw: Any) -> MetricSettings:
-    """The `metrics:` section. Strict: every problem is one line naming the key."""
-    from .alerts import _known, _mapping, _text, _typed
-
-    if raw is None:
-        return MetricSettings()
-    _mapping(raw, "metrics")
-    _known(raw, "metrics", ("cloudwatch", "prometheus_file", "pushgateway", "timeout_seconds"))
-    cloudwatch = None
-    if raw.get("cloudwatch") is not None:
-        cw = raw["cloudwatch"]
-        _mapping(cw, "metrics.cloudwatch")
-        _known(cw, "metrics.cloudwatch", ("namespace", "region"))
-        namespace = _typed(cw.get("namespace", "etlguard"), "metrics.cloudwatch.namespace", str)
-        if not namespace or namespace.startswith("AWS/") or len(namespace) > 255:
-            raise ConfigError(
-                "config key 'metrics.cloudwatch.namespace' must be 1 to 255 characters, not AWS/..."
-            )
-        region = None if cw.get("region") is None else _typed(cw["region"], "metrics.cloudwatch.region", str)
-        cloudwatch = CloudWatchSettings(namespace, region)
-    textfile = None
-    if raw.get("prometheus_file") is not None:
-        textfile = Path(_text(raw["prometheus_file"], "metrics.prometheus_file")[0])
-    gateway = None
-    if raw.get("pushgateway") is not None:
-        gateway = _text(raw["pushgateway"], "metrics.pushgateway")[0].rstrip("/")
-        if urlsplit(gateway).scheme not in ("http", "https"):
-            raise ConfigError("config key 'metrics.pushgateway' must be an http:// or https:// URL")
-    timeout = _typed(raw.get("timeout_seconds", 10.0), "metrics.timeout_seconds", (int, float))
-    if timeout <= 0:
-        raise ConfigError("config key 'metrics.timeout_seconds' must be more than 0")
-    return MetricSettings(cloudwatch, textfile, gateway, float(timeout))
 
 
 def target_label(target: Target) -> str:
@@ -282,21 +222,16 @@ def publish(config: Config, result: RunResult) -> list[str]:
 
 
 def _attempt(config: Config, name: str, sink: Any) -> str:
-    from .alerts import all_secrets
-
     try:
         sink()
     except Exception as exc:  # a metrics outage must never fail a run
         reason = " ".join((str(exc) or type(exc).__name__).split())
-        return f"metrics to {name} failed: {all_secrets(config).scrub(reason)[:500]}"
+        return f"metrics to {name} failed: {config.secrets.scrub(reason)[:500]}"
     return ""
 
 
 __all__ = [
-    "CloudWatchSettings",
-    "MetricSettings",
     "cloudwatch_data",
-    "parse_metrics",
     "prometheus_text",
     "publish",
     "target_label",

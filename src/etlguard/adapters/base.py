@@ -291,4 +291,3 @@ class Adapter:
 
 def _sortable(value: Any) -> tuple[int, Any]:
     return (1, 0) if value is None else (0, value)
-

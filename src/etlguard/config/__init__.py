@@ -1,0 +1,165 @@
+"""`etlguard.yml`: loading, `${ENV}` interpolation, and strict validation.
+
+Loading is two steps. The file is validated against its schema (`config.schema`, pydantic
+models that also give the published JSON Schema); then the settings are built, which
+interpolates `${VAR}` and interprets values (the target URL, table names, dbt selectors,
+alert channels). Every problem is reported as one line naming the key and what to write
+instead, because the person reading it is often looking at a failed 03:00 job log.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..audits import AuditSpec, parse_audits
+from ..dbt import DbtSettings, parse_selector
+from ..errors import ConfigError
+from ..tables import TableRef, parse_table
+from ..target import Target, parse_target
+from . import schema
+from .env import MIN_SECRET, interpolate
+from .notify import AlertSettings, MetricSettings, Secrets, build_alerts, build_metrics
+from .problems import one_line
+
+DEFAULT_FILE = "etlguard.yml"
+
+
+@dataclass(frozen=True)
+class Retention:
+    days: float | None = 7
+    keep_last: int | None = 3
+
+
+@dataclass(frozen=True)
+class Config:
+    target: Target
+    protect: tuple[TableRef, ...] = ()
+    protect_dbt: tuple[str, ...] = ()  # dbt selectors, resolved from manifest.json at run time
+    snapshot_schema: str = "etlguard_snapshots"
+    catalog_schema: str = "etlguard"
+    retention: Retention = field(default_factory=Retention)
+    lock_wait_seconds: float = 60.0
+    audits: tuple[AuditSpec, ...] = ()
+    dbt: DbtSettings = field(default_factory=DbtSettings)
+    timeout_seconds: float | None = None
+    job_name: str = "etlguard"
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    metrics: MetricSettings = field(default_factory=MetricSettings)
+    path: Path | None = None
+
+    @property
+    def secrets(self) -> Secrets:
+        """Everything no message may carry: the target's password, channel and gateway secrets."""
+        password = self.target.password
+        target = Secrets((password,) if len(password) >= MIN_SECRET else ())
+        return target + self.alerts.secrets + self.metrics.secrets
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
+        """Read `path` (default: ./etlguard.yml). `ETLGUARD_URL` overrides the target."""
+        file = Path(path) if path else Path(DEFAULT_FILE)
+        if not file.exists():
+            if path is None and os.environ.get("ETLGUARD_URL"):
+                return cls.from_dict({}, **overrides)
+            raise ConfigError(
+                f"config file {file} not found; create one with `etlguard init` or pass --config"
+            )
+        return cls.from_dict(read_file(file), path=file, **overrides)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], path: Path | None = None, **overrides: Any) -> Config:
+        data = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+        try:
+            parsed = schema.ConfigFile.model_validate(data)
+        except ValidationError as exc:
+            raise one_line(exc) from None
+        return build(parsed, path)
+
+
+def read_file(file: Path) -> dict[str, Any]:
+    """The YAML mapping in `file`, or a one-line error saying where it stops being one."""
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{file} is not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file} must be a mapping of keys such as target: and protect:")
+    return raw
+
+
+def build(parsed: schema.ConfigFile, path: Path | None = None) -> Config:
+    """The settings a validated file describes, with `${VAR}` interpolated and values interpreted."""
+    tables, selectors = _protect(parsed.protect)
+    return Config(
+        target=parse_target(_target_url(parsed.target)),
+        protect=tables,
+        protect_dbt=selectors,
+        audits=parse_audits(parsed.audits),
+        dbt=DbtSettings(**parsed.dbt.model_dump()),
+        timeout_seconds=parsed.timeout_seconds,
+        snapshot_schema=parsed.snapshot_schema,
+        catalog_schema=parsed.catalog_schema,
+        retention=Retention(days=parsed.retention.days, keep_last=parsed.retention.keep_last),
+        lock_wait_seconds=float(parsed.lock_wait_seconds),
+        job_name=parsed.job_name or "etlguard",
+        alerts=build_alerts(parsed.alerts),
+        metrics=build_metrics(parsed.metrics),
+        path=path,
+    )
+
+
+def _target_url(written: str | None) -> str:
+    url = os.environ.get("ETLGUARD_URL")
+    if url:
+        return url
+    if written is None:
+        raise ConfigError("config key 'target' is missing; set it or the ETLGUARD_URL variable")
+    return interpolate(written, "target")
+
+
+def _protect(items: list[str | schema.DbtPick]) -> tuple[tuple[TableRef, ...], tuple[str, ...]]:
+    """Tables and globs as strings; `{dbt: "materialized:incremental"}` picks models from the
+    dbt manifest, so "all incremental models + the gold layer" is two lines of config."""
+    refs, selectors = [], []
+    for item in items:
+        if isinstance(item, schema.DbtPick):
+            parse_selector(item.dbt)
+            selectors.append(item.dbt)
+        else:
+            refs.append(parse_table(item))
+    return tuple(refs), tuple(selectors)
+
+
+STARTER = """\
+# etlguard configuration. Docs: docs/configuration.md
+#
+# The target database, as a SQLAlchemy-style URL. Keep passwords out of this file:
+# ${VAR} is read from the environment, and ETLGUARD_URL overrides this key entirely.
+#   mysql+pymysql://etl:${DB_PASSWORD}@aurora-cluster.example:3306
+#   mariadb+pymysql://etl:${DB_PASSWORD}@127.0.0.1:3306
+#   duckdb:///warehouse.duckdb
+target: {target}
+
+# The protected set: tables and globs, as schema.table.
+protect:
+{protect}
+
+# Where snapshot tables live (created if missing). Never put your own tables here.
+snapshot_schema: etlguard_snapshots
+
+# etlguard's catalog of snapshots, runs and its journal.
+catalog_schema: etlguard
+
+# Which snapshots prune keeps. The newest verified snapshot of each table is always kept.
+retention:
+  days: 3        # keep snapshots taken in the last 3 days (null: no age limit)
+  keep_last: 3   # and always the 3 newest of each table (null: no count floor)
+"""

@@ -1,0 +1,219 @@
+"""The shape of `etlguard.yml`, as pydantic models: what the file may contain, before `${VAR}`
+interpolation and before any value is interpreted (URLs, table names, selectors).
+
+The models are strict (no "3" for 3, no `true` for 1) and reject unknown keys, and they are the
+source of the published JSON Schema (`etlguard schema`), so an editor checks and completes the
+same rules the loader enforces. Checks that need interpolated values (topic ARNs, http URLs,
+apprise URLs, table names) happen when the settings are built, in `config.build`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+OUTCOMES = ("succeeded", "rolled_back", "etl_failed", "audit_failed", "snapshot_failed", "rollback_failed")
+CHANNEL_KINDS = ("sns", "apprise", "webhook")
+SCHEMA_ID = "https://etlguard.dev/etlguard.schema.json"
+
+Outcome = Literal[
+    "succeeded", "rolled_back", "etl_failed", "audit_failed", "snapshot_failed", "rollback_failed"
+]
+
+
+def _listed(value: Any) -> Any:
+    """A single string where a list is expected is a list of one (`on: rolled_back`)."""
+    return [value] if isinstance(value, str) else value
+
+
+class Section(BaseModel):
+    """A mapping in the file: strict types, and an unknown key names the keys that are known."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(str(k) for k in set(data) - set(cls.model_fields))
+            if unknown:
+                raise PydanticCustomError(
+                    "unknown_key",
+                    "unknown key {unknown}",
+                    {"unknown": unknown[0], "known": ", ".join(cls.model_fields)},
+                )
+        return data
+
+
+Outcomes = Annotated[list[Outcome], BeforeValidator(_listed)]
+SchemaName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Retention(Section):
+    """Which snapshots `prune` keeps; the newest verified snapshot of a table is always kept."""
+
+    days: float | None = Field(7, gt=0, description="Keep snapshots younger than this; null: no age limit.")
+    keep_last: int | None = Field(3, ge=1, description="Keep this many newest per table; null: no floor.")
+
+
+class Dbt(Section):
+    fail_fast: bool = True
+    project_dir: str | None = None
+    target_path: str | None = None
+    check_results: bool = Field(True, description="A failed, errored or skipped dbt node fails the run.")
+
+
+class DbtPick(Section):
+    """Protect the models a dbt selector picks from manifest.json (`materialized:incremental`)."""
+
+    dbt: str
+
+
+ProtectItem = Annotated[
+    Annotated[str, Tag("<table>")] | Annotated[DbtPick, Tag("<selector>")],
+    Discriminator(lambda v: "<selector>" if isinstance(v, dict) else "<table>"),
+]
+
+
+class AuditCheck(Section):
+    """One audit. Validated in detail by `audits.parse_audits`; described here for editors."""
+
+    name: str | None = None
+    table: str | None = None
+    min_rows: int | None = Field(None, ge=0)
+    max_change_percent: float | None = Field(None, ge=0)
+    unique: str | list[str] | None = None
+    sql: str | None = None
+    expect: Literal["no_rows", "true"] = "no_rows"
+
+
+class Sns(Section):
+    sns: str = Field(description="Topic ARN, such as arn:aws:sns:ap-northeast-1:123456789012:etl-alerts.")
+    region: str | None = None
+    on: Outcomes | None = None
+    name: str | None = None
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+class Apprise(Section):
+    apprise: str = Field(description="An apprise URL: mailtos://, slack://, msteams:// and others.")
+    on: Outcomes | None = None
+    name: str | None = None
+
+
+class Webhook(Section):
+    webhook: str = Field(description="An http:// or https:// URL that receives a POST per run.")
+    format: Literal["json", "text"] = "json"
+    headers: dict[str, str] = Field(default_factory=dict)
+    on: Outcomes | None = None
+    name: str | None = None
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+def _channel_kind(value: Any) -> str | None:
+    kinds = [k for k in CHANNEL_KINDS if isinstance(value, dict) and k in value]
+    return f"<{kinds[0]}>" if len(kinds) == 1 else None
+
+
+ChannelItem = Annotated[
+    Annotated[Sns, Tag("<sns>")]
+    | Annotated[Apprise, Tag("<apprise>")]
+    | Annotated[Webhook, Tag("<webhook>")],
+    Discriminator(
+        _channel_kind,
+        custom_error_type="channel_kind",
+        custom_error_message=f"must have exactly one of: {', '.join(CHANNEL_KINDS)}",
+    ),
+]
+
+
+class Alerts(Section):
+    on: Outcomes | None = None
+    channels: list[ChannelItem] = Field(default_factory=list)
+
+
+def _not_aws(value: str) -> str:
+    """CloudWatch reserves the AWS/ namespaces for AWS's own services."""
+    if value.startswith("AWS/"):
+        raise PydanticCustomError("aws_namespace", "starts with AWS/")
+    return value
+
+
+class CloudWatch(Section):
+    namespace: Annotated[str, AfterValidator(_not_aws)] = Field(
+        "etlguard", min_length=1, max_length=255, json_schema_extra={"not": {"pattern": "^AWS/"}}
+    )
+    region: str | None = None
+
+
+class Metrics(Section):
+    cloudwatch: CloudWatch | None = None
+    prometheus_file: str | None = None
+    pushgateway: str | None = None
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+class ConfigFile(Section):
+    """etlguard.yml. `target` may be left out when ETLGUARD_URL gives it."""
+
+    model_config = ConfigDict(
+        title="etlguard configuration (etlguard.yml)",
+        json_schema_extra={"$id": SCHEMA_ID, "$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    target: str | None = Field(None, description="SQLAlchemy-style URL; ${VAR} is read from the environment.")
+    protect: Annotated[list[ProtectItem], BeforeValidator(_listed)] = Field(default_factory=list)
+    snapshot_schema: SchemaName = "etlguard_snapshots"
+    catalog_schema: SchemaName = "etlguard"
+    retention: Retention = Retention()
+    lock_wait_seconds: float = Field(60.0, ge=1)
+    audits: Annotated[
+        list[Any] | None,
+        WithJsonSchema({"type": ["array", "null"], "items": {"$ref": "#/$defs/AuditCheck"}}),
+    ] = None
+    dbt: Dbt = Dbt()
+    timeout_seconds: float | None = Field(None, ge=1)
+    job_name: str | None = Field(None, min_length=1, max_length=255, pattern=r"\S")
+    alerts: Alerts | None = None
+    metrics: Metrics | None = None
+
+
+# One-line errors for the constraints whose bare wording would not say what to write instead.
+RULES = {
+    "snapshot_schema": "must be a schema name of 1 to 64 characters",
+    "catalog_schema": "must be a schema name of 1 to 64 characters",
+    "job_name": "must be a name of 1 to 255 characters",
+    "retention.days": "must be more than 0; to keep snapshots forever, write days: null",
+    "retention.keep_last": "must be at least 1; to rely on days alone, write keep_last: null",
+    "metrics.cloudwatch.namespace": "must be 1 to 255 characters, not AWS/...",
+}
+# ... and for wrong types where "must be a list" would not say a list of what.
+SHAPES = {
+    "alerts.channels": "must be a list of channels such as {sns: ARN}",
+    "audits": "must be a list of checks",
+    "job_name": "must be a name of 1 to 255 characters",
+}
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of etlguard.yml, for editors (yaml-language-server) and CI checks."""
+    schema = ConfigFile.model_json_schema(mode="validation")
+    schema.setdefault("$defs", {})["AuditCheck"] = AuditCheck.model_json_schema()
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=False) + "\n"
