@@ -14,7 +14,7 @@ import pytest
 
 from etlguard import Check, ConfigError, ValidationFailed, run_guarded
 from etlguard.adapters.base import DatabaseError
-from etlguard.transaction import MYSQL_LEXICON, STANDARD_LEXICON, refusal, split_statements
+from etlguard.statements import MYSQL_LEXICON, STANDARD_LEXICON, refusal, split_statements
 
 from conftest import Backend
 from support import cli
