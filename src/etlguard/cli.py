@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .catalog import Snapshot
+from .config.schema import json_schema_text
 from .errors import EXIT_FAILED, EXIT_USAGE, EtlguardError, ValidationFailed
 from .guard import Guard
 from .procedures import install_procedures, procedure_script
@@ -734,6 +735,21 @@ def recover_cmd(config_path: Path | None, dry_run: bool) -> None:
         out.print(action, markup=False)
     if report.nothing_to_do:
         out.print("nothing to recover")
+
+
+@command(
+    "schema",
+    """
+  etlguard schema > etlguard.schema.json
+  # then, as the first line of etlguard.yml (VS Code, JetBrains, Neovim: yaml-language-server):
+  # yaml-language-server: $schema=etlguard.schema.json
+""",
+)
+def schema_cmd() -> None:
+    """Print the JSON Schema of etlguard.yml, so editors complete and check the file and CI can
+    validate it. The loader enforces the same rules; it also checks what only a value with
+    ${VAR} filled in can show (URLs, topic ARNs, table names)."""
+    click.echo(json_schema_text(), nl=False)
 
 
 # -- alerts --------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ instead, because the person reading it is often looking at a failed 03:00 job lo
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,10 +83,30 @@ class Config:
         return build(parsed, path)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2's booleans: only true/false. PyYAML follows YAML 1.1, where `on`, `off`,
+    `yes` and `no` are booleans too, so `alerts: {on: [rolled_back]}` would read as a key True;
+    editors (yaml-language-server) and the JSON Schema read YAML 1.2."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse configuration text the way etlguard reads etlguard.yml (YAML 1.2 booleans)."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: builds no Python objects
+
+
 def read_file(file: Path) -> dict[str, Any]:
     """The YAML mapping in `file`, or a one-line error saying where it stops being one."""
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -142,9 +163,9 @@ STARTER = """\
 # etlguard configuration. Docs: docs/configuration.md
 #
 # The target database, as a SQLAlchemy-style URL. Keep passwords out of this file:
-# ${VAR} is read from the environment, and ETLGUARD_URL overrides this key entirely.
-#   mysql+pymysql://etl:${DB_PASSWORD}@aurora-cluster.example:3306
-#   mariadb+pymysql://etl:${DB_PASSWORD}@127.0.0.1:3306
+# ${{VAR}} is read from the environment, and ETLGUARD_URL overrides this key entirely.
+#   mysql+pymysql://etl:${{DB_PASSWORD}}@aurora-cluster.example:3306
+#   mariadb+pymysql://etl:${{DB_PASSWORD}}@127.0.0.1:3306
 #   duckdb:///warehouse.duckdb
 target: {target}
 

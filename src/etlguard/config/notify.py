@@ -21,7 +21,14 @@ from . import schema
 from .env import MIN_SECRET, interpolate_secret
 
 DEFAULT_ON = frozenset({"rolled_back", "snapshot_failed", "rollback_failed"})
-_APPRISE_KIND = {"mailto": "email", "mailtos": "email", "slack": "slack", "msteams": "teams"}
+_APPRISE_KIND = {
+    "mailto": "email",
+    "mailtos": "email",
+    "slack": "slack",
+    "msteams": "teams",
+    "workflow": "teams",
+    "workflows": "teams",
+}
 _SECRET_PARAM = re.compile(r"pass|secret|token|key|auth|sig", re.I)
 _TOKENISH = re.compile(r"^(?=.*\d)[A-Za-z0-9+/=_-]{16,}$")
 _URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")

@@ -58,7 +58,7 @@ class Section(BaseModel):
         return data
 
 
-Outcomes = Annotated[list[Outcome], BeforeValidator(_listed)]
+Outcomes = Annotated[list[Outcome], BeforeValidator(_listed, json_schema_input_type=list[Outcome] | Outcome)]
 SchemaName = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -98,6 +98,10 @@ class AuditCheck(Section):
     unique: str | list[str] | None = None
     sql: str | None = None
     expect: Literal["no_rows", "true"] = "no_rows"
+
+
+def _audits_schema() -> dict[str, Any]:
+    return {"anyOf": [{"type": "array", "items": AuditCheck.model_json_schema()}, {"type": "null"}]}
 
 
 class Sns(Section):
@@ -175,15 +179,15 @@ class ConfigFile(Section):
     )
 
     target: str | None = Field(None, description="SQLAlchemy-style URL; ${VAR} is read from the environment.")
-    protect: Annotated[list[ProtectItem], BeforeValidator(_listed)] = Field(default_factory=list)
+    protect: Annotated[
+        list[ProtectItem], BeforeValidator(_listed, json_schema_input_type=list[ProtectItem] | str)
+    ] = Field(default_factory=list, description="Tables, globs (gold.*) and {dbt: selector} picks.")
     snapshot_schema: SchemaName = "etlguard_snapshots"
     catalog_schema: SchemaName = "etlguard"
     retention: Retention = Retention()
     lock_wait_seconds: float = Field(60.0, ge=1)
-    audits: Annotated[
-        list[Any] | None,
-        WithJsonSchema({"type": ["array", "null"], "items": {"$ref": "#/$defs/AuditCheck"}}),
-    ] = None
+    # validated item by item by audits.parse_audits, whose messages name the audit; described here
+    audits: Annotated[list[Any] | None, WithJsonSchema(_audits_schema())] = None
     dbt: Dbt = Dbt()
     timeout_seconds: float | None = Field(None, ge=1)
     job_name: str | None = Field(None, min_length=1, max_length=255, pattern=r"\S")
@@ -210,9 +214,7 @@ SHAPES = {
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of etlguard.yml, for editors (yaml-language-server) and CI checks."""
-    schema = ConfigFile.model_json_schema(mode="validation")
-    schema.setdefault("$defs", {})["AuditCheck"] = AuditCheck.model_json_schema()
-    return schema
+    return ConfigFile.model_json_schema(mode="validation")
 
 
 def json_schema_text() -> str:
