@@ -99,6 +99,7 @@ class HttpSink:
     port: int = 0
     requests: list[Request] = field(default_factory=list)
     status: int = 200
+    first: list[int] = field(default_factory=list)  # answers for the first requests, then `status`
 
     @property
     def url(self) -> str:
@@ -114,7 +115,7 @@ def http_server(status: int = 200) -> Iterator[HttpSink]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
             sink.requests.append(Request(self.command, self.path, dict(self.headers), body))
-            self.send_response(sink.status)
+            self.send_response(sink.first.pop(0) if sink.first else sink.status)
             self.send_header("Content-Length", "0")
             self.end_headers()
 

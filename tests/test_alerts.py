@@ -249,6 +249,28 @@ def test_a_webhook_that_answers_an_error_is_a_failed_delivery(duck: Backend) -> 
     assert result.notes == [f"alert via webhook {web.url} failed: HTTP Error 500: Internal Server Error"]
 
 
+def test_a_webhook_that_says_try_again_is_retried(duck: Backend) -> None:
+    tables = warehouse(duck)
+    with http_server() as web:
+        web.first = [503, 502]  # a gateway restarting behind the receiver
+        result = duck.guard(tables, alerts={"channels": [{"webhook": web.url}]}).run(FAIL)
+
+    assert result.exit_code == EXIT_ETL_FAILED
+    assert len(web.requests) == 3
+    assert web.requests[0].body == web.requests[2].body
+    assert result.notes == [f"alert sent via webhook {web.url}"]
+
+
+def test_a_pushgateway_that_stays_unavailable_is_a_note_after_three_retries(duck: Backend) -> None:
+    tables = warehouse(duck)
+    with http_server(status=503) as gateway:
+        result = duck.guard(tables, metrics={"pushgateway": gateway.url}).run(FAIL)
+
+    assert result.exit_code == EXIT_ETL_FAILED
+    assert len(gateway.requests) == 4
+    assert result.notes == ["metrics to the Pushgateway failed: HTTP Error 503: Service Unavailable"]
+
+
 # -- secrets --------------------------------------------------------------------------------------
 
 

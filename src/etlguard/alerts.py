@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .config.notify import Channel, Secrets
 from .config.schema import OUTCOMES
+from .posting import post
 
 if TYPE_CHECKING:
     from .config import Config
@@ -263,10 +263,7 @@ def _send_webhook(channel: Channel, message: Message) -> None:
     else:
         body, content_type = f"{message.subject}\n\n{message.body}".encode(), "text/plain; charset=utf-8"
     headers = {"Content-Type": content_type, "User-Agent": "etlguard", **dict(channel.headers)}
-    request = urllib.request.Request(channel.address, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=channel.timeout_seconds) as response:
-        if response.status >= 300:
-            raise DeliveryFailed(f"HTTP {response.status}")
+    post(channel.address, body, headers, channel.timeout_seconds)
 
 
 _SENDERS = {"sns": _send_sns, "apprise": _send_apprise, "webhook": _send_webhook}

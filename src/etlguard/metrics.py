@@ -14,12 +14,15 @@ import contextlib
 import os
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, pushadd_to_gateway
+from prometheus_client.parser import text_string_to_metric_families
 
 from .config.notify import CloudWatchSettings, MetricSettings
+from .posting import post
 
 if TYPE_CHECKING:
     from .config import Config
@@ -67,7 +70,7 @@ def cloudwatch_data(result: RunResult, job_name: str, target: str) -> list[dict[
     ]
 
 
-_PROM = (  # name, help; values in this order in prometheus_text
+_PROM = (  # name, help; values in this order in `_gauges`
     ("etlguard_last_run_timestamp_seconds", "Unix time the last guarded run finished."),
     ("etlguard_last_run_id", "Run id of the last guarded run in the catalog."),
     ("etlguard_last_run_success", "1 if the last guarded run succeeded, else 0."),
@@ -80,13 +83,33 @@ _PROM = (  # name, help; values in this order in prometheus_text
     ("etlguard_last_run_seconds", "Seconds the last guarded run took in all."),
     ("etlguard_last_protected_tables", "Tables in the last run's protected set."),
 )
+_STATUS = ("etlguard_last_run_status", "1 for the status of the last guarded run, 0 for the others.")
+_LAST_SUCCESS = ("etlguard_last_success_timestamp_seconds", "Unix time of the last successful run.")
 
 
-def prometheus_text(result: RunResult, job_name: str, target: str, now: float | None = None) -> str:
-    """The Prometheus text exposition format, for node_exporter's textfile collector."""
+def prometheus_registry(
+    result: RunResult, job_name: str, target: str, now: float | None = None, last_success: float | None = None
+) -> CollectorRegistry:
+    """The run's gauges, labelled with the job and the target. The last success time is `now`
+    after a good run, else `last_success` (carried over by the caller), else absent: batch-job
+    practice is to alert when it is older than a day."""
     now = time.time() if now is None else now
+    registry = CollectorRegistry(auto_describe=True)
+    labels = {"job_name": job_name, "target": target}
+    for (name, help_text), number in zip(_PROM, _gauges(result, now), strict=True):
+        Gauge(name, help_text, list(labels), registry=registry).labels(**labels).set(number)
+    status = Gauge(*_STATUS, [*labels, "status"], registry=registry)
+    for s in STATUSES:
+        status.labels(**labels, status=s).set(int(result.status == s))
+    success = now if result.ok else last_success
+    if success is not None:
+        Gauge(*_LAST_SUCCESS, list(labels), registry=registry).labels(**labels).set(success)
+    return registry
+
+
+def _gauges(result: RunResult, now: float) -> list[float]:
     v = values(result)
-    numbers = [
+    return [
         now,
         result.run_id or 0,
         v["RunsSucceeded"],
@@ -99,30 +122,11 @@ def prometheus_text(result: RunResult, job_name: str, target: str, now: float | 
         round(result.total_seconds, 3),
         len(result.protected),
     ]
-    labels = f'job_name="{_escape(job_name)}",target="{_escape(target)}"'
-    lines: list[str] = []
-    for (name, help_text), number in zip(_PROM, numbers, strict=True):
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name}{{{labels}}} {_num(number)}"]
-    lines += [
-        "# HELP etlguard_last_run_status 1 for the status of the last guarded run, 0 for the others.",
-        "# TYPE etlguard_last_run_status gauge",
-        *(f'etlguard_last_run_status{{{labels},status="{s}"}} {int(result.status == s)}' for s in STATUSES),
-    ]
-    if result.ok:  # batch-job practice: alert when this is older than a day
-        lines += [
-            "# HELP etlguard_last_success_timestamp_seconds Unix time of the last successful run.",
-            "# TYPE etlguard_last_success_timestamp_seconds gauge",
-            f"etlguard_last_success_timestamp_seconds{{{labels}}} {_num(now)}",
-        ]
-    return "\n".join(lines) + "\n"
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+def prometheus_text(registry: CollectorRegistry) -> str:
+    """The Prometheus text exposition format, for node_exporter's textfile collector."""
+    return generate_latest(registry).decode("utf-8")
 
 
 # -- the sinks --------------------------------------------------------------------------------------
@@ -143,16 +147,15 @@ def put_cloudwatch(settings: CloudWatchSettings, data: list[dict[str, Any]], tim
         client.put_metric_data(Namespace=settings.namespace, MetricData=data[i : i + _CHUNK])
 
 
-def write_textfile(path: Path, text: str) -> None:
-    """Write aside in the same directory, then rename: node_exporter never reads half a file.
-    A failed run keeps the previous file's last-success time, so "no success for a day" works."""
-    if "etlguard_last_success_timestamp_seconds{" not in text:
-        text += _last_success(path)
+def write_textfile(path: Path, registry: CollectorRegistry) -> None:
+    """Write aside in the same directory, readable by node_exporter (often another user), then
+    rename: node_exporter never reads half a file. prometheus_client's own write_to_textfile
+    leaves the mode to the umask, so under a strict umask the collector could not read the file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # node_exporter usually runs as another user
+            f.write(prometheus_text(registry))
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -160,39 +163,40 @@ def write_textfile(path: Path, text: str) -> None:
         raise
 
 
-def _last_success(path: Path) -> str:
+def last_success(path: Path) -> float | None:
+    """The last success time in an earlier textfile, so a failed run keeps it and "no success
+    for a day" alerts still work."""
     try:
-        old = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except OSError:
-        return ""
-    kept = [line for line in old if line.startswith("# HELP etlguard_last_success_timestamp_seconds")]
-    kept += [line for line in old if line.startswith("# TYPE etlguard_last_success_timestamp_seconds")]
-    kept += [line for line in old if line.startswith("etlguard_last_success_timestamp_seconds{")]
-    return "\n".join(kept) + "\n" if kept else ""
+        return None
+    try:
+        for family in text_string_to_metric_families(text):
+            if family.name == _LAST_SUCCESS[0] and family.samples:
+                return float(family.samples[0].value)
+    except ValueError:  # a damaged file: this run's file replaces it
+        return None
+    return None
 
 
-def push(gateway: str, job_name: str, text: str, timeout: float) -> None:
-    """POST to the Pushgateway's group for this job. POST (not PUT) replaces only the series
-    pushed, so a failed run leaves the last success time of an earlier run in place."""
+def push(gateway: str, job_name: str, registry: CollectorRegistry, timeout: float) -> None:
+    """POST to the Pushgateway's group for this job (prometheus_client's pushadd). POST, not
+    PUT, replaces only the series pushed, so a failed run leaves the last success time of an
+    earlier run in place. Basic auth comes from the URL's user and password."""
     parts = urlsplit(gateway)
-    headers = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    auth: dict[str, str] = {}
     if parts.username is not None:
-        auth = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-        headers["Authorization"] = "Basic " + base64.b64encode(auth).decode()
-        netloc = parts.hostname or ""
-        netloc += f":{parts.port}" if parts.port else ""
-        parts = parts._replace(netloc=netloc)
-    url = urlunsplit(parts) + _group_path(job_name)
-    request = urllib.request.Request(url, data=text.encode(), headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        if response.status >= 300:
-            raise RuntimeError(f"HTTP {response.status}")
+        token = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        auth["Authorization"] = "Basic " + base64.b64encode(token).decode()
+        netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        gateway = urlunsplit(parts._replace(netloc=netloc))
 
+    def handler(
+        url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
+    ) -> Any:
+        return lambda: post(url, data, {**dict(headers), **auth}, timeout or 10.0)
 
-def _group_path(job_name: str) -> str:
-    if "/" in job_name:  # the Pushgateway's documented escape for a slash in a label value
-        return "/metrics/job@base64/" + base64.urlsafe_b64encode(job_name.encode()).decode()
-    return "/metrics/job/" + quote(job_name, safe="")
+    pushadd_to_gateway(gateway, job=job_name, registry=registry, timeout=timeout, handler=handler)
 
 
 def publish(config: Config, result: RunResult) -> list[str]:
@@ -200,8 +204,7 @@ def publish(config: Config, result: RunResult) -> list[str]:
     settings: MetricSettings = config.metrics
     if not settings.enabled:
         return []
-    target = target_label(config.target)
-    job = config.job_name
+    target, job, now = target_label(config.target), config.job_name, time.time()
     sinks: list[tuple[str, Any]] = []
     if settings.cloudwatch:
         cw = settings.cloudwatch
@@ -211,13 +214,13 @@ def publish(config: Config, result: RunResult) -> list[str]:
                 lambda: put_cloudwatch(cw, cloudwatch_data(result, job, target), settings.timeout_seconds),
             )
         )
-    text = prometheus_text(result, job, target)
     if settings.prometheus_file:
         path = settings.prometheus_file
-        sinks.append(("the Prometheus file", lambda: write_textfile(path, text)))
+        textfile = prometheus_registry(result, job, target, now, last_success(path))
+        sinks.append(("the Prometheus file", lambda: write_textfile(path, textfile)))
     if settings.pushgateway:
-        gateway = settings.pushgateway
-        sinks.append(("the Pushgateway", lambda: push(gateway, job, text, settings.timeout_seconds)))
+        gateway, pushed = settings.pushgateway, prometheus_registry(result, job, target, now)
+        sinks.append(("the Pushgateway", lambda: push(gateway, job, pushed, settings.timeout_seconds)))
     return [note for name, sink in sinks if (note := _attempt(config, name, sink))]
 
 
@@ -232,6 +235,7 @@ def _attempt(config: Config, name: str, sink: Any) -> str:
 
 __all__ = [
     "cloudwatch_data",
+    "prometheus_registry",
     "prometheus_text",
     "publish",
     "target_label",

@@ -31,7 +31,7 @@ _TYPE_NAMES = {
 def one_line(exc: ValidationError) -> ConfigError:
     """The first error of `exc`, as a ConfigError naming the key."""
     error = exc.errors(include_url=False)[0]
-    return ConfigError(_message(error, key_of(error["loc"])))
+    return ConfigError(_describe(error, key_of(error["loc"])))
 
 
 def key_of(loc: tuple[int | str, ...]) -> str:
@@ -46,7 +46,7 @@ def key_of(loc: tuple[int | str, ...]) -> str:
     return key
 
 
-def _message(error: ErrorDetails, key: str) -> str:
+def _describe(error: ErrorDetails, key: str) -> str:
     kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
     if kind == "unknown_key":
         where = f"{key}.{ctx['unknown']}" if key else ctx["unknown"]
