@@ -34,10 +34,13 @@ services:
 dbt:
 	scripts/setup-dbt
 
+# lint-imports checks the layers of docs/architecture.md (contracts in pyproject.toml); CI runs
+# them too, through tests/test_architecture.py.
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(BIN)/.installed
 	$(BIN)/ruff format src tests benchmarks
