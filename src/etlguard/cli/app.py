@@ -1,0 +1,155 @@
+"""The `etlguard` command group and what every command shares: the consoles, the options, the
+examples epilog, the progress bar, tables and JSON output, and `main`, which maps an
+EtlguardError to its one-line message and exit code. Thin: every command makes one library call."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..catalog import Snapshot
+from ..errors import EXIT_FAILED, EXIT_USAGE, EtlguardError
+from ..guard import Guard
+from ..tables import TableRef
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Command(click.Command):
+    """Print the Examples section of a docstring verbatim, as written."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        if self.epilog:
+            formatter.write("\n" + self.epilog.rstrip() + "\n")
+
+
+def command(name: str, examples: str) -> Callable[[Callable[..., Any]], click.Command]:
+    return cli.command(name, cls=Command, epilog="Examples:\n" + examples)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="etlguard")
+def cli() -> None:
+    """etlguard: snapshot the tables that matter, run the ETL, and roll every protected table
+    back in one atomic swap if anything fails.
+
+    Configuration is read from ./etlguard.yml (or --config); ETLGUARD_URL overrides the target.
+    """
+
+
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file (default: ./etlguard.yml).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def guard_for(config_path: Path | None) -> Guard:
+    return Guard.from_config(config_path)
+
+
+@contextmanager
+def progress_bar(guard: Guard, what: str, enabled: bool = True) -> Iterator[None]:
+    if not enabled or not err.is_terminal:
+        yield
+        return
+    with Progress(
+        TextColumn(f"{what} [bold]{{task.fields[table]}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(what, total=None, table="")
+
+        def step(table: TableRef, rows: int) -> None:
+            bar.update(task, advance=1, table=str(table))
+
+        guard.progress = step
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="etlguard", standalone_mode=False
+        )
+        if isinstance(code, int):  # click returns ctx.exit(code) instead of raising, in this mode
+            return code
+    except EtlguardError as exc:
+        err.print(f"etlguard: error: {exc}", markup=False)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("etlguard: aborted", markup=False)
+        return EXIT_FAILED
+    except click.ClickException as exc:
+        # one line, like every other error: a 03:00 job log should not need a usage screen
+        ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+        hint = f" (see `{ctx.command_path} --help`)" if ctx else ""
+        err.print(f"etlguard: error: {exc.format_message()}{hint}", markup=False)
+        return EXIT_USAGE if exc.exit_code == 2 else exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("etlguard: interrupted", markup=False)
+        return 130
+    return 0
+
+
+def run_main() -> None:
+    sys.exit(main())
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def snapshot_table(snaps: Sequence[Snapshot], title: str = "") -> Table:
+    table = Table(title=title or None, show_lines=False)
+    for col in ("id", "table", "taken at (UTC)", "rows", "size", "status", "kind"):
+        table.add_column(col, justify="right" if col in ("id", "rows", "size") else "left")
+    for s in snaps:
+        table.add_row(
+            str(s.id),
+            str(s.table),
+            f"{s.taken_at:%Y-%m-%d %H:%M:%S}",
+            "" if s.row_count is None else f"{s.row_count:,}",
+            size_text(s.size_bytes),
+            s.status,
+            s.kind,
+        )
+    return table
+
+
+def size_text(n: int | None) -> str:
+    if not n:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return f"{n:.1f} TiB"
+
+
+def parse_time(text: str) -> dt.datetime:
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a time; write 2026-02-03 06:00 or 2026-02-03T06:00+09:00"
+        ) from None

@@ -1,0 +1,299 @@
+"""Commands on snapshots and tables: init, snapshot, snapshots, restore, verify, diff, prune,
+recover, and the demo tour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ..errors import EtlguardError
+from ..guard import Guard
+from .app import (
+    command,
+    config_option,
+    emit_json,
+    guard_for,
+    json_option,
+    out,
+    parse_time,
+    progress_bar,
+    snapshot_table,
+)
+
+
+@command(
+    "init",
+    """
+  etlguard init --target 'mysql+pymysql://etl:${DB_PASSWORD}@db:3306' --protect 'gold.*'
+  etlguard init --target duckdb:///warehouse.duckdb --protect silver.tenant_status_history
+  etlguard init            # create the catalog for an existing etlguard.yml
+""",
+)
+@config_option
+@click.option("--target", help="Target URL for a new config file (use ${VAR} for the password).")
+@click.option("--protect", multiple=True, help="A table or glob for the new config's protected set.")
+def init_cmd(config_path: Path | None, target: str | None, protect: tuple[str, ...]) -> None:
+    """Write a commented starter etlguard.yml (if missing) and create the catalog."""
+    path = config_path or Path("etlguard.yml")
+    if target and not path.exists():
+        guard = Guard.from_url(target)
+        written = guard.init(write_config=path, protect=protect)
+    else:
+        guard = guard_for(config_path)
+        written = guard.init()
+    if written:
+        out.print(f"wrote {written}")
+    out.print(f"catalog ready in schema {guard.config.catalog_schema} on {guard.config.target.redacted}")
+
+
+@command(
+    "snapshot",
+    """
+  etlguard snapshot                       # the whole protected set
+  etlguard snapshot gold.moveouts silver.tenant_status_history
+  etlguard snapshot 'gold.*' --json
+""",
+)
+@config_option
+@json_option
+@click.argument("tables", nargs=-1)
+def snapshot_cmd(config_path: Path | None, as_json: bool, tables: tuple[str, ...]) -> None:
+    """Take verified snapshots of TABLES (default: the protected set) at one consistency point."""
+    guard = guard_for(config_path)
+    with progress_bar(guard, "snapshot", not as_json):
+        snaps = guard.snapshot(tables)
+    if as_json:
+        emit_json([s.as_dict() for s in snaps])
+    else:
+        out.print(snapshot_table(snaps, "snapshots taken and verified"))
+
+
+@command(
+    "snapshots",
+    """
+  etlguard snapshots
+  etlguard snapshots gold.daily_activity_summary
+  etlguard snapshots --all --json
+""",
+)
+@config_option
+@json_option
+@click.option("--all", "include_deleted", is_flag=True, help="Include pruned and failed snapshots.")
+@click.argument("table", required=False)
+def snapshots_cmd(config_path: Path | None, as_json: bool, include_deleted: bool, table: str | None) -> None:
+    """List snapshots (of TABLE, if given), oldest first."""
+    snaps = guard_for(config_path).snapshots(table, include_deleted)
+    if as_json:
+        emit_json([s.as_dict() for s in snaps])
+    elif not snaps:
+        out.print("no snapshots")
+    else:
+        out.print(snapshot_table(snaps))
+
+
+@command(
+    "restore",
+    """
+  etlguard restore gold.moveouts --latest
+  etlguard restore gold.daily_activity_summary --as-of "2026-02-03 06:00"
+  etlguard restore gold.moveouts gold.moveout_notices --latest --dry-run
+  etlguard restore --snapshot 41 --snapshot 42       # tables come from the snapshots
+""",
+)
+@config_option
+@json_option
+@click.argument("tables", nargs=-1)
+@click.option(
+    "--snapshot", "snapshot_ids", type=int, multiple=True, help="Snapshot id (repeat: one per table)."
+)
+@click.option("--latest", is_flag=True, help="The newest verified snapshot of each table.")
+@click.option(
+    "--as-of",
+    "as_of",
+    help="The newest verified snapshot taken at or before TIME (local time unless an offset is given).",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be restored; change nothing.")
+def restore_cmd(
+    config_path: Path | None,
+    as_json: bool,
+    tables: tuple[str, ...],
+    snapshot_ids: tuple[int, ...],
+    latest: bool,
+    as_of: str | None,
+    dry_run: bool,
+) -> None:
+    """Put TABLES back to a snapshot, all in one atomic swap. The replaced tables are kept as
+    snapshots of kind 'displaced', so a restore can be undone the same way."""
+    guard = guard_for(config_path)
+    with progress_bar(guard, "staging", not as_json):
+        result = guard.restore(tables, snapshot_ids, latest, parse_time(as_of) if as_of else None, dry_run)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    for step in result.steps:
+        verb = "would restore" if dry_run else "restored"
+        kept = (
+            f"; the replaced table is kept as snapshot {step.displaced_id}"
+            if step.displaced_id and not dry_run
+            else ""
+        )
+        out.print(
+            f"{verb} {step.table} to snapshot {step.snapshot.id} taken "
+            f"{step.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC ({step.snapshot.row_count:,} rows){kept}",
+            markup=False,
+        )
+    if not dry_run:
+        out.print(
+            f"swap took {result.swap_seconds * 1000:.1f} ms; verified {len(result.verified)} of "
+            f"{len(result.steps)} tables against the snapshot checksums"
+        )
+
+
+@command(
+    "verify",
+    """
+  etlguard verify
+  etlguard verify gold.moveouts --json
+""",
+)
+@config_option
+@json_option
+@click.argument("tables", nargs=-1)
+def verify_cmd(config_path: Path | None, as_json: bool, tables: tuple[str, ...]) -> None:
+    """Recompute every verified snapshot's checksum (of TABLES, if given); exit 1 on a mismatch."""
+    results = guard_for(config_path).verify(tables)
+    bad = [r for r in results if not r.ok]
+    if as_json:
+        emit_json([r.as_dict() for r in results])
+    else:
+        for r in results:
+            state = (
+                "ok"
+                if r.ok
+                else f"MISMATCH: catalog {r.snapshot.row_count} rows/{r.snapshot.checksum}, now {r.actual}"
+            )
+            out.print(f"snapshot {r.snapshot.id} of {r.snapshot.table}: {state}", markup=False)
+        out.print(f"{len(results) - len(bad)} of {len(results)} snapshots verified")
+    if bad:
+        raise EtlguardError(
+            f"{len(bad)} snapshot(s) no longer match the catalog: {', '.join(str(r.snapshot.id) for r in bad)}"
+        )
+
+
+@command(
+    "diff",
+    """
+  etlguard diff gold.daily_activity_summary              # against its newest snapshot
+  etlguard diff gold.daily_activity_summary --snapshot 41 --limit 50
+""",
+)
+@config_option
+@json_option
+@click.argument("table")
+@click.option("--snapshot", "snapshot_id", type=int, help="Snapshot id (default: the newest verified).")
+@click.option("--limit", default=20, show_default=True, help="At most this many differing rows.")
+def diff_cmd(
+    config_path: Path | None, as_json: bool, table: str, snapshot_id: int | None, limit: int
+) -> None:
+    """Compare a live table with a snapshot: rows, checksums, structure, and differing rows by key."""
+    d = guard_for(config_path).diff(table, snapshot_id, limit)
+    if as_json:
+        emit_json(d.as_dict())
+        return
+    out.print(
+        f"{d.table} now vs snapshot {d.snapshot.id} ({d.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC)",
+        markup=False,
+    )
+    out.print(f"  rows:      {d.snapshot.row_count:,} -> {d.live_rows:,}")
+    out.print(f"  checksum:  {'same' if d.live_checksum == d.snapshot.checksum else 'different'}")
+    out.print(f"  structure: {'same' if d.same_structure else 'DIFFERENT'}")
+    if d.identical:
+        out.print("  identical")
+        return
+    if d.rows:
+        grid = Table("", *d.columns)
+        for side, row in d.rows:
+            grid.add_row("-" if side == "-" else "+", *["NULL" if v is None else str(v) for v in row])
+        out.print(grid)
+        out.print("- only in the snapshot, + only in the live table", markup=False)
+
+
+@command(
+    "prune",
+    """
+  etlguard prune --dry-run
+  etlguard prune --json
+""",
+)
+@config_option
+@json_option
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+def prune_cmd(config_path: Path | None, as_json: bool, dry_run: bool) -> None:
+    """Delete snapshots that retention no longer keeps. The newest verified snapshot of each
+    table is never deleted."""
+    decisions = guard_for(config_path).prune(dry_run)
+    if as_json:
+        emit_json([d.as_dict() for d in decisions])
+        return
+    doomed = [d for d in decisions if d.delete]
+    for d in doomed:
+        out.print(
+            f"{'would delete' if dry_run else 'deleted'} snapshot {d.snapshot.id} of {d.snapshot.table}: {d.reason}",
+            markup=False,
+        )
+    out.print(
+        f"{len(doomed)} deleted, {len(decisions) - len(doomed)} kept"
+        if not dry_run
+        else f"{len(doomed)} would be deleted"
+    )
+
+
+@command(
+    "demo",
+    """
+  etlguard demo
+  etlguard demo --path /tmp/demo.duckdb --keep
+  etlguard demo --dbt .venvs/dbt-duckdb/bin/dbt --project examples/warehouse   # what make demo runs
+""",
+)
+@click.option(
+    "--path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="DuckDB file to build (default: a temp file).",
+)
+@click.option("--keep", is_flag=True, help="Keep the demo database afterwards.")
+@click.option(
+    "--dbt",
+    "dbt_bin",
+    type=click.Path(path_type=Path),
+    help="A dbt with dbt-duckdb: also run the example pipeline under guard.",
+)
+@click.option(
+    "--project", type=click.Path(path_type=Path), help="The example dbt project (examples/warehouse)."
+)
+def demo_cmd(path: Path | None, keep: bool, dbt_bin: Path | None, project: Path | None) -> None:
+    """A one-minute tour on an embedded DuckDB warehouse: snapshot, damage, diff, restore."""
+    from ..demo import run_demo
+
+    run_demo(out, path, keep, dbt_bin, project)
+
+
+@command(
+    "recover",
+    """
+  etlguard recover --dry-run
+  etlguard recover
+""",
+)
+@config_option
+@click.option("--dry-run", is_flag=True, help="Say what is unfinished; change nothing.")
+def recover_cmd(config_path: Path | None, dry_run: bool) -> None:
+    """Finish or undo what an interrupted snapshot, restore, run or prune left behind. Every
+    protected table ends wholly in its old or wholly in its new state. Safe to run twice."""
+    report = guard_for(config_path).recover(dry_run)
+    for action in report.actions:
+        out.print(action, markup=False)
+    if report.nothing_to_do:
+        out.print("nothing to recover")
