@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .config.notify import Channel, Secrets
 from .config.schema import OUTCOMES
+from .metrics import publish
 from .posting import post
 
 if TYPE_CHECKING:
@@ -297,8 +298,6 @@ def announce(config: Config, result: RunResult) -> list[str]:
     except Exception as exc:  # a bug here must not turn a rolled-back run into a crash
         notes.append(f"alerts failed: {_safe_error(config, exc)}")
     try:
-        from .metrics import publish
-
         notes += publish(config, result)
     except Exception as exc:
         notes.append(f"metrics failed: {_safe_error(config, exc)}")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .alerts import send_test
 from .errors import EtlguardError
 
 if TYPE_CHECKING:
@@ -130,8 +131,6 @@ def _rollback_drill(guard: Guard, command: Sequence[str], say: Callable[[str], N
 def _alert_drill(guard: Guard, _command: Sequence[str], _say: Callable[[str], None]) -> DrillCheck | None:
     if not guard.config.alerts.channels:
         return None
-    from .alerts import send_test
-
     began = time.monotonic()
     deliveries = send_test(guard.config)
     failed = [d for d in deliveries if not d.ok]

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import dbt as _dbt
 from . import restore as _restore
@@ -16,6 +16,7 @@ from .adapters import adapter_for
 from .adapters.base import Adapter, Progress
 from .catalog import Catalog, Snapshot, utcnow
 from .config import STARTER, Config
+from .drill import DrillReport, run_drill
 from .errors import (
     AuditFailed,
     ConfigError,
@@ -28,12 +29,10 @@ from .grants import check_privileges
 from .recover import Recovery, RecoveryReport
 from .retention import PruneDecision
 from .retention import prune as apply_prune
+from .run import GuardedRun, RunResult, guarded_run
 from .snapshot import check_tables, require_table, take_snapshots
 from .tables import TableRef, parse_table
-
-if TYPE_CHECKING:
-    from .drill import DrillReport
-    from .run import RunResult
+from .transaction import guarded_transaction
 
 
 @dataclass
@@ -300,8 +299,6 @@ class Guard:
         """Lock, snapshot the protected set, run `command`, audit, then commit or roll back.
         Problems found before the command would start raise (nothing touched, command not
         run); everything after is reported in the returned RunResult and its exit_code."""
-        from .run import guarded_run
-
         return guarded_run(self, command, timeout, json_report, echo, auto_recover, drill)
 
     @contextlib.contextmanager
@@ -312,8 +309,6 @@ class Guard:
         >>> with guard.protect():
         ...     run_my_transformations()
         """
-        from .run import GuardedRun
-
         run = GuardedRun(self, ["python"], echo)
         run.start()
         try:
@@ -332,8 +327,6 @@ class Guard:
     def drill(self, command: Sequence[str] = (), echo: Callable[[str], None] | None = None) -> DrillReport:
         """The design note's Testing Plan against this setup (see drill.py); data ends as a
         normal night would leave it."""
-        from .drill import run_drill
-
         return run_drill(self, command, echo)
 
     def recover(self, dry_run: bool = False) -> RecoveryReport:
@@ -356,8 +349,6 @@ class Guard:
     def transaction(self, timeout: float | None = None, dry_run: bool = False) -> Any:
         """A guarded transaction: `with guard.transaction(timeout=30) as tx:` ... commits at
         the end only if every validation declared on `tx` passes. See etlguard.transaction."""
-        from .transaction import guarded_transaction
-
         return guarded_transaction(self, timeout=timeout, dry_run=dry_run)
 
 
