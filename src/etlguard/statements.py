@@ -3,12 +3,14 @@ transaction.
 
 Hand-written on purpose, and kept apart from the transaction that uses it. Measured with
 benchmarks/sql_splitters.py on the cases of tests/test_transactions.py: this module gets 4/4
-splitting cases right (two scripts, two unterminated texts) and classifies 22/22 statements; sqlglot 30 splits 3/4 (a PostgreSQL script with
-dollar quotes and nested comments comes out as four statements, not three) and classifies 21/22
-(`END` parses as a column name), and it parses 7 of the 22 only as an opaque "Command" (first
-word), which is what this tokenizer does anyway; sqlparse 0.6 gets 0/4 (wrong counts for both
-scripts, and unterminated quotes and comments pass as statements) and classifies 11/22. A guarded
-transaction must fail closed, so a library that refuses less is not an improvement.
+splitting cases right (two scripts, two unterminated texts) and classifies 22/22 statements;
+sqlglot 30 splits 3/4 (a PostgreSQL script with dollar quotes and nested comments comes out as four
+statements, not three) and classifies 21/22 (`END` parses as a column name), and it parses 7 of the
+22 only as an opaque "Command" (first word), which is what this tokenizer does anyway; sqlparse 0.6
+gets 0/4 (wrong counts for both scripts, and unterminated quotes and comments pass as statements)
+and classifies 11/22. A guarded transaction must fail closed, so a library that refuses less is not
+an improvement.
+
 This is a tokenizer that knows comments and quoted text, not a parser: enough to find statement
 boundaries and keywords, never to run anything. No SQL text is built here.
 """

@@ -26,12 +26,22 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class Command(click.Command):
-    """Print the Examples section of a docstring verbatim, as written."""
+def _examples(self: click.Command, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    """Print the Examples epilog verbatim, as written (click would rewrap it)."""
+    if self.epilog:
+        formatter.write("\n" + self.epilog.rstrip() + "\n")
 
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        if self.epilog:
-            formatter.write("\n" + self.epilog.rstrip() + "\n")
+
+class Command(click.Command):
+    """A command whose help ends with its examples."""
+
+    format_epilog = _examples
+
+
+class Group(click.Group):
+    """A command group whose help ends with its examples, like every command's."""
+
+    format_epilog = _examples
 
 
 def command(name: str, examples: str) -> Callable[[Callable[..., Any]], click.Command]:

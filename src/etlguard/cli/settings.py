@@ -11,6 +11,7 @@ from ..config.schema import json_schema_text
 from ..errors import EXIT_FAILED, EtlguardError
 from .app import (
     Command,
+    Group,
     cli,
     command,
     config_option,
@@ -37,21 +38,13 @@ def schema_cmd() -> None:
     click.echo(json_schema_text(), nl=False)
 
 
-class _Group(click.Group):
-    """A command group whose help ends with its examples, like every command's."""
-
-    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        if self.epilog:
-            formatter.write("\n" + self.epilog.rstrip() + "\n")
-
-
 _ALERT_EXAMPLES = """
   etlguard alert test
   etlguard alert test -c /etc/etlguard.yml --json
 """
 
 
-@cli.group("alert", cls=_Group, epilog="Examples:\n" + _ALERT_EXAMPLES)
+@cli.group("alert", cls=Group, epilog="Examples:\n" + _ALERT_EXAMPLES)
 def alert_group() -> None:
     """Alert channels (SNS, email, Slack, Teams, webhooks) configured under alerts: in etlguard.yml."""
 
