@@ -94,3 +94,18 @@ def test_an_editor_check_rejects_what_the_loader_rejects(name: str) -> None:
     assert list(validator().iter_errors(data)), f"the schema accepts {name}"
     with pytest.raises(Exception, match=r"config key|unknown key|must have exactly one"):
         Config.from_dict(data)
+
+
+def test_on_in_a_config_file_is_a_key_not_a_boolean(tmp_path: Path) -> None:
+    file = tmp_path / "etlguard.yml"
+    file.write_text("target: duckdb:///w.duckdb\nalerts:\n  on: [succeeded]\n  channels: []\n")
+    assert Config.load(file).alerts.on == {"succeeded"}  # YAML 1.1 would read `on` as True
+
+
+def test_init_writes_a_starter_file_that_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "etlguard.yml"
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    made = cli(capsys, "init", "-c", str(file), "--target", url, "--protect", "gold.*")
+    assert made.code == 0, made
+    assert validator().is_valid(load_yaml(file.read_text(encoding="utf-8")))
+    assert [(t.schema, t.name) for t in Config.load(file).protect] == [("gold", "*")]

@@ -1,7 +1,9 @@
 """Table references as people write them: `gold.moveouts`, `` `odd.schema`.t ``, `"a b".c`.
 
 A name is split on the first dot that is not inside backticks or double quotes; inside quotes a
-doubled quote character stands for itself, as in SQL.
+doubled quote character stands for itself, as in SQL. Hand-written rather than taken from a SQL
+parser: a name here may be a glob (`gold.*`, `silver.t_[ab]`) and may use either quote style
+whatever the target, which no parser's identifier rules accept.
 """
 
 from __future__ import annotations
