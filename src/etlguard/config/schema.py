@@ -10,7 +10,7 @@ apprise URLs, table names) happen when the settings are built, in `config.build`
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -25,13 +25,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-OUTCOMES = ("succeeded", "rolled_back", "etl_failed", "audit_failed", "snapshot_failed", "rollback_failed")
-CHANNEL_KINDS = ("sns", "apprise", "webhook")
-SCHEMA_ID = "https://etlguard.dev/etlguard.schema.json"
-
+# What an alert channel can be notified of; a run's status maps to one or more (alerts.py).
 Outcome = Literal[
     "succeeded", "rolled_back", "etl_failed", "audit_failed", "snapshot_failed", "rollback_failed"
 ]
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
+CHANNEL_KINDS = ("sns", "apprise", "webhook")
 
 
 def _listed(value: Any) -> Any:
@@ -175,7 +174,7 @@ class ConfigFile(Section):
 
     model_config = ConfigDict(
         title="etlguard configuration (etlguard.yml)",
-        json_schema_extra={"$id": SCHEMA_ID, "$schema": "https://json-schema.org/draft/2020-12/schema"},
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     )
 
     target: str | None = Field(None, description="SQLAlchemy-style URL; ${VAR} is read from the environment.")
