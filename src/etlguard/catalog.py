@@ -13,11 +13,12 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from .adapters.base import Adapter
+from .adapters.base import FINGERPRINT, LEGACY_FINGERPRINT, Adapter, Checksum
 from .errors import EtlguardError
 from .tables import TableRef
 
-SCHEMA_VERSION = 1
+# 2: snapshots.fingerprint, the algorithm each snapshot's checksum was taken with.
+SCHEMA_VERSION = 2
 
 _TABLES: dict[str, list[tuple[str, str]]] = {
     "meta": [("key", "key"), ("value", "text")],
@@ -38,6 +39,7 @@ _TABLES: dict[str, list[tuple[str, str]]] = {
         ("auto_increment", "int"),
         ("structure", "text"),
         ("note", "text"),
+        ("fingerprint", "name"),
     ],
     "runs": [
         ("id", "id"),
@@ -104,10 +106,19 @@ class Snapshot:
     run_id: int | None = None
     journal_id: int | None = None
     note: str | None = None
+    fingerprint: str = FINGERPRINT  # the algorithm `checksum` was taken with
 
     @property
     def verified(self) -> bool:
         return self.status == "verified"
+
+    def matches(self, actual: Checksum) -> bool:
+        """Whether a table's fingerprint, taken with this snapshot's algorithm, is this one's."""
+        return (actual.algorithm, actual.rows, actual.digest) == (
+            self.fingerprint,
+            self.row_count,
+            self.checksum,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +131,7 @@ class Snapshot:
             "rows": self.row_count,
             "size_bytes": self.size_bytes,
             "checksum": self.checksum,
+            "fingerprint": self.fingerprint,
             "run_id": self.run_id,
         }
 
@@ -140,6 +152,8 @@ class Snapshot:
             run_id=row["run_id"],
             journal_id=row["journal_id"],
             note=row["note"],
+            # rows from before catalog version 2 have no algorithm: they were taken with v1
+            fingerprint=row.get("fingerprint") or LEGACY_FINGERPRINT,
         )
 
 
@@ -147,6 +161,7 @@ class Catalog:
     def __init__(self, db: Adapter, schema: str) -> None:
         self.db = db
         self.schema = schema
+        self._snapshot_fields: list[str] | None = None
 
     def t(self, name: str) -> TableRef:
         return TableRef(self.schema, name)
@@ -156,9 +171,11 @@ class Catalog:
         return self.db.schema_exists(self.schema) and "meta" in self.db.list_tables(self.schema)
 
     def ensure(self) -> None:
-        """Create the catalog if missing; refuse one written by a newer etlguard."""
+        """Create the catalog if missing, migrate an older one; refuse one written by a newer
+        etlguard."""
         if self.exists():
-            self.check_version()
+            if self.check_version() < SCHEMA_VERSION:
+                self.migrate()
             return
         self.db.ensure_schema(self.schema)
         for name, columns in _TABLES.items():
@@ -166,14 +183,42 @@ class Catalog:
         if not self.db.select(self.t("meta"), ["value"], {"key": "schema_version"}):
             self.db.insert(self.t("meta"), {"key": "schema_version", "value": str(SCHEMA_VERSION)})
 
-    def check_version(self) -> None:
-        rows = self.db.select(self.t("meta"), ["value"], {"key": "schema_version"})
-        version = int(rows[0]["value"]) if rows else 0
+    def check_version(self) -> int:
+        version = self.version()
         if version > SCHEMA_VERSION:
             raise EtlguardError(
                 f"the catalog in schema {self.schema} has version {version}, newer than this "
                 f"etlguard understands ({SCHEMA_VERSION}); upgrade etlguard"
             )
+        return version
+
+    def version(self) -> int:
+        rows = self.db.select(self.t("meta"), ["value"], {"key": "schema_version"})
+        return int(rows[0]["value"]) if rows else 0
+
+    def migrate(self) -> None:
+        """Bring a version-1 catalog to version 2: add `snapshots.fingerprint` and mark every
+        existing snapshot as taken with the v1 checksum, which is how it is verified from then
+        on. Each step can be repeated, so a migration cut short is finished by the next one."""
+        if "fingerprint" not in self._snapshot_columns():
+            self.db.add_catalog_column(self.t("snapshots"), "fingerprint", "name")
+            self._snapshot_fields = None
+        for row in self.db.select(self.t("snapshots"), ["id", "fingerprint"]):
+            if row["fingerprint"] is None:
+                self.update_snapshot(row["id"], fingerprint=LEGACY_FINGERPRINT)
+        self.db.update(self.t("meta"), {"value": str(SCHEMA_VERSION)}, {"key": "schema_version"})
+
+    def _snapshot_columns(self) -> set[str]:
+        return {c.name for c in self.db.columns(self.t("snapshots"))}
+
+    @property
+    def snapshot_fields(self) -> list[str]:
+        """The snapshot columns this catalog has: a version-1 catalog, read without the lock
+        (list, verify, diff), is not migrated and has no `fingerprint` column yet."""
+        if self._snapshot_fields is None:
+            present = self._snapshot_columns()
+            self._snapshot_fields = [f for f in SNAPSHOT_FIELDS if f in present]
+        return self._snapshot_fields
 
     # -- snapshots --------------------------------------------------------------------------
     def next_snapshot_id(self) -> int:
@@ -199,6 +244,7 @@ class Catalog:
                 "auto_increment": snap.auto_increment,
                 "structure": snap.structure,
                 "note": snap.note,
+                "fingerprint": snap.fingerprint,
             },
         )
 
@@ -207,7 +253,7 @@ class Catalog:
 
     def snapshots(self, table: TableRef | None = None, include_deleted: bool = False) -> list[Snapshot]:
         where = {"table_schema": table.schema, "table_name": table.name} if table else None
-        rows = self.db.select(self.t("snapshots"), SNAPSHOT_FIELDS, where, order_by="id")
+        rows = self.db.select(self.t("snapshots"), self.snapshot_fields, where, order_by="id")
         snaps = [Snapshot.from_row(r) for r in rows]
         # the database may compare names case-insensitively; table names are case-sensitive
         if table:
@@ -215,7 +261,7 @@ class Catalog:
         return [s for s in snaps if include_deleted or s.status != "deleted"]
 
     def snapshot(self, snapshot_id: int) -> Snapshot | None:
-        rows = self.db.select(self.t("snapshots"), SNAPSHOT_FIELDS, {"id": snapshot_id})
+        rows = self.db.select(self.t("snapshots"), self.snapshot_fields, {"id": snapshot_id})
         return Snapshot.from_row(rows[0]) if rows else None
 
     # -- journal ----------------------------------------------------------------------------

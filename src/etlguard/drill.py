@@ -77,7 +77,8 @@ def _restore_drill(guard: Guard, _command: Sequence[str], say: Callable[[str], N
     changed = []
     for step in result.steps:
         displaced = next((s for s in guard.snapshots(step.table) if s.id == step.displaced_id), None)
-        if displaced is None or (displaced.row_count, displaced.checksum) != (
+        if displaced is None or (displaced.fingerprint, displaced.row_count, displaced.checksum) != (
+            by_id[step.table].fingerprint,
             by_id[step.table].row_count,
             by_id[step.table].checksum,
         ):

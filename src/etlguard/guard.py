@@ -261,8 +261,8 @@ class Guard:
     def _verify_one(self, db: Adapter, snap: Snapshot) -> VerifyResult:
         if not db.table_exists(snap.snapshot):
             return VerifyResult(snap, False, "snapshot table is missing")
-        cs = db.checksum(snap.snapshot)
-        return VerifyResult(snap, (cs.rows, cs.digest) == (snap.row_count, snap.checksum), str(cs))
+        cs = db.checksum(snap.snapshot, snap.fingerprint)
+        return VerifyResult(snap, snap.matches(cs), str(cs))
 
     def diff(self, table: str | TableRef, snapshot_id: int | None = None, limit: int = 20) -> DiffResult:
         ref = parse_table(table) if isinstance(table, str) else table
@@ -273,7 +273,7 @@ class Guard:
             if snap is None or snap.table != ref or snap.status == "deleted":
                 raise SnapshotNotFound(f"snapshot {snapshot_id} of {ref}")
             check_tables(db, [ref])
-            live = db.checksum(ref)
+            live = db.checksum(ref, snap.fingerprint)
             diff = DiffResult(
                 ref,
                 snap,

@@ -133,11 +133,8 @@ class Recovery:
             return
         self._drop_ours(recopy)
         live = TableRef(*step["table"])
-        [result] = self.db.copy_tables([Copy(live, recopy)])
-        if (result.source.rows, result.source.digest) == (
-            snap.row_count,
-            snap.checksum,
-        ) and result.dest == result.source:
+        [result] = self.db.copy_tables([Copy(live, recopy, algorithm=snap.fingerprint)])
+        if result.dest == result.source and snap.matches(result.fingerprint):
             self.catalog.update_snapshot(snap.id, status="verified", snapshot_table=recopy.name)
         else:
             self._drop_ours(recopy)
@@ -154,7 +151,9 @@ class Recovery:
             self.catalog.update_snapshot(sid, status="failed")
             return
         cs = self.db.checksum(ref)
-        self.catalog.update_snapshot(sid, status="verified", row_count=cs.rows, checksum=cs.digest)
+        self.catalog.update_snapshot(
+            sid, status="verified", row_count=cs.rows, checksum=cs.digest, fingerprint=cs.algorithm
+        )
 
     # -- prune: finish the deletions ------------------------------------------------------------
     def _prune(self, entry: dict[str, Any]) -> str:

@@ -223,20 +223,27 @@ def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None)
     """Prove every snapshot still matches the catalog (and build staging copies where needed)
     before anything live is touched: a damaged or tampered snapshot is refused here."""
     copying = [s for s in steps if not (s.consume or s.refill)]
-    copies = [Copy(s.snapshot.snapshot, s.staging, s.snapshot.auto_increment) for s in copying]
+    copies = [
+        Copy(s.snapshot.snapshot, s.staging, s.snapshot.auto_increment, s.snapshot.fingerprint)
+        for s in copying
+    ]
     results = db.copy_tables(copies, progress) if copies else []
-    checked = [(s, [r.source, r.dest]) for s, r in zip(copying, results, strict=True)]
+    for s, r in zip(copying, results, strict=True):
+        if r.source != r.dest:
+            raise ChecksumMismatch(
+                str(s.table), s.snapshot.id, _expected(s), f"{r.source}, its copy {r.dest}"
+            )
+    checked = [(s, r.fingerprint) for s, r in zip(copying, results, strict=True)]
     for s in steps:
         if s.consume or s.refill:
             if not db.table_exists(s.snapshot.snapshot):
                 raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), "its table is missing")
-            checked.append((s, [db.checksum(s.snapshot.snapshot)]))
+            checked.append((s, db.checksum(s.snapshot.snapshot, s.snapshot.fingerprint)))
             if progress:
                 progress(s.table, s.snapshot.row_count or 0)
-    for s, actuals in checked:
-        for actual in actuals:
-            if (actual.rows, actual.digest) != (s.snapshot.row_count, s.snapshot.checksum):
-                raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), str(actual))
+    for s, actual in checked:
+        if not s.snapshot.matches(actual):
+            raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), str(actual))
 
 
 def _expected(s: RestoreStep) -> str:
@@ -255,6 +262,7 @@ def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
                 status="verified",
                 row_count=cs.rows,
                 checksum=cs.digest,
+                fingerprint=cs.algorithm,
                 structure=s.live_structure,
                 size_bytes=db.size_bytes(s.displaced),
                 auto_increment=s.live_auto_increment,
@@ -268,20 +276,20 @@ def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
             )
             result.verified.append(str(s.table))
             continue
-        live = db.checksum(s.table)
-        if (live.rows, live.digest) == (s.snapshot.row_count, s.snapshot.checksum):
+        if s.snapshot.matches(db.checksum(s.table, s.snapshot.fingerprint)):
             result.verified.append(str(s.table))
 
 
 def _recopy(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep]) -> None:
     """Copy each restored table back into its snapshot's place. Kept only if the copy's source
     still matches the snapshot's checksum (nobody wrote in between); else it stays `restored`."""
-    copies = [Copy(s.table, s.recopy) for s in steps if s.recopy is not None]
+    copies = [
+        Copy(s.table, s.recopy, algorithm=s.snapshot.fingerprint) for s in steps if s.recopy is not None
+    ]
     results = db.copy_tables(copies)
     for s, r in zip(steps, results, strict=True):
         assert s.recopy is not None
-        same = (r.source.rows, r.source.digest) == (s.snapshot.row_count, s.snapshot.checksum)
-        if same and r.dest == r.source:
+        if r.dest == r.source and s.snapshot.matches(r.fingerprint):
             catalog.update_snapshot(s.snapshot.id, status="verified", snapshot_table=s.recopy.name, note=None)
         else:
             db.drop_table(s.recopy)

@@ -2,7 +2,8 @@
 
 Order of work, so that a crash at any step leaves nothing ambiguous: journal the intent with
 the names we are about to create; record catalog rows as `creating`; copy; compare checksums
-of source and copy taken at the same instant; only then mark `verified`. A failure drops every
+of source and copy taken at the same instant; only then record the copy's fingerprint and mark
+it `verified`. A failure drops every
 table this call created (and only those) and raises: the caller must not go on unprotected.
 """
 
@@ -103,13 +104,15 @@ def take_snapshots(
             f"snapshot of {s.table} did not verify (source {r.source}, copy {r.dest}); nothing was kept"
         )
     for s, r in zip(snaps, results, strict=True):
-        s.status, s.row_count, s.checksum = "verified", r.dest.rows, r.dest.digest
+        s.status, s.row_count, s.checksum = "verified", r.fingerprint.rows, r.fingerprint.digest
         s.size_bytes, s.auto_increment, s.structure = r.size_bytes, r.auto_increment, r.structure
+        s.fingerprint = r.fingerprint.algorithm
         catalog.update_snapshot(
             s.id,
             status=s.status,
             row_count=s.row_count,
             checksum=s.checksum,
+            fingerprint=s.fingerprint,
             size_bytes=s.size_bytes,
             auto_increment=s.auto_increment,
             structure=s.structure,

@@ -15,14 +15,33 @@ from ..errors import EtlguardError, IdentifierError
 from ..tables import TableRef
 from ..target import Target
 
+# Table fingerprint algorithms, recorded per snapshot in the catalog so that a snapshot is always
+# re-checked with the algorithm it was recorded with. See docs/architecture.md, "Fingerprint".
+FINGERPRINT = "v2"  # SHA-256 of an unambiguous row encoding; 128 bits as two sums modulo 2^64
+LEGACY_FINGERPRINT = "v1"  # values joined with '#', one 32/64-bit hash summed: snapshots before v2
+FINGERPRINTS = (LEGACY_FINGERPRINT, FINGERPRINT)
+COPY_CHECK = "copy-check"  # an engine checksum, only for comparing a fresh copy with its source
+
+_MOD64 = 1 << 64
+
 
 @dataclass(frozen=True)
 class Checksum:
+    """A table's fingerprint: its row count and an order-independent digest of its rows."""
+
     rows: int
-    digest: str  # decimal text: an order-independent sum of 64-bit row hashes
+    digest: str
+    algorithm: str = FINGERPRINT
 
     def __str__(self) -> str:
         return f"{self.rows} rows/{self.digest}"
+
+
+def fingerprint_of(rows: Any, high: Any, low: Any) -> Checksum:
+    """Two sums of 64-bit row-hash halves, each reduced modulo 2^64 (signed or unsigned sums
+    agree there), as 32 hex digits: a 128-bit digest in which every row counts, duplicates too."""
+    digest = f"{int(high or 0) % _MOD64:016x}{int(low or 0) % _MOD64:016x}"
+    return Checksum(int(rows), digest, FINGERPRINT)
 
 
 @dataclass(frozen=True)
@@ -38,15 +57,24 @@ class Copy:
     source: TableRef
     dest: TableRef
     auto_increment: int | None = None  # force this counter on dest (restores of MySQL tables)
+    algorithm: str = FINGERPRINT  # the fingerprint to take of dest (a snapshot's own, on re-copies)
 
 
 @dataclass(frozen=True)
 class CopyResult:
+    """`source` and `dest` prove the copy equals its source (they may be a cheaper engine
+    checksum, see `Adapter.copy_check`); `fingerprint` is what the catalog records."""
+
     source: Checksum
     dest: Checksum
     structure: str  # the source's DDL (normalised), kept in the catalog
     auto_increment: int | None
     size_bytes: int
+    dest_fingerprint: Checksum | None = None  # when `dest` is not already the fingerprint
+
+    @property
+    def fingerprint(self) -> Checksum:
+        return self.dest_fingerprint or self.dest
 
 
 @dataclass(frozen=True)
@@ -182,8 +210,42 @@ class Adapter:
         point, and checksum source and copy at that same point."""
         raise NotImplementedError
 
-    def checksum(self, ref: TableRef) -> Checksum:
+    def checksum(self, ref: TableRef, algorithm: str = FINGERPRINT) -> Checksum:
+        """The table's fingerprint by `algorithm`: the current one, or the legacy one that
+        snapshots recorded before it (kept only to verify and restore those)."""
+        if algorithm == FINGERPRINT:
+            return self.fingerprint(ref)
+        if algorithm == LEGACY_FINGERPRINT:
+            with self.unpinned_session():
+                return self.legacy_checksum(ref)
+        raise EtlguardError(
+            f"fingerprint algorithm {algorithm!r} is unknown to this etlguard; upgrade etlguard"
+        )
+
+    def fingerprint(self, ref: TableRef) -> Checksum:
+        """The strong fingerprint (FINGERPRINT): injective row encoding, 128-bit digest."""
         raise NotImplementedError
+
+    def legacy_checksum(self, ref: TableRef) -> Checksum:
+        """The v1 checksum, for snapshots recorded with it. Not injective: never for new ones."""
+        raise NotImplementedError
+
+    def copy_check(self, ref: TableRef) -> Checksum:
+        """What a fresh copy and its source are compared by, at one consistency point and with
+        identical structure. The fingerprint unless the engine has something cheaper."""
+        return self.fingerprint(ref)
+
+    @contextlib.contextmanager
+    def unpinned_session(self) -> Iterator[None]:
+        """The session settings the server would give (what v1 checksums were taken under),
+        for the length of the block; the pinned ones again afterwards."""
+        yield
+
+    def add_catalog_column(self, table: TableRef, column: str, kind: str) -> None:
+        """Add a column of a generic kind to a catalog table (catalog schema migrations)."""
+        self.execute(
+            f"ALTER TABLE {self.qualify(table)} ADD COLUMN {self.quote(column)} {self.column_types[kind]}"
+        )
 
     def drop_table(self, ref: TableRef) -> None:
         self.execute(f"DROP TABLE IF EXISTS {self.qualify(ref)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -20,13 +20,34 @@ import pymysql
 from ..errors import EtlguardError, LockHeld, TargetError
 from ..faults import fault
 from ..tables import TableRef
-from .base import Adapter, Checksum, Column, Copy, CopyResult, DatabaseError, Progress, Swap
+from .base import (
+    COPY_CHECK,
+    LEGACY_FINGERPRINT,
+    Adapter,
+    Checksum,
+    Column,
+    Copy,
+    CopyResult,
+    DatabaseError,
+    Progress,
+    Swap,
+    fingerprint_of,
+)
 
 _AUTO_INC = re.compile(r" AUTO_INCREMENT=(\d+)")
 _HEADER = re.compile(r"^CREATE TABLE `(?:[^`]|``)*` \(")
 # Server errors that mean "you cannot get in" rather than "that statement failed".
 _DENIED = {1044, 1142, 1143, 1227, 1370}  # access denied to a schema, table, column or command
 _LOGIN_ERRORS = {1044: "has no access to", 1045: "refused the login for", 1049: "has no database for"}
+# sql_mode flags that change the text of a value (CHAR padding) or of SHOW CREATE TABLE (quotes,
+# left-out options), and the combination modes that bring them or change functions (ORACLE's
+# CONCAT skips NULLs): removed from every etlguard session, whatever the server's default.
+_TEXT_MODES = frozenset(
+    "PAD_CHAR_TO_FULL_LENGTH ANSI_QUOTES NO_FIELD_OPTIONS NO_KEY_OPTIONS NO_TABLE_OPTIONS "
+    "ANSI ORACLE MSSQL DB2 MAXDB POSTGRESQL MYSQL323 MYSQL40".split()
+)
+# Skips merging the derived table, so each row is hashed once, not once per digest half.
+_ALL_ROWS = "LIMIT 18446744073709551615"
 
 
 class MySQLAdapter(Adapter):
@@ -89,6 +110,23 @@ class MySQLAdapter(Adapter):
         self.execute(f"SET SESSION lock_wait_timeout = {int(self.lock_wait_seconds)}")
         # A locking INSERT ... SELECT under REPEATABLE READ stalls writers for the whole copy.
         self.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        self._pin_session()
+
+    def _pin_session(self) -> None:
+        """Fix what changes a value's text, so a fingerprint never depends on the server's or
+        the user's defaults: TIMESTAMPs read in UTC, no CHAR padding, backtick DDL."""
+        (mode,) = self.query("SELECT @@SESSION.sql_mode")[0]
+        kept = ",".join(m for m in str(mode).split(",") if m and m not in _TEXT_MODES)
+        self.execute("SET SESSION time_zone = '+00:00', SESSION sql_mode = %s", [kept])
+
+    @contextlib.contextmanager
+    def unpinned_session(self) -> Iterator[None]:
+        self.execute("SET SESSION time_zone = @@GLOBAL.time_zone, SESSION sql_mode = @@GLOBAL.sql_mode")
+        try:
+            yield
+        finally:
+            if self.conn is not None:
+                self._pin_session()
 
     def close(self) -> None:
         if self.conn is not None:
@@ -250,8 +288,12 @@ class MySQLAdapter(Adapter):
                     self.execute("UNLOCK TABLES")
             raise
         self.execute("UNLOCK TABLES")
-        # Only etlguard writes to the copies, so they are checksummed after writers are let go.
-        return [replace(r, dest=self.checksum(c.dest)) for c, r in zip(copies, results, strict=True)]
+        # Only etlguard writes to the copies, so their fingerprints (what the catalog records)
+        # are taken after writers are let go: the lock lasts a copy and two CHECKSUM TABLEs.
+        return [
+            replace(r, dest_fingerprint=self.checksum(c.dest, c.algorithm))
+            for c, r in zip(copies, results, strict=True)
+        ]
 
     def _copy_locked(self, c: Copy, progress: Progress | None) -> CopyResult:
         cols = ", ".join(self.quote(col.name) for col in self.columns(c.source) if not col.generated)
@@ -261,10 +303,12 @@ class MySQLAdapter(Adapter):
         counter = c.auto_increment or self.auto_increment(c.source)
         if counter:
             self.execute(f"ALTER TABLE {self.qualify(c.dest)} AUTO_INCREMENT = {int(counter)}")
-        source = self.checksum(c.source)
+        source, dest = self.copy_check(c.source), self.copy_check(c.dest)
+        if source != dest:  # CHECKSUM TABLE reads stored bytes, not only values: ask the values
+            source, dest = self.checksum(c.source, c.algorithm), self.checksum(c.dest, c.algorithm)
         result = CopyResult(
             source=source,
-            dest=source,  # replaced by the copy's own checksum once the tables are unlocked
+            dest=dest,
             structure=self.structure(c.source),
             auto_increment=counter,
             size_bytes=self.size_bytes(c.source),
@@ -273,17 +317,56 @@ class MySQLAdapter(Adapter):
             progress(c.source, rows)
         return result
 
-    def checksum(self, ref: TableRef) -> Checksum:
+    def copy_check(self, ref: TableRef) -> Checksum:
+        """CHECKSUM TABLE: a CRC over the stored rows, 5-10x cheaper than the fingerprint. Good
+        enough to show that a fresh copy (CREATE TABLE ... LIKE: same columns, row format) holds
+        what its source held at the same instant; it proves nothing against a forger, so the
+        catalog records the fingerprint instead. It covers stored bytes that are not values
+        (a STORED generated column's bytes when it is NULL differ between a table and its
+        copy), so a mismatch is settled by comparing fingerprints."""
+        (count,) = self.query(f"SELECT COUNT(*) FROM {self.qualify(ref)}")[0]
+        (_, crc) = self.query(f"CHECKSUM TABLE {self.qualify(ref)}")[0]
+        if crc is None:
+            raise DatabaseError(f"CHECKSUM TABLE gave no checksum for {ref}")
+        return Checksum(int(count), str(int(crc)), COPY_CHECK)
+
+    def fingerprint(self, ref: TableRef) -> Checksum:
+        """SHA-256 of each row's QUOTE()d values, bytes as stored (no collation, trailing
+        spaces kept; QUOTE escapes quotes and gives NULL unquoted, so the encoding is
+        injective); FLOAT widened to DOUBLE, whose text is exact. 128 bits of it, as two sums."""
+        values = ", ".join(f"QUOTE({self._exact_text(name, kind)})" for name, kind in self._column_kinds(ref))
+        row_hash = f"CAST(LEFT(SHA2(CONCAT({values}), 256), 32) AS BINARY)"
+        half = "SUM(CAST(CONV(SUBSTRING(h, {0}, 16), 16, 10) AS UNSIGNED))"
+        rows, high, low = self.query(
+            f"SELECT COUNT(*), {half.format(1)}, {half.format(17)} FROM "
+            f"(SELECT {row_hash} AS h FROM {self.qualify(ref)} {_ALL_ROWS}) AS fingerprint_rows"
+        )[0]
+        return fingerprint_of(rows, high, low)
+
+    def _column_kinds(self, ref: TableRef) -> list[tuple[str, str]]:
+        rows = self.query(
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+            [ref.schema, ref.name],
+        )
+        return [(r[1], str(r[2]).lower()) for r in rows if r[0] == ref.name]
+
+    def _exact_text(self, name: str, kind: str) -> str:
+        """A column's value as bytes that tell every stored value apart. A FLOAT prints 6
+        digits (1234567 = 1234568); widened to DOUBLE it prints its exact shortest form."""
+        column = self.quote(name)
+        return f"CAST(CAST({column} AS DOUBLE) AS BINARY)" if kind == "float" else f"CAST({column} AS BINARY)"
+
+    def legacy_checksum(self, ref: TableRef) -> Checksum:
         cols = [self.quote(c.name) for c in self.columns(ref)]
         values = ", ".join(f"CAST({c} AS BINARY)" for c in cols)
         flags = ", ".join(f"ISNULL({c})" for c in cols)
-        # pt-table-checksum style; a SUM, not BIT_XOR, so duplicate rows do not cancel out. CRC32
-        # costs almost nothing over building the string; MD5 doubled the time of a checksum.
+        # v1: separator-joined values (not injective), CRC32 per row, summed.
         row_hash = f"CRC32(CONCAT_WS('#', {values}, {flags}))"
         count, total = self.query(f"SELECT COUNT(*), COALESCE(SUM({row_hash}), 0) FROM {self.qualify(ref)}")[
             0
         ]
-        return Checksum(int(count), str(int(total)))
+        return Checksum(int(count), str(int(total)), LEGACY_FINGERPRINT)
 
     def swap(self, swaps: Sequence[Swap]) -> None:
         pairs = []

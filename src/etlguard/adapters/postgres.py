@@ -13,18 +13,43 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from ..errors import EtlguardError, LockHeld, TargetError
 from ..faults import fault
 from ..tables import TableRef
-from .base import Adapter, Checksum, Column, Copy, CopyResult, DatabaseError, Progress, Swap
+from .base import (
+    LEGACY_FINGERPRINT,
+    Adapter,
+    Checksum,
+    Column,
+    Copy,
+    CopyResult,
+    DatabaseError,
+    Progress,
+    Swap,
+    fingerprint_of,
+)
 
 try:  # optional: `pip install etlguard[postgres]`
     import psycopg
 except ImportError:  # pragma: no cover - exercised only without the extra
     psycopg = None  # type: ignore[assignment]
+
+# Settings that change a value's text, pinned on every connection so that neither the server's
+# defaults, a role's or database's own settings, nor PGTZ/PGDATESTYLE/PGOPTIONS change a
+# fingerprint: timestamptz in UTC, ISO dates, intervals as `1 day 02:00:00`, floats in their
+# shortest exact form, bytea as hex, money without a locale.
+_PINNED = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+    "lc_monetary": "C",
+}
+_HALF = "('x' || substr(h, {0}, 16))::bit(64)::bigint"
 
 
 class PostgresAdapter(Adapter):
@@ -76,6 +101,22 @@ class PostgresAdapter(Adapter):
                 ) from exc
             raise TargetError(f"cannot reach {t.redacted}: {text}; check host, port and network") from exc
         self.execute(f"SET lock_timeout = '{int(self.lock_wait_seconds)}s'")
+        self._pin_session()
+
+    def _pin_session(self) -> None:
+        pairs = list(_PINNED.items())
+        calls = ", ".join("set_config(%s, %s, false)" for _ in pairs)
+        self.query(f"SELECT {calls}", [v for pair in pairs for v in pair])
+
+    @contextlib.contextmanager
+    def unpinned_session(self) -> Iterator[None]:
+        for name in _PINNED:
+            self.execute(f"RESET {name}")
+        try:
+            yield
+        finally:
+            if self.conn is not None:
+                self._pin_session()
 
     def close(self) -> None:
         if self.conn is not None:
@@ -215,11 +256,11 @@ class PostgresAdapter(Adapter):
                 )
                 fault("copy.after_create")
                 rows = self._copy_rows(c.source, c.dest)
-                source = self.checksum(c.source)
+                source = self.checksum(c.source, c.algorithm)
                 results.append(
                     CopyResult(
                         source,
-                        self.checksum(c.dest),
+                        self.checksum(c.dest, c.algorithm),
                         self.structure(c.source),
                         None,
                         self.size_bytes(c.source),
@@ -234,7 +275,20 @@ class PostgresAdapter(Adapter):
             raise
         return results
 
-    def checksum(self, ref: TableRef) -> Checksum:
+    def fingerprint(self, ref: TableRef) -> Checksum:
+        """SHA-256 of each row's text as a record, `(v1,v2,...)`: record output quotes any
+        value that is empty or holds a delimiter, and leaves NULL empty, so it is injective;
+        every value prints in its type's own exact form under the pinned settings (numeric
+        keeps its scale, floats are exact, char(n) keeps its padding). 128 bits, two sums."""
+        row_hash = "encode(sha256(convert_to(ROW(r.*)::text, 'UTF8')), 'hex')"
+        rows, high, low = self.query(
+            f"SELECT count(*), sum({_HALF.format(1)}), sum({_HALF.format(17)}) "
+            # OFFSET 0 keeps the subquery whole, so each row is hashed once, not once per half
+            f"FROM (SELECT {row_hash} AS h FROM {self.qualify(ref)} r OFFSET 0) fingerprint_rows"
+        )[0]
+        return fingerprint_of(rows, high, low)
+
+    def legacy_checksum(self, ref: TableRef) -> Checksum:
         cols = [self.quote(c.name) for c in self.columns(ref)]
         values = ", ".join(f"{c}::text" for c in cols)
         flags = ", ".join(f"({c} IS NULL)::int::text" for c in cols)
@@ -244,7 +298,7 @@ class PostgresAdapter(Adapter):
         count, total = self.query(f"SELECT count(*), COALESCE(sum({row_hash}), 0) FROM {self.qualify(ref)}")[
             0
         ]
-        return Checksum(int(count), str(int(total)))
+        return Checksum(int(count), str(int(total)), LEGACY_FINGERPRINT)
 
     def swap(self, swaps: Sequence[Swap]) -> None:
         """Refill each live table from its verified snapshot, all in one transaction."""
