@@ -294,6 +294,8 @@ class DuckDBAdapter(Adapter):
             "AND schema_name = ? AND table_name = ? ORDER BY column_index",
             [ref.schema, ref.name],
         )
+        if not rows:
+            raise DatabaseError(f"cannot fingerprint {ref}: the table does not exist")
         return [(r[0], str(r[1])) for r in rows]
 
     def _exact_text(self, name: str, kind: str) -> str:

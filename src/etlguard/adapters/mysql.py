@@ -349,7 +349,10 @@ class MySQLAdapter(Adapter):
             "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
             [ref.schema, ref.name],
         )
-        return [(r[1], str(r[2]).lower()) for r in rows if r[0] == ref.name]
+        kinds = [(r[1], str(r[2]).lower()) for r in rows if r[0] == ref.name]
+        if not kinds:
+            raise DatabaseError(f"cannot fingerprint {ref}: the table does not exist")
+        return kinds
 
     def _exact_text(self, name: str, kind: str) -> str:
         """A column's value as bytes that tell every stored value apart. A FLOAT prints 6
