@@ -267,36 +267,65 @@ def _mutation(rng: random.Random, role: str, value: Any) -> Any:
     return rng.choice([o for o in options if o != value])
 
 
+def _halves(found: Checksum) -> tuple[int, int]:
+    return int(found.digest[:16], 16), int(found.digest[16:], 16)
+
+
+def _change(after: Checksum, before: Checksum) -> tuple[int, int]:
+    """How much each 64-bit half of the digest moved (modulo 2^64)."""
+    (a_high, a_low), (b_high, b_low) = _halves(after), _halves(before)
+    return (a_high - b_high) % (1 << 64), (a_low - b_low) % (1 << 64)
+
+
 def test_one_changed_value_in_ten_thousand_rows_is_always_found(db: Backend) -> None:
+    """Each of 1,000 mutations is fingerprinted as the one row it changes (a one-row probe
+    table, before and after): the table's digest is a sum of row hashes, so the table's
+    fingerprint changes exactly when that row's does. The first 100 mutations also
+    re-fingerprint the whole 10,000-row table, and its digest must move by exactly the probe's
+    change; at the end the whole table must have moved by the sum of all 1,000."""
     rng = random.Random(9)
     schema = db.create_schema("fp")
     rows = [list(_random_row(rng, i)) for i in range(10_000)]
     columns = [f"{TYPES[role][db.kind]}" for role in ROLES]
-    columns[0] += " PRIMARY KEY"
-    ref = TableRef(schema, "big")
     body = ", ".join(f"c{i} {kind}" for i, kind in enumerate(columns))
-    db.sql(f"CREATE TABLE {db.table(schema, 'big')} ({body})")
+    big, probe = TableRef(schema, "big"), TableRef(schema, "probe")
+    db.sql(f"CREATE TABLE {db.table(schema, 'big')} ({body}, PRIMARY KEY (c0))")
+    db.sql(f"CREATE TABLE {db.table(schema, 'probe')} ({body})")
     with connected(db) as adapter:
         marks = ", ".join([adapter.paramstyle] * len(ROLES))
         for start in range(0, len(rows), 500):
             adapter.execute(
-                f"INSERT INTO {adapter.qualify(ref)} VALUES " + ", ".join([f"({marks})"] * 500),
+                f"INSERT INTO {adapter.qualify(big)} VALUES " + ", ".join([f"({marks})"] * 500),
                 [v for row in rows[start : start + 500] for v in row],
             )
-        before = adapter.checksum(ref)
-        assert before.rows == 10_000
-        seen = {before.digest}
-        for _ in range(1000):
+        adapter.execute(f"INSERT INTO {adapter.qualify(probe)} VALUES ({marks})", rows[0])
+        sets = ", ".join(f"{adapter.quote(f'c{i}')} = {adapter.paramstyle}" for i in range(len(ROLES)))
+
+        def row_fingerprint(row: Sequence[Any]) -> Checksum:
+            adapter.execute(f"UPDATE {adapter.qualify(probe)} SET {sets}", list(row))
+            return adapter.checksum(probe)
+
+        first = before = adapter.checksum(big)
+        assert first.rows == 10_000
+        moved = (0, 0)
+        for n in range(1000):
             i, col = rng.randrange(10_000), rng.randrange(1, len(ROLES))
+            old = row_fingerprint(rows[i])
             rows[i][col] = _mutation(rng, ROLES[col], rows[i][col])
+            new = row_fingerprint(rows[i])
+            assert new.digest != old.digest, f"row {i} column {col} changed to {rows[i][col]!r} went unseen"
+            change = _change(new, old)
+            moved = ((moved[0] + change[0]) % (1 << 64), (moved[1] + change[1]) % (1 << 64))
             adapter.execute(
-                f"UPDATE {adapter.qualify(ref)} SET {adapter.quote(f'c{col}')} = {adapter.paramstyle} "
+                f"UPDATE {adapter.qualify(big)} SET {adapter.quote(f'c{col}')} = {adapter.paramstyle} "
                 f"WHERE {adapter.quote('c0')} = {adapter.paramstyle}",
                 [rows[i][col], i],
             )
-            after = adapter.checksum(ref)
-            assert after.digest not in seen, f"row {i} column {col} changed to {rows[i][col]!r} went unseen"
-            seen.add(after.digest)
+            if n < 100:
+                after = adapter.checksum(big)
+                assert after.digest != before.digest and _change(after, before) == change
+                before = after
+        assert _change(adapter.checksum(big), first) == moved
 
 
 # -- forged snapshots ----------------------------------------------------------------------------
