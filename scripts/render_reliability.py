@@ -86,12 +86,13 @@ Fault points not reached by the loop: {", ".join(missing) if missing else "none"
 | 9: two runs at once, 20 trials, loser checked in the server's general log | `tests/test_server_faults.py` |
 | 10: stale lock after a crash; a paused holder keeps its lock | `tests/test_locks_and_secrets.py` |
 | 11: disk full during the copy (a server with a capped tablespace) | `tests/test_server_faults.py` |
-| 12: a tampered snapshot is refused | `tests/test_verify_diff.py` |
+| 12: a tampered or forged snapshot is refused | `tests/test_verify_diff.py`, `tests/test_fingerprint.py` |
 | 13: hostile identifiers | `tests/test_hostile_names.py`, `tests/test_reliability_figures.py` |
 | 14: bad configuration | `tests/test_bad_input.py`, `tests/test_testing_plan.py` |
 | 15: least privilege, each grant removed in turn | `tests/test_least_privilege.py` |
 | 16: the URL's password in logs, output, catalog, report, `ps` | `tests/test_locks_and_secrets.py` |
 | 17: paired writes during a snapshot: both or neither | `tests/test_server_faults.py` |
+| 26: fingerprint collisions, a CRC32 forgery, 1,000 random mutations; time zone, date style and float digits changed between snapshot and restore | `tests/test_fingerprint.py` |
 
 ## How the invariant is checked
 
@@ -101,6 +102,22 @@ never protected. After `etlguard recover` every protected table must equal its p
 (where the run had finished its audits) its post-run state, the canary must be unchanged, no
 catalog row may be left `creating`, the snapshot schema must hold exactly the verified snapshots,
 `etlguard verify` must pass, and a second `etlguard recover` must report nothing to do.
+
+## What "verified" proves
+
+A snapshot is marked verified only when its copy equals its source at the same instant (MySQL:
+`CHECKSUM TABLE` of both under the copy's `LOCK TABLES`, settled by fingerprints if they differ;
+DuckDB: native `hash()` of both in the copy's transaction; PostgreSQL: fingerprints of both in the
+copy's transaction). The catalog then records the copy's v2 fingerprint: SHA-256 of an injective
+encoding of each row, 128 bits as two sums modulo 2^64, so duplicate rows count and row order does
+not. `verify`, restores and rollbacks recompute it with the algorithm recorded for the snapshot
+(v1, the old separator-joined CRC32/MD5 sums, only for snapshots taken before catalog version 2).
+Every connection pins the session settings that change a value's text (time zone, date and
+interval styles, float digits, bytea output, sql_mode's CHAR padding), so another server time zone,
+PGTZ, PGOPTIONS, a per-role setting or TZ cannot fail a good snapshot. Not covered: someone who can
+write to the snapshot schema and choose many rows can search for a compensating set of row hashes
+(a generalized birthday search on the sum); keep that schema writable by etlguard's role only.
+See docs/architecture.md, "Fingerprint".
 """
 
 

@@ -19,7 +19,6 @@ from ..target import Target
 # re-checked with the algorithm it was recorded with. See docs/architecture.md, "Fingerprint".
 FINGERPRINT = "v2"  # SHA-256 of an unambiguous row encoding; 128 bits as two sums modulo 2^64
 LEGACY_FINGERPRINT = "v1"  # values joined with '#', one 32/64-bit hash summed: snapshots before v2
-FINGERPRINTS = (LEGACY_FINGERPRINT, FINGERPRINT)
 COPY_CHECK = "copy-check"  # an engine checksum, only for comparing a fresh copy with its source
 
 _MOD64 = 1 << 64
