@@ -483,14 +483,15 @@ def _zoned_table(db: Backend, schema: str) -> str:
     tstz, ts, dbl, flt = (TYPES[r][db.kind] for r in ("tstz", "ts", "double", "float"))
     extra = ", span INTERVAL" if db.kind != "mariadb" else ""
     db.sql(
-        f"CREATE TABLE {t} (id INTEGER PRIMARY KEY, at_utc {tstz}, local_at {ts}, x {dbl}, f {flt}{extra})"
+        f"CREATE TABLE {t} (id INTEGER PRIMARY KEY, at_utc {tstz}, local_at {ts}, x {dbl}, f {flt}, "
+        f"code CHAR(8){extra})"
     )
     if db.kind == "mariadb":
         db.sql("SET SESSION time_zone = '+00:00'")
     m = mark_of(db)
     for i, at in enumerate(["2025-10-26 00:30:00", "2025-10-26 01:30:00", "2026-03-29 01:30:00"]):
-        values = [i, at + ("" if db.kind == "mariadb" else "+00"), at, 0.1 * (i + 1), 1234567.0 + i]
-        marks = [m] * 5
+        values = [i, at + ("" if db.kind == "mariadb" else "+00"), at, 0.1 * (i + 1), 1234567.0 + i, "ab"]
+        marks = [m] * 6
         if extra:
             values.append(f"{i} days 03:04:05.5")
             marks.append(f"CAST({m} AS INTERVAL)")
@@ -537,7 +538,8 @@ def test_mariadb_server_time_zone_changes_between_snapshot_and_restore(
     mariadb_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A throwaway server whose system time zone is Europe/Berlin (the DST folds are real
-    there), then moved to +05:30 globally: the snapshot still verifies and restores."""
+    there), then moved to +05:30 globally, with sql_mode padding CHAR values and quoting DDL
+    with double quotes: the snapshot still verifies and restores."""
     from servers import make_server
 
     monkeypatch.setenv("TZ", "Europe/Berlin")
@@ -554,6 +556,9 @@ def test_mariadb_server_time_zone_changes_between_snapshot_and_restore(
         [snap] = guard.snapshot()
         assert snap.verified and snap.fingerprint == FINGERPRINT
         server.sql("SET GLOBAL time_zone = '+05:30'")
+        server.sql(
+            "SET GLOBAL sql_mode = CONCAT(@@GLOBAL.sql_mode, ',PAD_CHAR_TO_FULL_LENGTH,ANSI_QUOTES,NO_TABLE_OPTIONS')"
+        )
         assert [r.ok for r in guard.verify()] == [True]
         db.sql(f"UPDATE {t} SET x = -1")
         result = guard.restore([f"{gold}.events"], latest=True)
