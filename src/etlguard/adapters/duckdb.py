@@ -301,7 +301,8 @@ class DuckDBAdapter(Adapter):
     def _exact_text(self, name: str, kind: str) -> str:
         """A value's text that tells every stored value apart: DOUBLE and FLOAT print their
         shortest exact form (-0.0 included), DECIMAL its scale, TIMESTAMPTZ in the pinned UTC;
-        BLOBs as hex; nested values as JSON (their VARCHAR form does not quote everything)."""
+        BLOBs as hex; nested values as JSON (their VARCHAR form has changed between DuckDB
+        releases; JSON quotes every string)."""
         column = self.quote(name)
         if kind == "BLOB":
             return f"hex({column})"
