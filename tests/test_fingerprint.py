@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from etlguard import ChecksumMismatch, Config
-from etlguard.adapters.base import FINGERPRINT, LEGACY_FINGERPRINT, Adapter, Checksum, adapter_for
+from etlguard.adapters import adapter_for
+from etlguard.adapters.base import FINGERPRINT, LEGACY_FINGERPRINT, Adapter, Checksum
 from etlguard.tables import TableRef
 
 from conftest import BACKENDS, Backend, MariaDBBackend, _one

@@ -4,6 +4,9 @@ AWS Glue Python shell jobs).
 Snapshots are `CREATE TABLE ... LIKE` + `INSERT ... SELECT` (exact structure, unlike CTAS), copied
 under `LOCK TABLES ... READ` so every table of one call shares one consistency point. Restores
 are one multi-pair `RENAME TABLE`, which the server applies atomically: all pairs or none.
+
+Why this module is long: it is the whole MySQL boundary. All of etlguard's MySQL SQL text lives
+here (copies, the fingerprint, swaps, locks, grants), so that no other module speaks MySQL.
 """
 
 from __future__ import annotations
