@@ -1,7 +1,7 @@
 """How well sqlglot and sqlparse split and classify the statements guarded transactions see,
 against etlguard's own tokenizer (etlguard.statements), on the cases of tests/test_transactions.py.
 
-Run: .venv/bin/python benchmarks/sql_splitters.py   (needs `pip install sqlglot sqlparse`)
+Run: .venv/bin/python benchmarks/sql_splitters.py   (needs `pip install -e ".[bench]"`)
 
 Splitting is right when the statement texts match the expected ones (whitespace trimmed); an
 unterminated quote or comment must be an error, not a statement. Classifying is right when the
