@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: all check demo test lint format services dbt reliability clean
+.PHONY: all check demo test lint format services dbt chromium reliability clean
 
 all: check
 
@@ -21,8 +21,9 @@ demo: $(BIN)/.installed
 	scripts/setup-dbt dbt-duckdb
 	$(BIN)/etlguard demo --dbt .venvs/dbt-duckdb/bin/dbt --project examples/warehouse
 
-# Starts MariaDB (installs it if missing), builds the dbt virtualenvs, runs the whole suite.
-test: $(BIN)/.installed services dbt
+# Starts MariaDB (installs it if missing), builds the dbt virtualenvs, installs headless Chromium
+# for the report test, runs the whole suite.
+test: $(BIN)/.installed services dbt chromium
 	$(BIN)/pytest -q
 
 reliability: $(BIN)/.installed services
@@ -33,6 +34,9 @@ services:
 
 dbt:
 	scripts/setup-dbt
+
+chromium:
+	scripts/setup-chromium
 
 # lint-imports checks the layers of docs/architecture.md (contracts in pyproject.toml); CI runs
 # them too, through tests/test_architecture.py.

@@ -98,6 +98,17 @@ class Rig:
         t = self.b.table(self.b.catalog_schema, "snapshots")
         return self.b.sql(f"SELECT id, snapshot_schema, snapshot_table, status FROM {t} WHERE {where}")
 
+    @property
+    def source_schema(self) -> str:
+        return self.b.schema("source")
+
+    def copy_to_source(self) -> None:
+        """Copy the protected pair, as it is now, into a source schema for restore --from."""
+        source = self.b.create_schema("source")
+        for name in ("orders", "order_lines"):
+            live, copy = self.b.table(self.schema, name), self.b.table(source, name)
+            self.b.sql(f"CREATE TABLE {copy} AS SELECT * FROM {live}")
+
     def snapshot_schema_tables(self) -> set[str]:
         return set(self.tables_in(self.b.snapshot_schema))
 

@@ -26,8 +26,8 @@ SCENARIOS: dict[str, list[tuple[str, str]]] = {
     "snapshot.before_finish": [("snapshot", "pre")],
     "restore.after_intent": [("restore", "pre|post"), ("run-fail", "pre")],
     "restore.after_staging": [("restore", "pre|post"), ("run-fail", "pre")],
-    "restore.before_swap": [("restore", "pre|post"), ("run-fail", "pre")],
-    "restore.after_swap": [("restore", "post"), ("run-fail", "pre")],
+    "restore.before_swap": [("restore", "pre|post"), ("run-fail", "pre"), ("restore-from", "pre|post")],
+    "restore.after_swap": [("restore", "post"), ("run-fail", "pre"), ("restore-from", "post")],
     "restore.before_finish": [("restore", "post"), ("run-fail", "pre")],
     "run.after_snapshot": [("run-ok", "pre")],
     "run.during_etl": [("run-slow", "pre")],
@@ -37,6 +37,8 @@ SCENARIOS: dict[str, list[tuple[str, str]]] = {
     "prune.after_intent": [("prune", "pre")],
     "prune.after_drop": [("prune", "pre")],
     "recover.after_step": [("recover", "pre")],
+    "import.after_intent": [("restore-from", "pre")],
+    "import.after_copy": [("restore-from", "pre")],
 }
 CASES = [(point, op, ok) for point, cases in SCENARIOS.items() for op, ok in cases]
 
@@ -57,6 +59,11 @@ def _prepare(rig: Rig, op: str) -> tuple[object, object]:
         rig.run_etl_directly("ok")  # the 'damage' that the restore undoes
         post, pre = pre, rig.state()
         return pre, post
+    if op == "restore-from":  # a pristine copy in another schema stands in for the other server
+        rig.copy_to_source()
+        post = pre
+        rig.run_etl_directly("ok")
+        return rig.state(), post
     if op == "prune":
         for _ in range(3):
             assert rig.etlguard("snapshot").returncode == 0
@@ -71,6 +78,15 @@ def _operate(rig: Rig, op: str, fault: str) -> None:
         "snapshot": ["snapshot"],
         "restore": ["restore", f"{rig.schema}.orders", f"{rig.schema}.order_lines", "--latest"],
         "prune": ["prune"],
+        "restore-from": [
+            "restore",
+            f"{rig.schema}.orders",
+            f"{rig.schema}.order_lines",
+            "--from",
+            rig.b.url,
+            "--schema-map",
+            f"{rig.schema}={rig.source_schema}",
+        ],
         "run-ok": ["run", "--", *rig.etl_command("ok")],
         "run-fail": ["run", "--", *rig.etl_command("fail")],
         "run-slow": ["run", "--", *rig.etl_command("slow")],
@@ -136,7 +152,7 @@ def kill_and_recover(backend: Backend, figures: Figures, point: str, op: str, ac
     allowed = {"pre": [pre], "post": [post], "pre|post": [pre, post]}[acceptable]
     assert state in allowed, f"{point}/{op}: tables are in neither acceptable state"
     rig.assert_clean()
-    if state == pre and op != "restore":
+    if state == pre and op not in ("restore", "restore-from"):
         figures.add("rows_lost", len(before_rows - rig.rows()))
     figures.add(f"invariant_held.{backend.kind}")
     if op == "prune":

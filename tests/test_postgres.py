@@ -108,8 +108,8 @@ RESTORE_CASES = [
     (p, op, ok)
     for p, cases in SCENARIOS.items()
     for op, ok in cases
-    if p.startswith(("restore.", "copy.", "snapshot."))
-    and op in ("restore", "run-fail", "snapshot")
+    if p.startswith(("restore.", "copy.", "snapshot.", "import."))
+    and op in ("restore", "run-fail", "snapshot", "restore-from")
     and (p, op) != ("copy.after_create", "restore")
 ]
 

@@ -13,6 +13,7 @@ import hcl2
 import pytest
 
 from etlguard.metrics import values
+from etlguard.pitr import IAM_ACTIONS
 from etlguard.run import RunResult
 
 MODULE = Path(__file__).resolve().parent.parent / "deploy" / "terraform"
@@ -127,3 +128,21 @@ def test_the_readme_example_parses_and_sets_the_required_variables() -> None:
     required = {name for name, body in variables().items() if "default" not in body}
     assert required <= set(module)
     assert set(module) - {"source"} <= set(variables())
+
+
+def test_the_pitr_policy_grants_what_pitr_calls_and_deletes_only_clones() -> None:
+    [block] = [b for b in load("main.tf")["data"] if "aws_iam_policy_document" in b]
+    doc = block["aws_iam_policy_document"]["etlguard_pitr"]
+    assert doc["count"] == "${var.pitr_cluster_identifier == null ? 0 : 1}"
+    assert variables()["pitr_cluster_identifier"]["default"] is None
+    statements = {s["sid"]: s for s in doc["statement"]}
+    granted = {action for s in statements.values() for action in s["actions"]}
+    assert granted == set(IAM_ACTIONS)  # exactly what etlguard.pitr calls
+    deleting = [s for s in statements.values() if any("Delete" in a for a in s["actions"])]
+    for s in deleting:
+        assert all(":etlguard-pitr-*" in r for r in s["resources"]), s["resources"]
+    assert resources()[("aws_iam_policy", "etlguard_pitr")]["policy"] == (
+        "${data.aws_iam_policy_document.etlguard_pitr[0].json}"
+    )
+    outputs = {name for block in load("outputs.tf")["output"] for name in block}
+    assert "pitr_policy_arn" in outputs

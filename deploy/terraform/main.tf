@@ -85,3 +85,46 @@ resource "aws_cloudwatch_metric_alarm" "glue_job_failure" {
   ok_actions          = local.ok_actions
   tags                = var.tags
 }
+
+# `etlguard pitr`: what the role that runs etlguard may do to make, use and delete a clone of
+# the cluster. Deleting is allowed only for clusters and instances named etlguard-pitr-*, the
+# names etlguard gives its clones, so the role cannot delete the production cluster.
+data "aws_iam_policy_document" "etlguard_pitr" {
+  count = var.pitr_cluster_identifier == null ? 0 : 1
+
+  statement {
+    sid       = "Describe"
+    actions   = ["rds:DescribeDBClusters", "rds:DescribeDBInstances"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid     = "CloneTheCluster"
+    actions = ["rds:RestoreDBClusterToPointInTime", "rds:AddTagsToResource"]
+    resources = [
+      "arn:*:rds:*:*:cluster:${var.pitr_cluster_identifier}",
+      "arn:*:rds:*:*:cluster:etlguard-pitr-*",
+      "arn:*:rds:*:*:subgrp:*",
+    ]
+  }
+
+  statement {
+    sid       = "OneInstanceForTheClone"
+    actions   = ["rds:CreateDBInstance", "rds:AddTagsToResource"]
+    resources = ["arn:*:rds:*:*:db:etlguard-pitr-*", "arn:*:rds:*:*:cluster:etlguard-pitr-*"]
+  }
+
+  statement {
+    sid       = "DeleteOnlyClones"
+    actions   = ["rds:DeleteDBInstance", "rds:DeleteDBCluster"]
+    resources = ["arn:*:rds:*:*:db:etlguard-pitr-*", "arn:*:rds:*:*:cluster:etlguard-pitr-*"]
+  }
+}
+
+resource "aws_iam_policy" "etlguard_pitr" {
+  count       = var.pitr_cluster_identifier == null ? 0 : 1
+  name        = "${local.prefix}-etlguard-pitr"
+  description = "etlguard pitr on ${coalesce(var.pitr_cluster_identifier, "-")}: clone, read, delete only its own clones."
+  policy      = data.aws_iam_policy_document.etlguard_pitr[0].json
+  tags        = var.tags
+}

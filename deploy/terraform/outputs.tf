@@ -13,3 +13,8 @@ output "alarm_arns" {
     { for a in aws_cloudwatch_metric_alarm.glue_job_failure : "glue_job_failure" => a.arn },
   )
 }
+
+output "pitr_policy_arn" {
+  description = "The IAM policy for `etlguard pitr`, when pitr_cluster_identifier is set; attach it to the role that runs etlguard."
+  value       = one(aws_iam_policy.etlguard_pitr[*].arn)
+}

@@ -48,3 +48,9 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "pitr_cluster_identifier" {
+  description = "The Aurora cluster `etlguard pitr --cluster` clones. Set it to create an IAM policy with exactly the permissions pitr needs (attach it to the role that runs etlguard); null leaves it out."
+  type        = string
+  default     = null
+}

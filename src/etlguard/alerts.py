@@ -71,11 +71,14 @@ def compose(config: Config, result: RunResult) -> Message:
     if result.status != "ok" and cause:
         subject += f": {cause}"
     body = "\n".join(_body_lines(config, result))
+    if config.report.url:  # the page of recent runs, when someone publishes it
+        body += f"\nReport: {config.report.url}"
     data = {
         "subject": subject,
         "job_name": config.job_name,
         "outcomes": sorted(outcomes_of(result)),
         "next_step": _next_step(config, result),
+        **({"report_url": config.report.url} if config.report.url else {}),
         **result.as_dict(),
     }
     return Message(secrets.scrub(subject), secrets.scrub(body) + "\n", secrets.scrub_data(data))

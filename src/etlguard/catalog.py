@@ -295,6 +295,15 @@ class Catalog:
         )
         return rows
 
+    def finished_ops(self, op: str) -> list[dict[str, Any]]:
+        """Completed journal entries of one kind, with their payloads: e.g. when prune dropped what."""
+        rows = self.db.select(
+            self.t("journal"), ["id", "op", "state", "finished_at", "payload"], {"op": op}, order_by="id"
+        )
+        for r in rows:
+            r["payload"] = json.loads(r["payload"] or "{}")
+        return [r for r in rows if r["state"] != "started" and r["finished_at"] is not None]
+
     def unfinished(self) -> list[dict[str, Any]]:
         rows = self.db.select(
             self.t("journal"),

@@ -28,6 +28,8 @@ POINTS: tuple[str, ...] = (
     "run.before_close",  # the run record is final; its journal entry is still open
     "prune.after_intent",  # journal written; nothing dropped
     "prune.after_drop",  # a snapshot table dropped; the catalog still lists it
+    "import.after_intent",  # restore --from: journal and 'creating' row written; nothing copied
+    "import.after_copy",  # restore --from: rows copied from the source; not yet verified
     "recover.after_step",  # recover resolved one journal entry and is about to do the next
 )
 

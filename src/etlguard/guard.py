@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import dbt as _dbt
+from . import pitr as _pitr
 from . import restore as _restore
 from .adapters import adapter_for
 from .adapters.base import Adapter, Progress
 from .catalog import Catalog, Snapshot, utcnow
 from .config import STARTER, Config
+from .cost import Cost
 from .drill import DrillReport, run_drill
 from .errors import (
     AuditFailed,
@@ -27,11 +30,14 @@ from .errors import (
 )
 from .grants import check_privileges
 from .recover import Recovery, RecoveryReport
+from .report import ReportData, collect
+from .restore_from import Source, import_tables, matching_columns
 from .retention import PruneDecision
 from .retention import prune as apply_prune
 from .run import GuardedRun, RunResult, guarded_run
 from .snapshot import check_tables, require_table, take_snapshots
 from .tables import TableRef, parse_table
+from .target import Target, parse_target
 from .transaction import guarded_transaction
 
 
@@ -137,7 +143,8 @@ class Guard:
             db.close()
 
     def _refuse_unfinished(self, catalog: Catalog) -> None:
-        pending = catalog.unfinished()
+        # a clone left by a crashed pitr costs money but endangers no table: recover deletes it
+        pending = [p for p in catalog.unfinished() if p["op"] != "pitr"]
         if pending:
             p = pending[0]
             raise UnfinishedOperation(
@@ -249,6 +256,88 @@ class Guard:
                 return _restore.RestoreResult(steps, dry_run=True)
             return _restore.run_restore(db, catalog, steps, self.config.snapshot_schema, self.progress)
 
+    def restore_from(
+        self,
+        tables: Sequence[str | TableRef],
+        url: str | Target,
+        schema_map: Mapping[str, str] | None = None,
+        dry_run: bool = False,
+    ) -> _restore.RestoreResult:
+        """Copy TABLES from another server or schema (`url`), verify each copy by fingerprint
+        against the source, and swap them in atomically like any restore."""
+        refs = [t if isinstance(t, TableRef) else parse_table(t) for t in tables]
+        if not refs:
+            raise ConfigError("name the tables to restore from the other server")
+        source_target = url if isinstance(url, Target) else parse_target(url)
+        source_db = adapter_for(source_target, self.config.lock_wait_seconds)
+        with self.session("restore") as (db, catalog):
+            if source_db.name != db.name:
+                raise ConfigError(f"--from must be a {db.name} server like the target, not {source_db.name}")
+            check_privileges(db, refs, self.config.snapshot_schema, self.config.catalog_schema, swaps=True)
+            try:
+                source_db.connect()
+                source = Source(source_db, source_db.target.redacted, dict(schema_map or {}))
+                if dry_run:
+                    return self._plan_from(db, catalog, source, refs)
+                chosen = import_tables(db, catalog, source, refs, self.config.snapshot_schema, self.progress)
+            finally:
+                source_db.close()
+            steps = _restore.plan_restore(db, catalog, chosen, self.config.snapshot_schema)
+            return _restore.run_restore(db, catalog, steps, self.config.snapshot_schema, self.progress)
+
+    def pitr(
+        self,
+        tables: Sequence[str | TableRef],
+        when: dt.datetime | None,
+        cluster: str,
+        keep_clone: bool = False,
+        instance_class: str = _pitr.DEFAULT_INSTANCE_CLASS,
+        region: str | None = None,
+        schema_map: Mapping[str, str] | None = None,
+        echo: Callable[[str], None] | None = None,
+        rds: Any = None,
+        clone_target: Callable[[_pitr.Endpoint], Target] | None = None,
+    ) -> _restore.RestoreResult:
+        """Restore a clone of `cluster` at `when` (None: a copy-on-write clone of the latest
+        restorable time), copy TABLES from it with
+        restore_from, and delete the clone (after a failure or Ctrl-C too). The clone is
+        journaled first, so `recover` deletes one that a crash left behind. `clone_target`
+        turns the clone's endpoint into the URL to read (default: the target's, at that host)."""
+        say = echo or (lambda _m: None)
+        clone = _pitr.new_clone(cluster, region)
+        rds = rds if rds is not None else _pitr.rds_client(region)
+        entry = self._journal("pitr", clone.as_payload())
+        try:
+            with _pitr.running_clone(rds, clone, when, instance_class, say, keep_clone) as endpoint:
+                source = clone_target(endpoint) if clone_target else self._at(endpoint)
+                result = self.restore_from(tables, source, schema_map)
+        except BaseException:
+            if not keep_clone:
+                _pitr.delete_clone(rds, clone)  # idempotent; if it raises, recover will retry
+            self._close_journal(entry, "failed")
+            raise
+        self._close_journal(entry, "kept" if keep_clone else "done")
+        return result
+
+    def _at(self, endpoint: _pitr.Endpoint) -> Target:
+        return dataclasses.replace(self.config.target, host=endpoint.host, port=endpoint.port)
+
+    def _journal(self, op: str, payload: dict[str, Any]) -> int:
+        with self.session(op, check_journal=False) as (_, catalog):
+            return catalog.begin(op, payload)
+
+    def _close_journal(self, entry: int, state: str) -> None:
+        with self.session("journal", check_journal=False) as (_, catalog):
+            catalog.finish(entry, state)
+
+    def _plan_from(
+        self, db: Adapter, catalog: Catalog, source: Source, refs: list[TableRef]
+    ) -> _restore.RestoreResult:
+        """A dry run checks both sides (tables exist, columns match) and copies nothing."""
+        for ref in refs:
+            matching_columns(db, source, ref)
+        return _restore.RestoreResult([], dry_run=True)
+
     def verify(self, tables: Sequence[str | TableRef] = ()) -> list[VerifyResult]:
         refs = {t if isinstance(t, TableRef) else parse_table(t) for t in tables}
         with self.session("verify", lock=False, check_journal=False) as (db, catalog):
@@ -340,6 +429,15 @@ class Guard:
         if run_id is not None and not rows:
             raise ConfigError(f"no run {run_id}; list runs with `etlguard runs`")
         return rows
+
+    def report(self, since_days: float | None = None) -> ReportData:
+        """What `etlguard report` renders: runs, table histories and the measured cost."""
+        with self.session("report", lock=False, check_journal=False) as (_, catalog):
+            return collect(catalog, self.config.target.redacted, self.config.report.prices, since_days)
+
+    def cost(self, since_days: float | None = None) -> Cost:
+        """The storage held by snapshots, the time they add to a night, and a monthly projection."""
+        return self.report(since_days).cost
 
     def prune(self, dry_run: bool = False, now: dt.datetime | None = None) -> list[PruneDecision]:
         with self.session("prune") as (db, catalog):

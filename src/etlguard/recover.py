@@ -52,6 +52,7 @@ class Recovery:
             "rollback": self._restore,
             "prune": self._prune,
             "run": self._run,
+            "pitr": self._pitr,
         }
         for entry in ordered:
             if dry_run:
@@ -75,6 +76,16 @@ class Recovery:
             return False
         self.db.drop_table(ref)
         return True
+
+    # -- pitr: delete the clone a crash left behind (it holds no protected table) ---------------
+    def _pitr(self, entry: dict[str, Any]) -> str:
+        from .pitr import Clone, delete_clone, rds_client
+
+        p = entry["payload"]
+        clone = Clone(p["clone_cluster"], p["clone_instance"], p["source"], p.get("region"))
+        deleted = delete_clone(rds_client(clone.region), clone)
+        self.catalog.finish(entry["id"], "recovered")
+        return f"deleted clone {', '.join(deleted)}" if deleted else f"clone {clone.cluster} was already gone"
 
     # -- snapshot: keep what was verified, drop what was half made ------------------------------
     def _snapshot(self, entry: dict[str, Any]) -> str:

@@ -63,6 +63,7 @@ class RunResult:
     message: str = ""
     recovery_command: str | None = None
     snapshot_seconds: float = 0.0
+    audit_seconds: float = 0.0
     rollback_seconds: float = 0.0
     total_seconds: float = 0.0
     snapshot_bytes: int = 0
@@ -103,6 +104,7 @@ class RunResult:
             "recovery_command": self.recovery_command,
             "snapshot_seconds": round(self.snapshot_seconds, 3),
             "snapshot_bytes": self.snapshot_bytes,
+            "audit_seconds": round(self.audit_seconds, 3),
             "rollback_seconds": round(self.rollback_seconds, 3),
             "total_seconds": round(self.total_seconds, 3),
             "notes": self.notes,
@@ -241,10 +243,12 @@ class GuardedRun:
             self.release()
 
     def _audit(self) -> list[str]:
+        began = time.monotonic()  # timed so the report can show what the audits add to a night
         reasons = self._dbt_audit()
         before = {s.table: s.row_count or 0 for s in self.snapshots}
         self.result.audits = _audits.run_audits(self.db, self.config.audits, before)
         reasons += [str(a) for a in self.result.failed_audits]
+        self.result.audit_seconds = time.monotonic() - began
         return reasons
 
     def _etl_failure(self, failure: str) -> list[str]:

@@ -246,6 +246,27 @@ class Adapter:
             f"ALTER TABLE {self.qualify(table)} ADD COLUMN {self.quote(column)} {self.column_types[kind]}"
         )
 
+    # -- copying between servers (restore --from): rows stream, memory stays flat ----------------
+    def create_like(self, dest: TableRef, source: TableRef) -> None:
+        """An empty table with `source`'s structure, on this server."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def consistent_read(self) -> Iterator[None]:
+        """One read snapshot for what runs inside: a checksum and the rows streamed after it
+        describe the same state, even while the source is being written to."""
+        raise NotImplementedError
+        yield
+
+    def stream_rows(
+        self, ref: TableRef, columns: Sequence[str], batch: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Every row of `ref`, `batch` at a time, through a server-side cursor."""
+        raise NotImplementedError
+
+    def insert_rows(self, ref: TableRef, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
     def drop_table(self, ref: TableRef) -> None:
         self.execute(f"DROP TABLE IF EXISTS {self.qualify(ref)}")
 

@@ -265,6 +265,38 @@ class DuckDBAdapter(Adapter):
             f"INSERT INTO {self.qualify(dest)} ({cols}) SELECT {cols} FROM {self.qualify(source)}"
         )
 
+    def create_like(self, dest: TableRef, source: TableRef) -> None:
+        self.create_from_structure(dest, self.structure(source), with_indexes=False)
+
+    @contextlib.contextmanager
+    def consistent_read(self) -> Iterator[None]:
+        with self.transaction():
+            yield
+
+    def stream_rows(
+        self, ref: TableRef, columns: Sequence[str], batch: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        cols = ", ".join(self.quote(c) for c in columns)
+        self.connect()
+        assert self.conn is not None
+        try:
+            cur = self.conn.cursor()  # its own result, so the connection stays usable meanwhile
+            cur.execute(f"SELECT {cols} FROM {self.qualify(ref)}")
+            while rows := cur.fetchmany(batch):
+                yield list(rows)
+        except duckdb.Error as exc:
+            raise DatabaseError(f"duckdb error: {str(exc).splitlines()[0]}") from exc
+
+    def insert_rows(self, ref: TableRef, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        cols = ", ".join(self.quote(c) for c in columns)
+        marks = ", ".join(["?"] * len(columns))
+        try:
+            self.connect()
+            assert self.conn is not None
+            self.conn.executemany(f"INSERT INTO {self.qualify(ref)} ({cols}) VALUES ({marks})", list(rows))
+        except duckdb.Error as exc:
+            raise DatabaseError(f"duckdb error: {str(exc).splitlines()[0]}") from exc
+
     def copy_check(self, ref: TableRef) -> Checksum:
         """DuckDB's native hash() over every column, with two seeds: 20-40x cheaper than the
         fingerprint. Good enough to show that a copy made in the same transaction equals its

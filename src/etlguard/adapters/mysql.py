@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 import pymysql
+import pymysql.cursors
 
 from ..errors import EtlguardError, LockHeld, TargetError
 from ..faults import fault
@@ -373,6 +374,42 @@ class MySQLAdapter(Adapter):
             0
         ]
         return Checksum(int(count), str(int(total)), LEGACY_FINGERPRINT)
+
+    def create_like(self, dest: TableRef, source: TableRef) -> None:
+        self.execute(f"CREATE TABLE {self.qualify(dest)} LIKE {self.qualify(source)}")
+
+    @contextlib.contextmanager
+    def consistent_read(self) -> Iterator[None]:
+        self.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(EtlguardError):
+                self.execute("COMMIT")
+
+    def stream_rows(
+        self, ref: TableRef, columns: Sequence[str], batch: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        cols = ", ".join(self.quote(c) for c in columns)
+        if self.conn is None:
+            self.connect()
+        assert self.conn is not None
+        try:
+            with self.conn.cursor(pymysql.cursors.SSCursor) as cur:  # rows arrive as they are read
+                cur.execute(f"SELECT {cols} FROM {self.qualify(ref)}")
+                while rows := cur.fetchmany(batch):
+                    yield list(rows)
+        except pymysql.err.Error as exc:
+            raise self._translate(exc) from exc
+
+    def insert_rows(self, ref: TableRef, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        cols = ", ".join(self.quote(c) for c in columns)
+        marks = ", ".join(["%s"] * len(columns))
+        try:
+            with self._cursor() as cur:  # PyMySQL sends this as multi-row INSERTs
+                cur.executemany(f"INSERT INTO {self.qualify(ref)} ({cols}) VALUES ({marks})", rows)
+        except pymysql.err.Error as exc:
+            raise self._translate(exc) from exc
 
     def swap(self, swaps: Sequence[Swap]) -> None:
         pairs = []

@@ -300,6 +300,42 @@ class PostgresAdapter(Adapter):
         ]
         return Checksum(int(count), str(int(total)), LEGACY_FINGERPRINT)
 
+    def create_like(self, dest: TableRef, source: TableRef) -> None:
+        self.execute(f"CREATE TABLE {self.qualify(dest)} (LIKE {self.qualify(source)} INCLUDING ALL)")
+
+    @contextlib.contextmanager
+    def consistent_read(self) -> Iterator[None]:
+        self.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                self.execute("COMMIT")
+
+    def stream_rows(
+        self, ref: TableRef, columns: Sequence[str], batch: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        cols = ", ".join(self.quote(c) for c in columns)
+        self.connect()
+        try:  # a named cursor is a server-side cursor; it lives in consistent_read's transaction
+            with self.conn.cursor(name="etlguard_stream") as cur:
+                cur.itersize = batch
+                cur.execute(f"SELECT {cols} FROM {self.qualify(ref)}")
+                while rows := cur.fetchmany(batch):
+                    yield list(rows)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
+    def insert_rows(self, ref: TableRef, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+        cols = ", ".join(self.quote(c) for c in columns)
+        self.connect()
+        try:
+            with self.conn.cursor() as cur, cur.copy(f"COPY {self.qualify(ref)} ({cols}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
     def swap(self, swaps: Sequence[Swap]) -> None:
         """Refill each live table from its verified snapshot, all in one transaction."""
         self.execute("BEGIN")

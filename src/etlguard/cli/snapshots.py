@@ -1,5 +1,5 @@
-"""Commands on snapshots and tables: init, snapshot, snapshots, restore, verify, diff, prune,
-recover, and the demo tour."""
+"""Commands on snapshots and tables: init, snapshot, snapshots, restore (also --from another
+server), pitr, verify, diff, prune, recover, and the demo tour."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from ..config.env import interpolate
 from ..errors import EtlguardError
 from ..guard import Guard
+from ..pitr import DEFAULT_INSTANCE_CLASS, parse_when
+from ..restore_from import parse_schema_map
 from .app import (
     command,
     config_option,
     emit_json,
+    err,
     guard_for,
     json_option,
     out,
@@ -100,6 +104,7 @@ def snapshots_cmd(config_path: Path | None, as_json: bool, include_deleted: bool
   etlguard restore gold.daily_activity_summary --as-of "2026-02-03 06:00"
   etlguard restore gold.moveouts gold.moveout_notices --latest --dry-run
   etlguard restore --snapshot 41 --snapshot 42       # tables come from the snapshots
+  etlguard restore gold.moveouts --from 'mysql+pymysql://etl:${DB_PASSWORD}@clone.example:3306'
 """,
 )
 @config_option
@@ -114,6 +119,18 @@ def snapshots_cmd(config_path: Path | None, as_json: bool, include_deleted: bool
     "as_of",
     help="The newest verified snapshot taken at or before TIME (local time unless an offset is given).",
 )
+@click.option(
+    "--from",
+    "source_url",
+    metavar="URL",
+    help="Copy the tables from this server or database instead (a clone, a replica); ${VAR} is read from the environment.",
+)
+@click.option(
+    "--schema-map",
+    multiple=True,
+    metavar="TARGET=SOURCE",
+    help="With --from: the source keeps target schema TARGET under the name SOURCE.",
+)
 @click.option("--dry-run", is_flag=True, help="Show what would be restored; change nothing.")
 def restore_cmd(
     config_path: Path | None,
@@ -122,13 +139,26 @@ def restore_cmd(
     snapshot_ids: tuple[int, ...],
     latest: bool,
     as_of: str | None,
+    source_url: str | None,
+    schema_map: tuple[str, ...],
     dry_run: bool,
 ) -> None:
     """Put TABLES back to a snapshot, all in one atomic swap. The replaced tables are kept as
-    snapshots of kind 'displaced', so a restore can be undone the same way."""
+    snapshots of kind 'displaced', so a restore can be undone the same way. With --from, the
+    tables are streamed from another server, verified against it, and swapped in the same way."""
     guard = guard_for(config_path)
-    with progress_bar(guard, "staging", not as_json):
-        result = guard.restore(tables, snapshot_ids, latest, parse_time(as_of) if as_of else None, dry_run)
+    with progress_bar(guard, "copying" if source_url else "staging", not as_json):
+        if source_url:
+            if snapshot_ids or latest or as_of:
+                raise click.UsageError(
+                    "--from copies from another server; leave out --snapshot, --latest and --as-of"
+                )
+            url = interpolate(source_url, "--from")
+            result = guard.restore_from(tables, url, parse_schema_map(schema_map), dry_run)
+        else:
+            result = guard.restore(
+                tables, snapshot_ids, latest, parse_time(as_of) if as_of else None, dry_run
+            )
     if as_json:
         emit_json(result.as_dict())
         return
@@ -297,3 +327,71 @@ def recover_cmd(config_path: Path | None, dry_run: bool) -> None:
         out.print(action, markup=False)
     if report.nothing_to_do:
         out.print("nothing to recover")
+
+
+# -- point-in-time recovery of single tables ------------------------------------------------------
+
+
+@command(
+    "pitr",
+    """
+  etlguard pitr gold.moveouts --time 2026-02-03T06:00:00Z --cluster prod-aurora
+  etlguard pitr gold.moveouts --time latest --cluster prod-aurora    # a copy-on-write clone
+  etlguard pitr gold.moveouts gold.moveout_notices --time "2026-02-03 06:00" --cluster prod-aurora --keep-clone
+""",
+)
+@config_option
+@json_option
+@click.argument("tables", nargs=-1, required=True)
+@click.option(
+    "--time",
+    "when",
+    required=True,
+    help="Restore the tables as they were at this time (UTC unless an offset is given).",
+)
+@click.option("--cluster", required=True, help="The Aurora cluster identifier of the target.")
+@click.option("--keep-clone", is_flag=True, help="Keep the clone afterwards (you delete it).")
+@click.option(
+    "--instance-class", default=DEFAULT_INSTANCE_CLASS, show_default=True, help="The clone's one instance."
+)
+@click.option("--region", default=None, help="AWS region (default: the AWS configuration's).")
+@click.option(
+    "--schema-map", multiple=True, metavar="TARGET=SOURCE", help="The clone keeps schema TARGET as SOURCE."
+)
+def pitr_cmd(
+    config_path: Path | None,
+    as_json: bool,
+    tables: tuple[str, ...],
+    when: str,
+    cluster: str,
+    keep_clone: bool,
+    instance_class: str,
+    region: str | None,
+    schema_map: tuple[str, ...],
+) -> None:
+    """Point-in-time recovery of single tables on Aurora: restore a clone of the cluster at TIME
+    (copy-on-write for 'latest'; RDS clones no other time), copy TABLES from it (verified, one atomic swap, replaced tables kept), and
+    delete the clone, also after a failure or Ctrl-C. `etlguard recover` deletes a clone a crash left."""
+
+    def echo(message: str) -> None:
+        err.print(f"etlguard: {message}", markup=False)
+
+    guard = guard_for(config_path)
+    result = guard.pitr(
+        tables,
+        parse_when(when),
+        cluster,
+        keep_clone,
+        instance_class,
+        region,
+        parse_schema_map(schema_map),
+        echo,
+    )
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    for step in result.steps:
+        out.print(
+            f"restored {step.table} from {cluster} as of {when} ({step.snapshot.row_count:,} rows)",
+            markup=False,
+        )

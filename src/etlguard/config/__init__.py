@@ -27,6 +27,7 @@ from . import schema
 from .env import MIN_SECRET, interpolate
 from .notify import AlertSettings, MetricSettings, Secrets, build_alerts, build_metrics
 from .problems import one_line
+from .report import Prices, ReportSettings
 
 DEFAULT_FILE = "etlguard.yml"
 
@@ -52,6 +53,7 @@ class Config:
     job_name: str = "etlguard"
     alerts: AlertSettings = field(default_factory=AlertSettings)
     metrics: MetricSettings = field(default_factory=MetricSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
     path: Path | None = None
 
     @property
@@ -133,6 +135,7 @@ def build(parsed: schema.ConfigFile, path: Path | None = None) -> Config:
         job_name=parsed.job_name or "etlguard",
         alerts=build_alerts(parsed.alerts),
         metrics=build_metrics(parsed.metrics),
+        report=ReportSettings(parsed.report.url, Prices(**parsed.report.prices.model_dump())),
         path=path,
     )
 

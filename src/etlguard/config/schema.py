@@ -169,6 +169,21 @@ class Metrics(Section):
     timeout_seconds: float = Field(10.0, gt=0)
 
 
+class Prices(Section):
+    """USD, for the monthly cost `etlguard cost` projects. Defaults: Aurora Standard."""
+
+    storage_gb_month: float = Field(0.10, ge=0, description="Storage, per GB-month.")
+    io_per_million: float = Field(0.20, ge=0, description="I/O, per million requests.")
+    runs_per_month: float = Field(30.0, ge=0)
+
+
+class Report(Section):
+    url: str | None = Field(
+        None, min_length=1, description="Where the report is published; alerts link to it."
+    )
+    prices: Prices = Prices()
+
+
 class ConfigFile(Section):
     """etlguard.yml. `target` may be left out when ETLGUARD_URL gives it."""
 
@@ -192,6 +207,7 @@ class ConfigFile(Section):
     job_name: str | None = Field(None, min_length=1, max_length=255, pattern=r"\S")
     alerts: Alerts | None = None
     metrics: Metrics | None = None
+    report: Report = Report()
 
 
 # One-line errors for the constraints whose bare wording would not say what to write instead.
