@@ -18,7 +18,7 @@ from moto import mock_aws
 
 from etlguard import Guard
 from etlguard.errors import ConfigError, EtlguardError
-from etlguard.pitr import Endpoint, _create, new_clone, parse_when
+from etlguard.pitr import Endpoint, _create, journal_clone, new_clone, parse_when
 from etlguard.target import Target, parse_target
 
 from conftest import Backend
@@ -164,7 +164,7 @@ def test_recover_deletes_a_clone_left_by_a_crash(rds: Any, scene: tuple[Guard, s
     written before the clone was asked for, and the clone itself, with nothing cleaning up."""
     guard, live, _, _ = scene
     clone = new_clone(CLUSTER, None)
-    guard._journal("pitr", clone.as_payload())  # the state a crash leaves
+    journal_clone(guard, clone)  # the state a crash leaves
     [source] = rds.describe_db_clusters(DBClusterIdentifier=CLUSTER)["DBClusters"]
     _create(rds, clone, source, None, "db.r6g.large")
     assert sorted(clusters(rds)) == sorted([CLUSTER, clone.cluster]) and instances(rds) == [clone.instance]

@@ -21,7 +21,7 @@ from etlguard import Guard
 from etlguard.alerts import compose
 from etlguard.cost import GIB, io_requests
 from etlguard.errors import EXIT_AUDIT_FAILED, EXIT_ETL_FAILED, EXIT_OK, EXIT_USAGE
-from etlguard.report import publish, render_html
+from etlguard.report import render_html, write_report
 
 from chromium import open_page
 from conftest import Backend
@@ -198,7 +198,7 @@ def test_the_report_can_be_written_to_s3(nights: Nights, monkeypatch: pytest.Mon
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="ops-reports")
-        assert publish(page, "s3://ops-reports/etl/nightly.html") == "s3://ops-reports/etl/nightly.html"
+        assert write_report(page, "s3://ops-reports/etl/nightly.html") == "s3://ops-reports/etl/nightly.html"
         stored = s3.get_object(Bucket="ops-reports", Key="etl/nightly.html")
         assert stored["Body"].read().decode() == page
         assert stored["ContentType"] == "text/html; charset=utf-8"
@@ -209,7 +209,7 @@ def test_the_report_can_be_written_to_s3(nights: Nights, monkeypatch: pytest.Mon
     [
         (
             {"prices": {"storage_gb_month": -1}},
-            "config key 'report.prices.storage_gb_month' must be a number of at least 0, not -1",
+            "config key 'report.prices.storage_gb_month' must be at least 0, not -1",
         ),
         (
             {"prices": {"storage": 1}},

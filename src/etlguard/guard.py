@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -299,36 +298,11 @@ class Guard:
         clone_target: Callable[[_pitr.Endpoint], Target] | None = None,
     ) -> _restore.RestoreResult:
         """Restore a clone of `cluster` at `when` (None: a copy-on-write clone of the latest
-        restorable time), copy TABLES from it with
-        restore_from, and delete the clone (after a failure or Ctrl-C too). The clone is
-        journaled first, so `recover` deletes one that a crash left behind. `clone_target`
-        turns the clone's endpoint into the URL to read (default: the target's, at that host)."""
-        say = echo or (lambda _m: None)
-        clone = _pitr.new_clone(cluster, region)
-        rds = rds if rds is not None else _pitr.rds_client(region)
-        entry = self._journal("pitr", clone.as_payload())
-        try:
-            with _pitr.running_clone(rds, clone, when, instance_class, say, keep_clone) as endpoint:
-                source = clone_target(endpoint) if clone_target else self._at(endpoint)
-                result = self.restore_from(tables, source, schema_map)
-        except BaseException:
-            if not keep_clone:
-                _pitr.delete_clone(rds, clone)  # idempotent; if it raises, recover will retry
-            self._close_journal(entry, "failed")
-            raise
-        self._close_journal(entry, "kept" if keep_clone else "done")
-        return result
-
-    def _at(self, endpoint: _pitr.Endpoint) -> Target:
-        return dataclasses.replace(self.config.target, host=endpoint.host, port=endpoint.port)
-
-    def _journal(self, op: str, payload: dict[str, Any]) -> int:
-        with self.session(op, check_journal=False) as (_, catalog):
-            return catalog.begin(op, payload)
-
-    def _close_journal(self, entry: int, state: str) -> None:
-        with self.session("journal", check_journal=False) as (_, catalog):
-            catalog.finish(entry, state)
+        restorable time), copy TABLES from it with restore_from, and delete the clone (after a
+        failure or Ctrl-C too); see pitr.py. `clone_target` turns the clone's endpoint into the
+        target to read (default: the target's user and password at the clone's host)."""
+        options = _pitr.Options(keep_clone, instance_class, region, echo, rds, clone_target)
+        return _pitr.point_in_time_restore(self, tables, when, cluster, schema_map, options)
 
     def _plan_from(
         self, db: Adapter, catalog: Catalog, source: Source, refs: list[TableRef]

@@ -11,15 +11,22 @@ it is created, so `etlguard recover` deletes a clone that a crash left behind.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, EtlguardError
+from .tables import TableRef
+from .target import Target
+
+if TYPE_CHECKING:
+    from .guard import Guard
+    from .restore import RestoreResult
 
 Echo = Callable[[str], None]
 DEFAULT_INSTANCE_CLASS = "db.r6g.large"
@@ -55,6 +62,58 @@ class Clone:
 class Endpoint:
     host: str
     port: int
+
+
+@dataclass(frozen=True)
+class Options:
+    keep_clone: bool = False
+    instance_class: str = DEFAULT_INSTANCE_CLASS
+    region: str | None = None
+    echo: Echo | None = None
+    rds: Any = None  # a boto3 RDS client; made for `region` when None
+    clone_target: Callable[[Endpoint], Target] | None = None
+
+
+def point_in_time_restore(
+    guard: Guard,
+    tables: Sequence[str | TableRef],
+    when: dt.datetime | None,
+    cluster: str,
+    schema_map: Mapping[str, str] | None,
+    options: Options,
+) -> RestoreResult:
+    """Journal the clone, make it, restore --from it, delete it; the journal entry stays open
+    only if a crash (or a failed delete) leaves a clone behind, for `recover` to delete."""
+    say = options.echo or (lambda _m: None)
+    clone = new_clone(cluster, options.region)
+    rds = options.rds if options.rds is not None else rds_client(options.region)
+    entry = journal_clone(guard, clone)
+    try:
+        with running_clone(rds, clone, when, options.instance_class, say, options.keep_clone) as endpoint:
+            source = options.clone_target(endpoint) if options.clone_target else _at(guard, endpoint)
+            result = guard.restore_from(tables, source, schema_map)
+    except BaseException:
+        if not options.keep_clone:
+            delete_clone(rds, clone)  # idempotent; if it raises, the entry stays open for recover
+        _close(guard, entry, "failed")
+        raise
+    _close(guard, entry, "kept" if options.keep_clone else "done")
+    return result
+
+
+def journal_clone(guard: Guard, clone: Clone) -> int:
+    """Write the clone's names to the journal before it exists."""
+    with guard.session("pitr", check_journal=False) as (_, catalog):
+        return catalog.begin("pitr", clone.as_payload())
+
+
+def _close(guard: Guard, entry: int, state: str) -> None:
+    with guard.session("pitr", check_journal=False) as (_, catalog):
+        catalog.finish(entry, state)
+
+
+def _at(guard: Guard, endpoint: Endpoint) -> Target:
+    return dataclasses.replace(guard.config.target, host=endpoint.host, port=endpoint.port)
 
 
 def new_clone(source: str, region: str | None) -> Clone:
@@ -97,7 +156,7 @@ def running_clone(
     try:
         source = _describe_source(rds, clone.source, when)
         _create(rds, clone, source, when, instance_class)
-        echo(f"restoring clone {clone.cluster} of {clone.source} to {_at(when)}")
+        echo(f"restoring clone {clone.cluster} of {clone.source} to {_point(when)}")
         yield _wait(rds, clone, echo, poll)
     finally:
         if keep:
@@ -109,7 +168,7 @@ def running_clone(
             echo(f"deleted clone {clone.cluster}")
 
 
-def _at(when: dt.datetime | None) -> str:
+def _point(when: dt.datetime | None) -> str:
     return "the latest restorable time (copy-on-write)" if when is None else f"{when:%Y-%m-%d %H:%M:%S} UTC"
 
 
@@ -221,4 +280,15 @@ def _aws(call: Callable[..., Any], **kwargs: Any) -> Any:
         raise EtlguardError(f"AWS call failed: {exc}") from exc
 
 
-__all__ = ["IAM_ACTIONS", "Clone", "Endpoint", "delete_clone", "new_clone", "parse_when", "running_clone"]
+__all__ = [
+    "IAM_ACTIONS",
+    "Clone",
+    "Endpoint",
+    "Options",
+    "delete_clone",
+    "journal_clone",
+    "new_clone",
+    "parse_when",
+    "point_in_time_restore",
+    "running_clone",
+]

@@ -100,7 +100,7 @@ def phase_seconds(run: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def publish(page: str, dest: str) -> str:
+def write_report(page: str, dest: str) -> str:
     """Write the page to a file or to s3://bucket/key; return where it went."""
     if dest.startswith("s3://"):
         return _put_s3(page, dest)
@@ -368,6 +368,6 @@ __all__ = [
     "ReportData",
     "TableHistory",
     "collect",
-    "publish",
     "render_html",
+    "write_report",
 ]

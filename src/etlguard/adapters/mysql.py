@@ -391,8 +391,7 @@ class MySQLAdapter(Adapter):
         self, ref: TableRef, columns: Sequence[str], batch: int
     ) -> Iterator[list[tuple[Any, ...]]]:
         cols = ", ".join(self.quote(c) for c in columns)
-        if self.conn is None:
-            self.connect()
+        self.connect()
         assert self.conn is not None
         try:
             with self.conn.cursor(pymysql.cursors.SSCursor) as cur:  # rows arrive as they are read

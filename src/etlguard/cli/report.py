@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..report import publish, render_html
+from ..report import render_html, write_report
 from .app import command, config_option, emit_json, guard_for, json_option, out, size_text
 
 # -- seeing the runs: report and cost ---------------------------------------------------------------
@@ -36,7 +36,7 @@ since_option = click.option(
 def report_cmd(config_path: Path | None, dest: str, since_days: float | None) -> None:
     """Write one self-contained HTML page (no network, readable on a phone): the runs with their
     duration split and rollbacks, each protected table's history, and the measured cost."""
-    where = publish(render_html(guard_for(config_path).report(since_days)), dest)
+    where = write_report(render_html(guard_for(config_path).report(since_days)), dest)
     out.print(f"report written to {where}", markup=False)
 
 
