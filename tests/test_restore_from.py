@@ -183,3 +183,39 @@ def _snapshots(capsys: pytest.CaptureFixture[str], config: Path) -> list[dict[st
     listed = cli(capsys, "snapshots", "-c", config, "--json", "--all")
     assert listed.code == 0, listed.err
     return list(json.loads(listed.out))
+
+
+def test_a_copy_that_fails_midway_leaves_nothing_behind(
+    maria: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema, _ = _hostile(maria)
+    source = maria.create_schema("wide")
+    wide = maria.table(source, HOSTILE_TABLE)  # same columns, but a note the live table cannot hold
+    maria.sql(f"CREATE TABLE {wide} (id INTEGER PRIMARY KEY, amount DECIMAL(12,2), note VARCHAR(200))")
+    maria.sql(f"INSERT INTO {wide} VALUES (1, 1.25, 'fits'), (2, 2.25, '{'x' * 150}')")
+    config = maria.write_config(tmp_path / "etlguard.yml", [])
+    before = maria.golden(schema, HOSTILE_TABLE)
+
+    result = cli(
+        capsys,
+        "restore",
+        "-c",
+        config,
+        f"{schema}.{HOSTILE_TABLE}",
+        "--from",
+        maria.url,
+        "--schema-map",
+        f"{schema}={source}",
+    )
+
+    assert result.code != 0 and result.err.startswith("etlguard: error:") and result.err.count("\n") == 1
+    assert maria.golden(schema, HOSTILE_TABLE) == before
+    assert (
+        maria.sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            [maria.snapshot_schema],
+        )
+        == []
+    )
+    assert [s["status"] for s in _snapshots(capsys, config)] == ["failed"]
+    assert cli(capsys, "recover", "-c", config).out.strip().endswith("nothing to recover")

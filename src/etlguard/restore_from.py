@@ -10,12 +10,13 @@ the displaced tables. The copy is journaled as a snapshot, so `recover` drops a 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .adapters.base import Adapter, Progress
+from .adapters.base import Adapter, Checksum, Progress
 from .catalog import Catalog, Snapshot, utcnow
-from .errors import ChecksumMismatch, ConfigError
+from .errors import ChecksumMismatch, ConfigError, EtlguardError
 from .faults import fault
 from .snapshot import require_table, snapshot_name
 from .tables import TableRef
@@ -87,24 +88,40 @@ def _import_one(
         "snapshot", {"snapshots": [{"id": snap.id, "snapshot": [snap.snapshot.schema, snap.snapshot.name]}]}
     )
     fault("import.after_intent")
-    db.create_like(snap.snapshot, live)
-    remote = source.table(live)
-    with source.db.consistent_read():
-        expected = source.db.checksum(remote)
-        for rows in source.db.stream_rows(remote, columns, BATCH_ROWS):
-            db.insert_rows(snap.snapshot, columns, rows)
-            if progress:
-                progress(live, len(rows))
-    fault("import.after_copy")
-    actual = db.checksum(snap.snapshot)
+    try:
+        expected, actual = _copy(db, source, live, snap.snapshot, columns, progress)
+    except BaseException:  # a source gone mid-copy, Ctrl-C: remove the half copy, keep the error
+        with contextlib.suppress(EtlguardError):
+            _abandon(db, catalog, snap, entry)
+        raise
     if (actual.rows, actual.digest) != (expected.rows, expected.digest):
-        db.drop_table(snap.snapshot)
-        catalog.update_snapshot(snap.id, status="failed")
-        catalog.finish(entry, "failed")
+        _abandon(db, catalog, snap, entry)
         raise ChecksumMismatch(str(live), snap.id, str(expected), str(actual))
     _verified(db, catalog, snap, actual.rows, actual.digest)
     catalog.finish(entry)
     return snap
+
+
+def _copy(
+    db: Adapter, source: Source, live: TableRef, dest: TableRef, columns: list[str], progress: Progress | None
+) -> tuple[Checksum, Checksum]:
+    """Stream the rows; return the source's fingerprint (read at the same point) and the copy's."""
+    db.create_like(dest, live)
+    remote = source.table(live)
+    with source.db.consistent_read():
+        expected = source.db.checksum(remote)
+        for rows in source.db.stream_rows(remote, columns, BATCH_ROWS):
+            db.insert_rows(dest, columns, rows)
+            if progress:
+                progress(live, len(rows))
+    fault("import.after_copy")
+    return expected, db.checksum(dest)
+
+
+def _abandon(db: Adapter, catalog: Catalog, snap: Snapshot, entry: int) -> None:
+    db.drop_table(snap.snapshot)
+    catalog.update_snapshot(snap.id, status="failed")
+    catalog.finish(entry, "failed")
 
 
 def _intent(catalog: Catalog, live: TableRef, snapshot_schema: str, source: Source) -> Snapshot:
