@@ -92,6 +92,7 @@ Fault points not reached by the loop: {", ".join(missing) if missing else "none"
 | 15: least privilege, each grant removed in turn | `tests/test_least_privilege.py` |
 | 16: the URL's password in logs, output, catalog, report, `ps` | `tests/test_locks_and_secrets.py` |
 | 17: paired writes during a snapshot: both or neither | `tests/test_server_faults.py` |
+| 25 (PostgreSQL): row-level security, inheritance, a TRUNCATE + reload racing the snapshot, seven structure changes and a dropped table rolled back exactly, `serial` tables, in named schemas and `public` | `tests/test_postgres_correctness.py` |
 | 26: fingerprint collisions, a CRC32 forgery, 1,000 random mutations; time zone, date style and float digits changed between snapshot and restore | `tests/test_fingerprint.py` |
 
 ## How the invariant is checked

@@ -123,8 +123,9 @@ class Recovery:
         return "the swap had not happened; the staging copies were removed and live tables are untouched"
 
     def _swapped(self, step: dict[str, Any]) -> bool:
-        """Did this step's swap commit? A rename moved the staging table away; a refill (one
-        transaction) created the displaced copy, or the live table where there was none."""
+        """Did this step's swap commit? A rename moved the staging table away; a PostgreSQL restore
+        (one transaction, refill or rebuild) created the displaced table in the snapshot schema,
+        or the live table where there was none."""
         if step.get("refill"):
             made = step["displaced"] or step["table"]
             return self.db.table_exists(TableRef(*made))

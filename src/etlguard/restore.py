@@ -117,8 +117,9 @@ def plan_restore(
     is renamed into place: the table is back after one checksum and one RENAME, whatever its
     size. With `keep_snapshots` the snapshot is then copied back from the restored table (under
     the same consistency lock as a snapshot), so it can be restored again; a rollback skips that.
-    On PostgreSQL the live table is refilled from the snapshot in one transaction (views keep
-    their binding). Elsewhere (DuckDB) a staging copy is built beside the live table first."""
+    On PostgreSQL the snapshot is put back in one transaction, refilling the live table where
+    its structure is unchanged (views keep their binding) and rebuilding it where the ETL
+    changed it (see the adapter). Elsewhere (DuckDB) a staging copy is built beside the live table first."""
     steps = []
     next_id = catalog.next_snapshot_id()
     consume = db.snapshot_renames_into_place
@@ -193,7 +194,7 @@ def run_restore(
                     size_bytes=None,
                     checksum=None,
                     auto_increment=None,
-                    structure="",
+                    structure=s.live_structure,  # kept even if recover has to finish this
                     run_id=run_id,
                     journal_id=entry,
                     note=f"replaced by snapshot {s.snapshot.id}",
@@ -251,7 +252,8 @@ def _expected(s: RestoreStep) -> str:
 
 
 def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result: RestoreResult) -> None:
-    """After the swap: record what was displaced and prove the live tables hold the snapshot.
+    """After the swap: record what was displaced and prove the live tables hold the snapshot,
+    rows and structure alike.
     A consumed snapshot was checksummed just before the swap, under the target lock, and RENAME
     does not touch data, so it is not read a second time."""
     for s in steps:
@@ -276,7 +278,8 @@ def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
             )
             result.verified.append(str(s.table))
             continue
-        if s.snapshot.matches(db.checksum(s.table, s.snapshot.fingerprint)):
+        same_rows = s.snapshot.matches(db.checksum(s.table, s.snapshot.fingerprint))
+        if same_rows and db.structure_matches(s.table, s.snapshot.structure):
             result.verified.append(str(s.table))
 
 

@@ -186,6 +186,10 @@ class Adapter:
         """The table's DDL with its own name taken out, so that two tables compare equal."""
         raise NotImplementedError
 
+    def structure_matches(self, ref: TableRef, recorded: str) -> bool:
+        """Whether the live table's structure equals one the catalog recorded."""
+        return self.structure(ref) == recorded
+
     def auto_increment(self, ref: TableRef) -> int | None:
         """The table's next AUTO_INCREMENT value, where the database has such a counter."""
         return None

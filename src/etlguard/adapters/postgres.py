@@ -1,18 +1,25 @@
 """PostgreSQL over psycopg 3.
 
-Views and foreign keys bind to a table's OID, not its name, so a rename swap would leave views
-reading the displaced table. A restore therefore keeps the live table and refills it: in ONE
-transaction the live rows are copied aside (the displaced snapshot), the table is truncated and
-filled from the verified snapshot. DDL and TRUNCATE are transactional here, so readers see the
-old rows until the commit and the new ones after it, never an empty or missing table. A snapshot
-of many tables is one REPEATABLE READ transaction: one consistency point.
+A snapshot of many tables is one REPEATABLE READ transaction whose first statement locks every
+source in SHARE mode (the transaction's snapshot is taken after the lock, so a concurrent
+TRUNCATE + reload is waited for or seen, never half-seen), run with row_security off (a read
+that row-level security would filter fails instead of coming out short). Snapshot tables carry
+no column defaults, so they never depend on the live table's sequences; the catalog's structure
+keeps the defaults and the sequences' values.
+
+A restore is one transaction. Views and foreign keys bind to a table's OID, not its name, so a
+live table whose structure still equals the snapshot's is kept and refilled (DELETE + INSERT:
+readers keep reading the old rows until the commit; writers wait). A table the ETL altered or
+replaced is rebuilt: a copy of the snapshot is made first, then the live table is moved aside
+into the snapshot schema and the copy renamed into its place, with its index and constraint
+names, defaults, sequences, owner and grants put back and dependent views recreated, all in
+the same transaction; readers wait only for those renames.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -21,7 +28,6 @@ from ..faults import fault
 from ..tables import TableRef
 from .base import (
     LEGACY_FINGERPRINT,
-    Adapter,
     Checksum,
     Column,
     Copy,
@@ -31,6 +37,7 @@ from .base import (
     Swap,
     fingerprint_of,
 )
+from .pg_structure import PostgresStructure
 
 try:  # optional: `pip install etlguard[postgres]`
     import psycopg
@@ -52,7 +59,7 @@ _PINNED = {
 _HALF = "('x' || substr(h, {0}, 16))::bit(64)::bigint"
 
 
-class PostgresAdapter(Adapter):
+class PostgresAdapter(PostgresStructure):
     name = "postgresql"
     transactional_ddl = True
     atomic_multi_rename = True
@@ -142,6 +149,11 @@ class PostgresAdapter(Adapter):
 
     def _translate(self, exc: Exception) -> EtlguardError:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege) and "row-level security" in first:
+            return TargetError(
+                f"{first}: etlguard refuses to read a table partly; give its role BYPASSRLS "
+                "or remove FORCE ROW LEVEL SECURITY for the owner"
+            )
         if isinstance(exc, psycopg.errors.InsufficientPrivilege):
             return TargetError(
                 f"the database user was refused: {first}; grant what docs/configuration.md lists"
@@ -187,42 +199,51 @@ class PostgresAdapter(Adapter):
         )
         return [r[0] for r in rows]
 
-    def structure(self, ref: TableRef) -> str:
-        """Columns (type, nullability, default, generation, identity), constraints and indexes,
-        with the table's own name taken out, for comparing a live table with its snapshot."""
-        oid = [self.qualify(ref)]
-        cols = self.query(
-            "SELECT attname, format_type(atttypid, atttypmod), attnotnull, "
-            "pg_get_expr(d.adbin, d.adrelid), attgenerated, attidentity FROM pg_attribute a "
-            "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
-            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            oid,
-        )
-        cons = self.query(
-            "SELECT contype, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass ORDER BY 1, 2",
-            oid,
-        )
-        idx = self.query(
-            "SELECT regexp_replace(pg_get_indexdef(indexrelid), '^.* USING ', 'USING ') FROM pg_index "
-            "WHERE indrelid = %s::regclass ORDER BY 1",
-            oid,
-        )
-        return json.dumps(
-            {
-                "columns": [list(map(str, c)) for c in cols],
-                "constraints": cons,
-                "indexes": [i[0] for i in idx],
-            }
-        )
-
+    # -- what cannot be snapshotted exactly ------------------------------------------------
     def unsupported_reason(self, ref: TableRef) -> str | None:
+        return self._visibility_reason(ref) or self._inheritance_reason(ref) or self._dependents_reason(ref)
+
+    def _visibility_reason(self, ref: TableRef) -> str | None:
+        """Row-level security that applies to our role would filter the snapshot's reads (and a
+        TRUNCATE ignores it): refuse unless the role is a superuser, has BYPASSRLS, or owns the
+        table without FORCE ROW LEVEL SECURITY."""
+        ((applies, role),) = self.query(
+            "SELECT c.relrowsecurity AND NOT (r.rolsuper OR r.rolbypassrls) AND "
+            "(c.relforcerowsecurity OR NOT pg_has_role(current_user, c.relowner, 'USAGE')), current_user "
+            "FROM pg_class c, pg_roles r WHERE c.oid = %s::regclass AND r.rolname = current_user",
+            [self.qualify(ref)],
+        )
+        if applies:
+            return (
+                f"row-level security applies to role {role}, so it cannot see every row; "
+                f"ALTER ROLE {role} BYPASSRLS, or protect it with the table's owner and no FORCE ROW LEVEL SECURITY"
+            )
+        return None
+
+    def _inheritance_reason(self, ref: TableRef) -> str | None:
+        """Plain inheritance mixes the children's rows into the parent's reads and TRUNCATE;
+        declarative partitions are routed by the server and stay supported."""
+        ((children, parents),) = self.query(
+            "SELECT (SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+            "WHERE i.inhparent = c.oid AND p.relkind = 'r'), "
+            "(SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+            "WHERE i.inhrelid = c.oid AND p.relkind = 'r') FROM pg_class c WHERE c.oid = %s::regclass",
+            [self.qualify(ref)],
+        )
+        if children:
+            return "it has inheritance children, whose rows a snapshot of the parent would absorb; protect a partitioned table instead"
+        if parents:
+            return "it is an inheritance child, which a restore would detach from its parent"
+        return None
+
+    def _dependents_reason(self, ref: TableRef) -> str | None:
         rows = self.query(
             "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND (conrelid = %s::regclass "
             "OR confrelid = %s::regclass)",
             [self.qualify(ref), self.qualify(ref)],
         )
         if rows[0][0]:
-            return "it has foreign keys, which a restore's TRUNCATE would cascade through"
+            return "it has foreign keys, which a restore's swap would leave pointing at the old table"
         triggers = self.query(
             "SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
             [self.qualify(ref)],
@@ -239,24 +260,23 @@ class PostgresAdapter(Adapter):
         if not self.schema_exists(schema):
             self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}")
 
-    def _copy_rows(self, source: TableRef, dest: TableRef) -> int:
-        cols = ", ".join(self.quote(c.name) for c in self.columns(source) if not c.generated)
-        return self.execute(
-            f"INSERT INTO {self.qualify(dest)} ({cols}) OVERRIDING SYSTEM VALUE "
-            f"SELECT {cols} FROM {self.qualify(source)}"
-        )
-
     def copy_tables(self, copies: Sequence[Copy], progress: Progress | None = None) -> list[CopyResult]:
+        """One REPEATABLE READ transaction whose first statement locks every source in SHARE
+        mode: the transaction's snapshot is taken by the first read, after the lock, so another
+        job's TRUNCATE + reload has either committed (and is seen) or waits for us."""
         results = []
-        self.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")  # one snapshot of every source
-        try:
+        with self._transaction("REPEATABLE READ"):
+            sources = ", ".join(dict.fromkeys(self.qualify(c.source) for c in copies))
+            self.execute(f"LOCK TABLE {sources} IN SHARE MODE")
             for c in copies:
-                self.execute(
-                    f"CREATE TABLE {self.qualify(c.dest)} (LIKE {self.qualify(c.source)} INCLUDING ALL)"
-                )
+                self._create_copy(c.source, c.dest)
                 fault("copy.after_create")
                 rows = self._copy_rows(c.source, c.dest)
                 source = self.checksum(c.source, c.algorithm)
+                if rows != source.rows:
+                    raise DatabaseError(
+                        f"copied {rows} rows of {c.source} but it has {source.rows}; nothing was kept"
+                    )
                 results.append(
                     CopyResult(
                         source,
@@ -268,11 +288,6 @@ class PostgresAdapter(Adapter):
                 )
                 if progress:
                     progress(c.source, rows)
-            self.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.execute("ROLLBACK")
-            raise
         return results
 
     def fingerprint(self, ref: TableRef) -> Checksum:
@@ -336,27 +351,33 @@ class PostgresAdapter(Adapter):
         except psycopg.Error as exc:
             raise self._translate(exc) from exc
 
+    # -- restore ----------------------------------------------------------------------------
     def swap(self, swaps: Sequence[Swap]) -> None:
-        """Refill each live table from its verified snapshot, all in one transaction."""
-        self.execute("BEGIN")
-        try:
+        """Put every snapshot back in one transaction. A live table whose structure still
+        equals the snapshot's is refilled (DELETE, not TRUNCATE: readers keep reading the old
+        rows until the commit instead of waiting on an ACCESS EXCLUSIVE lock). One whose
+        structure the ETL changed, or that it dropped, is replaced whole: a copy of the snapshot
+        is built first, then the live table is moved aside and the copy renamed into its place,
+        with its names, defaults, sequences, grants and dependent views put back."""
+        with self._transaction():
+            rebuilt = {s.live: self._stage_copy(s) for s in swaps if self._needs_rebuild(s)}
             for s in swaps:
-                if s.displaced is not None and self.table_exists(s.live):
-                    self.execute(
-                        f"CREATE TABLE {self.qualify(s.displaced)} (LIKE {self.qualify(s.live)} INCLUDING ALL)"
-                    )
-                    self._copy_rows(s.live, s.displaced)
-                    self.execute(f"TRUNCATE {self.qualify(s.live)}")
+                if s.live in rebuilt:
+                    self._replace(s, rebuilt[s.live])
                 else:
-                    self.execute(
-                        f"CREATE TABLE {self.qualify(s.live)} (LIKE {self.qualify(s.staging)} INCLUDING ALL)"
-                    )
-                self._copy_rows(s.staging, s.live)
-            self.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.execute("ROLLBACK")
-            raise
+                    self._refill(s)
+
+    def _needs_rebuild(self, s: Swap) -> bool:
+        return not self.table_exists(s.live) or not self.structure_matches(s.live, s.structure)
+
+    def _refill(self, s: Swap) -> None:
+        live = self.qualify(s.live)
+        self.execute(f"LOCK TABLE {live} IN EXCLUSIVE MODE")  # writers wait; readers do not
+        if s.displaced is not None:
+            self._create_copy(s.live, s.displaced)
+            self._copy_rows(s.live, s.displaced)
+        self.execute(f"DELETE FROM {live}")
+        self._copy_rows(s.staging, s.live)
 
     # -- the target lock --------------------------------------------------------------------
     def lock(self, name: str, holder: str) -> None:
