@@ -40,9 +40,13 @@ from .base import (
 )
 
 _IDENT = r'(?:"(?:[^"]|"")*"|[^\s."(]+)'
-_TABLE_HEADER = re.compile(rf"^CREATE TABLE {_IDENT}\.{_IDENT}\(")
-_INDEX_TARGET = re.compile(rf" ON {_IDENT}\.{_IDENT}\(")
+# DuckDB writes `CREATE TABLE t(` for tables in `main` and `CREATE TABLE s.t(` elsewhere; an
+# index names its table the same way. The parsed names are checked against the table's own.
+_TABLE_HEADER = re.compile(rf"^CREATE TABLE ((?:{_IDENT}\.)*{_IDENT})\(")
+_INDEX_TARGET = re.compile(rf"^(CREATE (?:UNIQUE )?INDEX {_IDENT} ON )((?:{_IDENT}\.)*{_IDENT})\(")
+_NAME_PART = re.compile(_IDENT)
 _PLACEHOLDER = "⟨T⟩"
+STRUCTURE_FORMAT = 2  # 1 (a JSON list of DDL texts) is still read: older catalogs hold it
 _HELD_BY_PID = re.compile(r"PID (\d+)")
 # Settings that change a value's text (TIMESTAMPTZ is printed in the session's zone), pinned on
 # every connection; the TZ environment variable sets DuckDB's default.
@@ -190,19 +194,65 @@ class DuckDBAdapter(Adapter):
         return list(rows[0][0]) if rows else []
 
     def structure(self, ref: TableRef) -> str:
-        (table_sql,) = self.query(
+        """The table as DuckDB's catalog functions describe it (columns with types, defaults,
+        NOT NULL and generation; PRIMARY KEY, UNIQUE and CHECK constraints), plus the CREATE
+        TABLE and CREATE INDEX texts with the table's name taken out. The texts re-create the
+        table (they keep what the catalog rows do not show, such as collations); the rows make
+        a comparison that does not depend on how the text happens to be printed."""
+        table_sql, index_sql = self._ddl(ref)
+        return json.dumps(
+            {
+                "format": STRUCTURE_FORMAT,
+                "table": table_sql,
+                "indexes": index_sql,
+                "columns": self._catalog_columns(ref),
+                "constraints": self._catalog_constraints(ref),
+            }
+        )
+
+    def structure_matches(self, ref: TableRef, recorded: str) -> bool:
+        """Compare with a recorded structure in whichever format the catalog row holds."""
+        try:
+            expected = json.loads(recorded)
+        except ValueError:
+            return False
+        if isinstance(expected, list):  # format 1: [CREATE TABLE text, CREATE INDEX texts...]
+            table_sql, index_sql = self._ddl(ref)
+            return bool([table_sql, *index_sql] == expected)
+        return bool(json.loads(self.structure(ref)) == expected)
+
+    def _ddl(self, ref: TableRef) -> tuple[str, list[str]]:
+        rows = self.query(
             "SELECT sql FROM duckdb_tables() WHERE database_name = current_database() "
             "AND schema_name = ? AND table_name = ?",
             [ref.schema, ref.name],
-        )[0]
+        )
+        if not rows:
+            raise DatabaseError(f"table {ref} does not exist")
         indexes = self.query(
             "SELECT sql FROM duckdb_indexes() WHERE database_name = current_database() "
             "AND schema_name = ? AND table_name = ? AND sql IS NOT NULL ORDER BY index_name",
             [ref.schema, ref.name],
         )
-        parts = [_TABLE_HEADER.sub(f"CREATE TABLE {_PLACEHOLDER}(", table_sql, count=1)]
-        parts += [_INDEX_TARGET.sub(f" ON {_PLACEHOLDER}(", r[0], count=1) for r in indexes]
-        return json.dumps(parts)
+        table_sql = _without_name(_TABLE_HEADER, rows[0][0], ref, "CREATE TABLE ")
+        return table_sql, [_without_name(_INDEX_TARGET, r[0], ref) for r in indexes]
+
+    def _catalog_columns(self, ref: TableRef) -> list[list[Any]]:
+        rows = self.query(
+            "SELECT column_name, data_type, column_default, is_nullable, generation_expression "
+            "FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = ? "
+            "AND table_name = ? ORDER BY column_index",
+            [ref.schema, ref.name],
+        )
+        return [list(r) for r in rows]
+
+    def _catalog_constraints(self, ref: TableRef) -> list[list[Any]]:
+        rows = self.query(
+            "SELECT constraint_type, constraint_column_names, expression FROM duckdb_constraints() "
+            "WHERE database_name = current_database() AND schema_name = ? AND table_name = ?",
+            [ref.schema, ref.name],
+        )
+        return sorted([r[0], list(r[1]), r[2] or ""] for r in rows)
 
     def unsupported_reason(self, ref: TableRef) -> str | None:
         rows = self.query(
@@ -231,18 +281,35 @@ class DuckDBAdapter(Adapter):
     def ensure_schema(self, schema: str) -> None:
         self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}")
 
-    def create_from_structure(self, ref: TableRef, structure: str, with_indexes: bool) -> None:
-        table_sql, *index_sql = json.loads(structure)
-        self.execute(table_sql.replace(_PLACEHOLDER, self.qualify(ref), 1))
+    def create_from_structure(
+        self, ref: TableRef, structure: str, with_indexes: bool, home: str | None = None
+    ) -> None:
+        """Create `ref` from a recorded structure (either format). Unqualified names in the
+        text, such as the sequence of a `nextval('seq')` default, are looked up in `home` (the
+        schema the structure was read from) first, as they were for the original table."""
+        table_sql, index_sql = _statements(structure)
+        with self._search_path(home or ref.schema):
+            self.execute(table_sql.replace(_PLACEHOLDER, self.qualify(ref), 1))
         for sql in index_sql if with_indexes else []:
             self.execute(sql.replace(_PLACEHOLDER, self.qualify(ref), 1))
+
+    @contextlib.contextmanager
+    def _search_path(self, schema: str) -> Iterator[None]:
+        (before,) = self.query("SELECT current_setting('search_path')")[0]
+        path = ",".join(self.quote(s) for s in (schema, "main"))
+        self.execute(f"SET search_path = {_literal(path)}")
+        try:
+            yield
+        finally:
+            self.execute(f"SET search_path = {_literal(str(before or ''))}")
 
     def copy_tables(self, copies: Sequence[Copy], progress: Progress | None = None) -> list[CopyResult]:
         results = []
         with self.transaction():  # one transaction: one consistency point for every table
             for c in copies:
                 structure = self.structure(c.source)
-                self.create_from_structure(c.dest, structure, with_indexes=False)
+                self.create_from_structure(c.dest, structure, with_indexes=False, home=c.source.schema)
+                self._check_same_table(c.source, c.dest)
                 fault("copy.after_create")
                 rows = self._copy_rows(c.source, c.dest)
                 results.append(
@@ -258,6 +325,17 @@ class DuckDBAdapter(Adapter):
                 if progress:
                     progress(c.source, rows)
         return results
+
+    def _check_same_table(self, source: TableRef, dest: TableRef) -> None:
+        """Prove the copy was created exactly (indexes are added only at a restore's swap), so
+        that a structure the recorded text cannot re-create fails the snapshot, not a restore."""
+        a, b = json.loads(self.structure(source)), json.loads(self.structure(dest))
+        a["indexes"] = b["indexes"] = []
+        if a != b:
+            raise DatabaseError(
+                f"the copy of {source} came out with a different structure; "
+                "the table uses something etlguard cannot re-create on DuckDB"
+            )
 
     def _copy_rows(self, source: TableRef, dest: TableRef) -> int:
         cols = ", ".join(self.quote(c.name) for c in self.columns(source) if not c.generated)
@@ -356,11 +434,13 @@ class DuckDBAdapter(Adapter):
         with self.transaction():
             for s in swaps:
                 if s.displaced is not None and self.table_exists(s.live):
-                    self.create_from_structure(s.displaced, self.structure(s.live), with_indexes=False)
+                    self.create_from_structure(
+                        s.displaced, self.structure(s.live), with_indexes=False, home=s.live.schema
+                    )
                     self._copy_rows(s.live, s.displaced)
                     self.drop_table(s.live)
                 self.execute(f"ALTER TABLE {self.qualify(s.staging)} RENAME TO {self.quote(s.live.name)}")
-                for sql in json.loads(s.structure)[1:]:
+                for sql in _statements(s.structure)[1]:
                     self.execute(sql.replace(_PLACEHOLDER, self.qualify(s.live), 1))
 
     # -- the target lock --------------------------------------------------------------------
@@ -391,3 +471,32 @@ class DuckDBAdapter(Adapter):
             os.ftruncate(self._lock_file, 0)
             os.close(self._lock_file)  # closing the descriptor releases the flock
             self._lock_file = None
+
+
+def _statements(structure: str) -> tuple[str, list[str]]:
+    """The CREATE TABLE text and the CREATE INDEX texts of a recorded structure, either format."""
+    recorded = json.loads(structure)
+    if isinstance(recorded, list):
+        return recorded[0], list(recorded[1:])
+    return recorded["table"], list(recorded["indexes"])
+
+
+def _without_name(header: re.Pattern[str], sql: str, ref: TableRef, prefix: str = "") -> str:
+    """`sql` with the table's name replaced by the placeholder. The name DuckDB printed (bare
+    in `main`, schema-qualified elsewhere, quoted only where needed) must parse back to this
+    very table, or the text is refused rather than guessed at."""
+    m = header.match(sql)
+    names = [_unquote(p) for p in _NAME_PART.findall(m.group(m.lastindex or 1))] if m else []
+    if not names or names[-1] != ref.name or (len(names) > 1 and names[-2] != ref.schema):
+        raise DatabaseError(f"cannot read the structure of {ref}: unexpected DDL {sql[:80]!r}")
+    assert m is not None
+    lead = m.group(1) if m.lastindex == 2 else prefix
+    return f"{lead}{_PLACEHOLDER}(" + sql[m.end() :]
+
+
+def _unquote(part: str) -> str:
+    return part[1:-1].replace('""', '"') if part.startswith('"') else part
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
