@@ -23,6 +23,7 @@ from .errors import (
     AuditFailed,
     ConfigError,
     EtlguardError,
+    RestoreUnverified,
     RollbackFailed,
     SnapshotNotFound,
     UnfinishedOperation,
@@ -253,7 +254,10 @@ class Guard:
             steps = _restore.plan_restore(db, catalog, chosen, self.config.snapshot_schema)
             if dry_run:
                 return _restore.RestoreResult(steps, dry_run=True)
-            return _restore.run_restore(db, catalog, steps, self.config.snapshot_schema, self.progress)
+            result = _restore.run_restore(db, catalog, steps, self.config.snapshot_schema, self.progress)
+            if result.unverified:
+                raise RestoreUnverified(_unverified_message(result), result)
+            return result
 
     def restore_from(
         self,
@@ -435,3 +439,9 @@ def _to_utc(when: dt.datetime | None) -> dt.datetime | None:
     if when.tzinfo is None:
         when = when.astimezone()
     return when.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _unverified_message(result: _restore.RestoreResult) -> str:
+    kept = [str(s.displaced_id) for s in result.steps if s.displaced_id is not None]
+    where = f"; the replaced tables are kept as snapshots {', '.join(kept)}" if kept else ""
+    return f"restored, but not verified: {result.problems()}{where}; a person must check these tables"

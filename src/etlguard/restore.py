@@ -52,6 +52,11 @@ class RestoreResult:
     back_seconds: float = 0.0  # from the start until every table is back in place
     total_seconds: float = 0.0
     verified: list[str] = field(default_factory=list)
+    unverified: dict[str, str] = field(default_factory=dict)  # table -> how it differs
+
+    def problems(self) -> str:
+        """One line naming every restored table that does not match its snapshot, and how."""
+        return "; ".join(f"{table}: {why}" for table, why in sorted(self.unverified.items()))
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -60,6 +65,8 @@ class RestoreResult:
             "swap_seconds": round(self.swap_seconds, 6),
             "back_seconds": round(self.back_seconds, 6),
             "total_seconds": round(self.total_seconds, 6),
+            "verified": self.verified,
+            "unverified": self.unverified,
         }
 
 
@@ -252,10 +259,9 @@ def _expected(s: RestoreStep) -> str:
 
 
 def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result: RestoreResult) -> None:
-    """After the swap: record what was displaced and prove the live tables hold the snapshot,
-    rows and structure alike.
-    A consumed snapshot was checksummed just before the swap, under the target lock, and RENAME
-    does not touch data, so it is not read a second time."""
+    """After the swap: record what was displaced and prove each live table is the snapshot,
+    structure and data. A table that is not goes into `result.unverified`; the callers decide
+    (a rollback ends in exit 20, a manual restore raises RestoreUnverified)."""
     for s in steps:
         if s.displaced is not None and s.displaced_id is not None:
             cs = db.checksum(s.displaced)
@@ -276,11 +282,29 @@ def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
                 status="restored",
                 note=f"became the live {s.table} at {restored_at:%Y-%m-%d %H:%M:%S} UTC",
             )
+        problem = _mismatch(db, s)
+        if problem:
+            result.unverified[str(s.table)] = problem
+        else:
             result.verified.append(str(s.table))
-            continue
-        same_rows = s.snapshot.matches(db.checksum(s.table, s.snapshot.fingerprint))
-        if same_rows and db.structure_matches(s.table, s.snapshot.structure):
-            result.verified.append(str(s.table))
+
+
+def _mismatch(db: Adapter, s: RestoreStep) -> str | None:
+    """How the restored live table differs from its snapshot, or None. The structure is
+    compared with the one the catalog recorded when the snapshot was taken (not with the
+    snapshot table, which could itself have been altered). A consumed snapshot was checksummed
+    just before the swap, under the target lock, and RENAME does not touch data, so its data
+    is not read a second time."""
+    if not s.snapshot.structure:
+        return "the snapshot has no recorded structure to compare with"
+    if not db.structure_matches(s.table, s.snapshot.structure):
+        return "its structure (columns, types, constraints or indexes) differs from the snapshot's"
+    if s.consume:
+        return None
+    live = db.checksum(s.table, s.snapshot.fingerprint)
+    if not s.snapshot.matches(live):
+        return f"its data ({live}) differs from the snapshot's ({_expected(s)})"
+    return None
 
 
 def _recopy(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep]) -> None:

@@ -314,11 +314,10 @@ class GuardedRun:
         self.result.rolled_back = [str(s.table) for s in steps]
         self.result.displaced_ids = [s.displaced_id for s in steps if s.displaced_id is not None]
         self.result.rollback_verified = restored.verified
-        unverified = sorted(set(self.result.rolled_back) - set(restored.verified))
-        if unverified:
-            self._rollback_failed(
-                f"rolled back, but {', '.join(unverified)} did not match its snapshot checksum"
-            )
+        if restored.unverified:
+            kept = self.result.displaced_ids
+            where = f"; the ETL's tables are kept as snapshots {_ids(kept)}" if kept else ""
+            self._rollback_failed(f"rolled back, but not verified: {restored.problems()}{where}")
             return
         self.result.message = (
             f"{reasons[0]}; rolled back {len(steps)} tables to snapshots {_ids(self.result.snapshot_ids)} "
