@@ -25,15 +25,22 @@ BACKENDS = os.environ.get("ETLGUARD_TEST_BACKENDS", "duckdb,mariadb,postgresql")
 
 
 class Backend:
-    """One real database for one test: names are unique, everything is dropped afterwards."""
+    """One real database for one test: names are unique, everything is dropped afterwards.
+
+    With `default_schema` the test's data lives in the database's default schema (`main` on
+    DuckDB; on MariaDB, which has no default apart from a connection's current database, a
+    per-test database that the target URL names, as a dbt-mysql profile's `schema` does):
+    `data_schema()` returns it. Catalog, snapshot and canary schemas stay named ones."""
 
     kind: str
     url: str
+    default_schema_name = ""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, default_schema: bool = False) -> None:
         self.tag = uuid.uuid4().hex[:8]
         self.tmp_path = tmp_path
         self.created: list[str] = []
+        self.home = self.default_schema_name if default_schema else ""
 
     # -- names --------------------------------------------------------------------------------
     def schema(self, name: str) -> str:
@@ -83,6 +90,11 @@ class Backend:
         self.sql(f"CREATE SCHEMA IF NOT EXISTS {self.q(full)}")
         return full
 
+    def data_schema(self, name: str = "gold") -> str:
+        """Where a test keeps the tables it protects: the default schema in that variant,
+        else a named schema of its own."""
+        return self.home or self.create_schema(name)
+
     def golden(self, schema: str, name: str) -> tuple[int, str]:
         """Row count and a SHA-256 over every row in full-row order: independent of etlguard."""
         rows = self.sql(f"SELECT * FROM {self.table(schema, name)}")
@@ -101,9 +113,10 @@ def _norm(value: Any) -> Any:
 
 class DuckDBBackend(Backend):
     kind = "duckdb"
+    default_schema_name = "main"  # a plain duckdb.connect() and dbt-duckdb's default
 
-    def __init__(self, tmp_path: Path) -> None:
-        super().__init__(tmp_path)
+    def __init__(self, tmp_path: Path, default_schema: bool = False) -> None:
+        super().__init__(tmp_path, default_schema)  # one file per test: names in main are its own
         self.path = tmp_path / "warehouse.duckdb"
         self.url = f"duckdb:///{self.path}"
 
@@ -129,10 +142,15 @@ class DuckDBBackend(Backend):
 class MariaDBBackend(Backend):
     kind = "mariadb"
 
-    def __init__(self, tmp_path: Path, port: int = MYSQL_PORT, url: str = MYSQL_URL) -> None:
+    def __init__(
+        self, tmp_path: Path, default_schema: bool = False, port: int = MYSQL_PORT, url: str = MYSQL_URL
+    ) -> None:
         super().__init__(tmp_path)
         self.host, self.port, self.url = MYSQL_HOST, port, url
         self.conn = self._connect()
+        if default_schema:  # the target URL names the test's own database
+            self.home = self.create_schema("home")
+            self.url = f"{url}/{self.home}"
 
     def _connect(self) -> pymysql.connections.Connection:
         return pymysql.connect(
@@ -168,9 +186,11 @@ PG_PORT = int(os.environ.get("ETLGUARD_TEST_PG_PORT", "5432"))
 class PostgresBackend(Backend):
     kind = "postgresql"
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, default_schema: bool = False) -> None:
         import psycopg
 
+        if default_schema:  # `public` is shared by every test: the PostgreSQL suite uses unique names there
+            raise ValueError("the PostgreSQL backend has no per-test default schema")
         super().__init__(tmp_path)
         self.host, self.port = PG_HOST, PG_PORT
         self.url = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/postgres"
@@ -207,24 +227,43 @@ class PostgresBackend(Backend):
         self.conn.close()
 
 
-def make_backend(kind: str, tmp_path: Path) -> Backend:
-    return {"duckdb": DuckDBBackend, "mariadb": MariaDBBackend, "postgresql": PostgresBackend}[kind](tmp_path)
+def make_backend(kind: str, tmp_path: Path, default_schema: bool = False) -> Backend:
+    classes: dict[str, type[Backend]] = {
+        "duckdb": DuckDBBackend,
+        "mariadb": MariaDBBackend,
+        "postgresql": PostgresBackend,
+    }
+    return classes[kind](tmp_path, default_schema)
 
 
-def _one(kind: str, tmp_path: Path) -> Iterator[Backend]:
+def _one(kind: str, tmp_path: Path, default_schema: bool = False) -> Iterator[Backend]:
     if kind not in BACKENDS:
         pytest.skip(f"{kind} tests disabled by ETLGUARD_TEST_BACKENDS")
-    b = make_backend(kind, tmp_path)
+    b = make_backend(kind, tmp_path, default_schema)
     try:
         yield b
     finally:
         b.cleanup()
 
 
-@pytest.fixture(params=[b for b in ("duckdb", "mariadb") if b in BACKENDS])
+SHARED = ("duckdb", "mariadb")  # the databases of the shared adapter suite
+DEFAULT_SCHEMA = "-default"  # a `backend` parameter suffix: the data lives in the default schema
+
+
+def in_every_schema(defaults: Sequence[str] = SHARED) -> pytest.MarkDecorator:
+    """Run a `backend` test in a named schema of each database, and again in the default
+    schema of each database in `defaults` (ids `duckdb-default`, `mariadb-default`)."""
+    params = [k for k in SHARED if k in BACKENDS]
+    params += [k + DEFAULT_SCHEMA for k in defaults if k in BACKENDS]
+    return pytest.mark.parametrize("backend", params, indirect=True)
+
+
+@pytest.fixture(params=[b for b in SHARED if b in BACKENDS])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """Every test that takes this fixture runs once per database (PostgreSQL has its own suite)."""
-    yield from _one(request.param, tmp_path)
+    """Every test that takes this fixture runs once per database (PostgreSQL has its own suite);
+    `@in_every_schema()` adds the default-schema runs."""
+    kind = str(request.param).removesuffix(DEFAULT_SCHEMA)
+    yield from _one(kind, tmp_path, default_schema=kind != request.param)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pymysql
 
 from etlguard import TableRef
 
-from conftest import MYSQL_HOST, MYSQL_PORT, Backend
+from conftest import MYSQL_HOST, MYSQL_PORT, Backend, in_every_schema
 
 ROWS = 20_000
 KEPT = 15_000  # rows left by the damage
@@ -108,8 +108,9 @@ def fill(backend: Backend, schema: str, name: str) -> None:
     backend.sql(f"INSERT INTO {t} {source}")
 
 
+@in_every_schema()
 def test_restore_of_three_tables_switches_together_for_a_concurrent_reader(backend: Backend) -> None:
-    gold = backend.create_schema("gold")
+    gold = backend.data_schema("gold")
     for name in TABLES:
         fill(backend, gold, name)
     guard = backend.guard([f"{gold}.*"])

@@ -8,7 +8,7 @@ import pytest
 from etlguard import EtlguardError, TableNotFound, TableRef
 from etlguard.errors import IdentifierError
 
-from conftest import Backend
+from conftest import Backend, in_every_schema
 from support import catalog_rows, cli, nothing_written, tables_in
 
 HOSTILE_COLUMN = "we`ird \"col\" 'x';--"
@@ -61,10 +61,11 @@ def make_canary(backend: Backend) -> tuple[str, tuple[int, str]]:
     return canary, backend.golden(canary, "canary")
 
 
+@in_every_schema(defaults=["duckdb"])
 @pytest.mark.parametrize("name", HOSTILE.values(), ids=HOSTILE.keys())
 def test_hostile_table_name_round_trips_or_is_refused(backend: Backend, name: str) -> None:
     canary, canary_before = make_canary(backend)
-    gold = backend.create_schema("gold")
+    gold = backend.data_schema("gold")
     ref = TableRef(gold, name)
     guard = backend.guard()
     if cannot_create(backend, name):
@@ -116,9 +117,10 @@ def test_hostile_names_through_the_cli(backend: Backend, capsys: pytest.CaptureF
     assert backend.golden(canary, "canary") == canary_before
 
 
+@in_every_schema(defaults=["duckdb"])
 def test_hostile_catalog_and_snapshot_schema_names(backend: Backend) -> None:
     canary, canary_before = make_canary(backend)
-    gold = backend.create_schema("gold")
+    gold = backend.data_schema("gold")
     make_table(backend, gold, "facts")
     catalog = backend.schema("cat`a\"l'og; --")
     snaps = backend.schema("sn aps`; DROP TABLE canary")
@@ -135,9 +137,10 @@ def test_hostile_catalog_and_snapshot_schema_names(backend: Backend) -> None:
     assert backend.golden(canary, "canary") == canary_before
 
 
+@in_every_schema(defaults=["duckdb"])
 def test_names_differing_only_in_case(backend: Backend) -> None:
     canary, canary_before = make_canary(backend)
-    gold = backend.create_schema("gold")
+    gold = backend.data_schema("gold")
     upper = make_table(backend, gold, "Mixed")
     guard = backend.guard()
     if backend.kind == "duckdb":  # DuckDB matches names case-insensitively: one table only
@@ -163,8 +166,9 @@ def test_names_differing_only_in_case(backend: Backend) -> None:
     assert backend.golden(canary, "canary") == canary_before
 
 
+@in_every_schema(defaults=["duckdb"])
 def test_two_long_names_sharing_a_prefix(backend: Backend) -> None:
-    gold = backend.create_schema("gold")
+    gold = backend.data_schema("gold")
     names = [LONG_PREFIX + "_one", LONG_PREFIX + "_two"]
     assert all(len(n) == 64 for n in names)
     for i, name in enumerate(names):

@@ -10,7 +10,7 @@ import pytest
 
 from etlguard import SnapshotNotFound
 
-from conftest import Backend
+from conftest import Backend, in_every_schema
 from support import catalog_rows, cli, mark, set_taken_at, tables_in
 
 
@@ -61,8 +61,9 @@ def create_rich_table(backend: Backend, schema: str) -> str:
     return t
 
 
+@in_every_schema()
 def test_exact_round_trip_of_a_rich_table(backend: Backend) -> None:
-    gold = backend.create_schema("gold")
+    gold = backend.data_schema("gold")
     t = create_rich_table(backend, gold)
     before = backend.golden(gold, "rich")
     shape = backend.show_create(gold, "rich")
@@ -103,8 +104,9 @@ def small_table(backend: Backend, schema: str, name: str = "facts", rows: int = 
     return t
 
 
+@in_every_schema()
 def test_restore_dry_run_changes_nothing(backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
-    gold = backend.create_schema("gold")
+    gold = backend.data_schema("gold")
     t = small_table(backend, gold)
     config = backend.write_config(backend.tmp_path / "etlguard.yml", [f"{gold}.facts"])
     assert cli(capsys, "snapshot", "-c", str(config)).code == 0
@@ -133,8 +135,9 @@ def test_restore_dry_run_changes_nothing(backend: Backend, capsys: pytest.Captur
     assert tables_in(backend, gold) == ["facts"]
 
 
+@in_every_schema()
 def test_restore_is_undone_by_restoring_the_displaced_snapshot(backend: Backend) -> None:
-    gold = backend.create_schema("gold")
+    gold = backend.data_schema("gold")
     t = small_table(backend, gold)
     guard = backend.guard([f"{gold}.facts"])
     [snap] = guard.snapshot()
@@ -162,7 +165,7 @@ def test_restore_is_undone_by_restoring_the_displaced_snapshot(backend: Backend)
 def test_restore_as_of_picks_the_newest_snapshot_at_or_before_the_time(
     backend: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gold = backend.create_schema("gold")
+    gold = backend.data_schema("gold")
     t = small_table(backend, gold)
     config = backend.write_config(backend.tmp_path / "etlguard.yml", [f"{gold}.facts"])
     guard = backend.guard([f"{gold}.facts"])
@@ -202,8 +205,9 @@ def test_restore_as_of_picks_the_newest_snapshot_at_or_before_the_time(
     assert backend.golden(gold, "facts") == before
 
 
+@in_every_schema()
 def test_restore_of_a_dropped_table_recreates_it(backend: Backend) -> None:
-    gold = backend.create_schema("gold")
+    gold = backend.data_schema("gold")
     t = small_table(backend, gold)
     guard = backend.guard([f"{gold}.facts"])
     guard.snapshot()
@@ -218,8 +222,9 @@ def test_restore_of_a_dropped_table_recreates_it(backend: Backend) -> None:
     assert backend.show_create(gold, "facts") == shape
 
 
+@in_every_schema()
 def test_snapshot_of_several_tables_shares_one_time_and_lists_oldest_first(backend: Backend) -> None:
-    gold = backend.create_schema("gold")
+    gold = backend.data_schema("gold")
     for name in ("b", "a", "c"):
         small_table(backend, gold, name, rows=3)
     guard = backend.guard([f"{gold}.*"])
