@@ -281,17 +281,23 @@ class DuckDBAdapter(Adapter):
     def ensure_schema(self, schema: str) -> None:
         self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}")
 
-    def create_from_structure(
-        self, ref: TableRef, structure: str, with_indexes: bool, home: str | None = None
-    ) -> None:
-        """Create `ref` from a recorded structure (either format). Unqualified names in the
-        text, such as the sequence of a `nextval('seq')` default, are looked up in `home` (the
-        schema the structure was read from) first, as they were for the original table."""
+    def create_from_structure(self, ref: TableRef, structure: str, with_indexes: bool) -> None:
+        """Create `ref` from a recorded structure (either format)."""
         table_sql, index_sql = _statements(structure)
-        with self._search_path(home or ref.schema):
-            self.execute(table_sql.replace(_PLACEHOLDER, self.qualify(ref), 1))
+        self.execute(table_sql.replace(_PLACEHOLDER, self.qualify(ref), 1))
         for sql in index_sql if with_indexes else []:
             self.execute(sql.replace(_PLACEHOLDER, self.qualify(ref), 1))
+
+    def _copy_table(self, source: TableRef, dest: TableRef, structure: str) -> int:
+        """Create `dest` like `source` (without secondary indexes) and copy its rows. Names left
+        unqualified in the DDL, such as the sequence of a `nextval('seq')` default, resolve in
+        the table's own schema; DuckDB binds them again at every INSERT, so both statements
+        run with `source`'s schema first on the search path (the swap does the same)."""
+        with self._search_path(source.schema):
+            self.create_from_structure(dest, structure, with_indexes=False)
+            self._check_same_table(source, dest)
+            fault("copy.after_create")
+            return self._copy_rows(source, dest)
 
     @contextlib.contextmanager
     def _search_path(self, schema: str) -> Iterator[None]:
@@ -308,10 +314,7 @@ class DuckDBAdapter(Adapter):
         with self.transaction():  # one transaction: one consistency point for every table
             for c in copies:
                 structure = self.structure(c.source)
-                self.create_from_structure(c.dest, structure, with_indexes=False, home=c.source.schema)
-                self._check_same_table(c.source, c.dest)
-                fault("copy.after_create")
-                rows = self._copy_rows(c.source, c.dest)
+                rows = self._copy_table(c.source, c.dest, structure)
                 results.append(
                     CopyResult(
                         source=self.copy_check(c.source),
@@ -434,10 +437,9 @@ class DuckDBAdapter(Adapter):
         with self.transaction():
             for s in swaps:
                 if s.displaced is not None and self.table_exists(s.live):
-                    self.create_from_structure(
-                        s.displaced, self.structure(s.live), with_indexes=False, home=s.live.schema
-                    )
-                    self._copy_rows(s.live, s.displaced)
+                    with self._search_path(s.live.schema):
+                        self.create_from_structure(s.displaced, self.structure(s.live), with_indexes=False)
+                        self._copy_rows(s.live, s.displaced)
                     self.drop_table(s.live)
                 self.execute(f"ALTER TABLE {self.qualify(s.staging)} RENAME TO {self.quote(s.live.name)}")
                 for sql in _statements(s.structure)[1]:
