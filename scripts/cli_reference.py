@@ -27,7 +27,7 @@ a test fails when this file and the commands disagree.
 | 10 | `run`: the ETL failed; the protected set was rolled back in one swap and verified |
 | 11 | `run`: the ETL exited 0 but an audit failed; rolled back and verified |
 | 12 | `run`: the snapshot failed; the ETL never ran |
-| 20 | `run`: the rollback failed: a person must act; the exact command is printed and alerted |
+| 20 | `run`: the rollback failed, or `restore`: a restored table does not match its snapshot (structure or data): a person must act; the exact command is printed and alerted, and the replaced tables are kept as snapshots |
 """
 
 

@@ -15,7 +15,7 @@ EXIT_UNFINISHED = 4  # an interrupted operation must be recovered first
 EXIT_ETL_FAILED = 10  # the ETL failed; the protected set was rolled back and verified
 EXIT_AUDIT_FAILED = 11  # the ETL exited 0 but an audit failed; rolled back and verified
 EXIT_SNAPSHOT_FAILED = 12  # the snapshot failed; the ETL never ran
-EXIT_ROLLBACK_FAILED = 20  # the rollback failed: a person must act (the recovery command is printed)
+EXIT_ROLLBACK_FAILED = 20  # the rollback failed, or a restore is unverified: a person must act
 
 
 class EtlguardError(Exception):
