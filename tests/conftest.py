@@ -28,9 +28,10 @@ class Backend:
     """One real database for one test: names are unique, everything is dropped afterwards.
 
     With `default_schema` the test's data lives in the database's default schema (`main` on
-    DuckDB; on MariaDB, which has no default apart from a connection's current database, a
-    per-test database that the target URL names, as a dbt-mysql profile's `schema` does):
-    `data_schema()` returns it. Catalog, snapshot and canary schemas stay named ones."""
+    DuckDB, `public` on PostgreSQL; on MariaDB, which has no default apart from a connection's
+    current database, a per-test database that the target URL names, as a dbt-mysql profile's
+    `schema` does): `data_schema()` returns it, and `unique()` makes table names unique where
+    that schema is shared between tests. Catalog, snapshot and canary schemas stay named ones."""
 
     kind: str
     url: str
@@ -89,6 +90,11 @@ class Backend:
         full = self.schema(name)
         self.sql(f"CREATE SCHEMA IF NOT EXISTS {self.q(full)}")
         return full
+
+    def unique(self, name: str) -> str:
+        """A table name for the data schema: as given, except where that schema is shared
+        between tests (PostgreSQL's `public`), where it is made unique and dropped afterwards."""
+        return name
 
     def data_schema(self, name: str = "gold") -> str:
         """Where a test keeps the tables it protects: the default schema in that variant,
@@ -189,9 +195,9 @@ class PostgresBackend(Backend):
     def __init__(self, tmp_path: Path, default_schema: bool = False) -> None:
         import psycopg
 
-        if default_schema:  # `public` is shared by every test: the PostgreSQL suite uses unique names there
-            raise ValueError("the PostgreSQL backend has no per-test default schema")
         super().__init__(tmp_path)
+        self.home = "public" if default_schema else ""
+        self.home_tables: list[str] = []
         self.host, self.port = PG_HOST, PG_PORT
         self.url = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/postgres"
         self.conn = psycopg.connect(
@@ -220,7 +226,17 @@ class PostgresBackend(Backend):
         )
         return repr((cols, idx))
 
+    def unique(self, name: str) -> str:
+        if not self.home:
+            return name
+        full = f"{name}_t{self.tag}"  # `public` is shared by every test and every engineer
+        self.home_tables.append(full)
+        return full
+
     def cleanup(self) -> None:
+        for name in self.home_tables:
+            with contextlib.suppress(Exception):
+                self.sql(f"DROP TABLE IF EXISTS {self.table(self.home, name)} CASCADE")
         for name in self.created:
             with contextlib.suppress(Exception):
                 self.sql(f"DROP SCHEMA IF EXISTS {self.q(name)} CASCADE")
@@ -250,11 +266,11 @@ SHARED = ("duckdb", "mariadb")  # the databases of the shared adapter suite
 DEFAULT_SCHEMA = "-default"  # a `backend` parameter suffix: the data lives in the default schema
 
 
-def in_every_schema(defaults: Sequence[str] = SHARED) -> pytest.MarkDecorator:
-    """Run a `backend` test in a named schema of each database, and again in the default
-    schema of each database in `defaults` (ids `duckdb-default`, `mariadb-default`)."""
-    params = [k for k in SHARED if k in BACKENDS]
-    params += [k + DEFAULT_SCHEMA for k in defaults if k in BACKENDS]
+def in_every_schema(defaults: Sequence[str] = SHARED, kinds: Sequence[str] = SHARED) -> pytest.MarkDecorator:
+    """Run a `backend` test in a named schema of each database in `kinds`, and again in the
+    default schema of each one in `defaults` (ids like `duckdb-default`, `postgresql-default`)."""
+    params = [k for k in kinds if k in BACKENDS]
+    params += [k + DEFAULT_SCHEMA for k in defaults if k in kinds and k in BACKENDS]
     return pytest.mark.parametrize("backend", params, indirect=True)
 
 

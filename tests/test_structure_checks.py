@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from etlguard import TableRef
 from etlguard.errors import EXIT_ETL_FAILED, EXIT_ROLLBACK_FAILED
 
 from conftest import Backend, in_every_schema
@@ -18,10 +19,16 @@ from support import catalog_rows, cli, tables_in
 
 ETL = """
 import sys
-kind, target, schema, catalog, change = sys.argv[1:6]
+kind, target, schema, table, catalog, change = sys.argv[1:7]
 if kind == "duckdb":
     import duckdb
     conn = duckdb.connect(target)
+    run, one = conn.execute, lambda sql: conn.execute(sql).fetchone()
+    q = lambda n: '"' + n.replace('"', '""') + '"'
+elif kind == "postgresql":
+    import psycopg
+    host, port = target.split(":")
+    conn = psycopg.connect(host=host, port=int(port), user="postgres", dbname="postgres", autocommit=True)
     run, one = conn.execute, lambda sql: conn.execute(sql).fetchone()
     q = lambda n: '"' + n.replace('"', '""') + '"'
 else:
@@ -34,15 +41,16 @@ else:
         cur.execute(sql)
         return cur.fetchone()
     q = lambda n: "`" + n.replace("`", "``") + "`"
-t = f"{q(schema)}.{q('facts')}"
+t = f"{q(schema)}.{q(table)}"
 changes = {
     "add_column": [f"ALTER TABLE {t} ADD COLUMN extra INTEGER"],
-    "add_index": [f"CREATE INDEX {q('ix_etl')} ON {t} (note)"],
+    "add_index": [f"CREATE INDEX {q('ix_etl_' + table)} ON {t} (note)"],
     "change_type": [
-        f"ALTER TABLE {t} ALTER COLUMN qty TYPE DOUBLE"
-        if kind == "duckdb"
-        else f"ALTER TABLE {t} MODIFY qty DOUBLE NULL"
+        f"ALTER TABLE {t} MODIFY qty DOUBLE NULL"
+        if kind == "mariadb"
+        else f"ALTER TABLE {t} ALTER COLUMN qty TYPE DOUBLE PRECISION"
     ],
+    "data_only": [],
     "replace": [  # what a dbt table model does: a new table without the key, under the old name
         f"DROP TABLE {t}",
         f"CREATE TABLE {t} (id INTEGER, qty INTEGER, amount DECIMAL(12,2), note VARCHAR(40))",
@@ -64,8 +72,8 @@ sys.exit(1)
 """
 
 
-def make_facts(backend: Backend, schema: str) -> str:
-    t = backend.table(schema, "facts")
+def make_facts(backend: Backend, schema: str, name: str = "facts") -> str:
+    t = backend.table(schema, name)
     backend.sql(
         f"CREATE TABLE {t} (id INTEGER NOT NULL PRIMARY KEY, qty INTEGER, amount DECIMAL(12,2) NOT NULL, "
         "note VARCHAR(40) DEFAULT 'none')"
@@ -77,13 +85,13 @@ def make_facts(backend: Backend, schema: str) -> str:
     return t
 
 
-def etl(backend: Backend, schema: str, change: str) -> list[str]:
+def etl(backend: Backend, schema: str, change: str, table: str = "facts") -> list[str]:
     script = backend.tmp_path / "etl.py"
     script.write_text(ETL, encoding="utf-8")
     target = (
         str(getattr(backend, "path", "")) if backend.kind == "duckdb" else f"{backend.host}:{backend.port}"
     )  # type: ignore[attr-defined]
-    return [sys.executable, str(script), backend.kind, target, schema, backend.catalog_schema, change]
+    return [sys.executable, str(script), backend.kind, target, schema, table, backend.catalog_schema, change]
 
 
 @in_every_schema()
@@ -102,6 +110,28 @@ def test_an_etl_that_changes_the_structure_and_fails_is_rolled_back_exactly(
     )
     assert backend.show_create(gold, "facts") == shape
     assert backend.golden(gold, "facts") == before
+
+
+@in_every_schema(defaults=["postgresql"], kinds=["postgresql"])
+@pytest.mark.parametrize("change", ["data_only", "add_column", "add_index", "change_type", "replace"])
+def test_postgresql_rollbacks_are_exact_or_never_called_verified(backend: Backend, change: str) -> None:
+    """A data-only failure is rolled back exactly, in `public` as in a named schema. Where a
+    refill cannot undo a structure change, the structure check refuses to call it verified."""
+    gold, facts = backend.data_schema("gold"), backend.unique("facts")
+    make_facts(backend, gold, facts)
+    before, shape = backend.golden(gold, facts), backend.show_create(gold, facts)
+    ref = str(TableRef(gold, facts))
+
+    result = backend.guard([ref]).run(etl(backend, gold, change, facts))
+
+    exact = (backend.show_create(gold, facts), backend.golden(gold, facts)) == (shape, before)
+    if change == "data_only" or result.exit_code == EXIT_ETL_FAILED:
+        assert (result.exit_code, result.rollback_verified, exact) == (EXIT_ETL_FAILED, [ref], True), (
+            result.message
+        )
+    else:
+        assert (result.exit_code, result.rollback_verified) == (EXIT_ROLLBACK_FAILED, []), result.message
+        assert "differs from the snapshot's" in result.message
 
 
 @in_every_schema()
