@@ -288,3 +288,22 @@ def test_an_unmodified_dbt_duckdb_project_in_main_is_guarded(duck: Backend) -> N
     assert guarded.returncode == EXIT_ETL_FAILED, guarded.stdout[-2000:] + guarded.stderr[-2000:]
     assert "rolled back 2 tables" in guarded.stdout + guarded.stderr
     assert {n: duck.golden("main", n) for n in ("facts", "report")} == before
+
+
+def test_a_snapshot_recorded_without_a_structure_is_held_to_its_own_table(backend: Backend) -> None:
+    """`recover` records a displaced table's checksum but not its structure; restoring such a
+    snapshot compares with the snapshot table's structure, read before the swap."""
+    gold = backend.data_schema("gold")
+    t = make_facts(backend, gold)
+    before, shape = backend.golden(gold, "facts"), backend.show_create(gold, "facts")
+    guard = backend.guard([f"{gold}.facts"])
+    [snap] = guard.snapshot()
+    catalog = backend.table(backend.catalog_schema, "snapshots")
+    backend.sql(f"UPDATE {catalog} SET structure = NULL WHERE id = {snap.id}")
+    backend.sql(f"ALTER TABLE {t} ADD COLUMN extra INTEGER")
+    backend.sql(f"DELETE FROM {t} WHERE id < 10")
+
+    result = guard.restore([f"{gold}.facts"], snapshot_ids=[snap.id])
+
+    assert result.verified == [f"{gold}.facts"]
+    assert (backend.golden(gold, "facts"), backend.show_create(gold, "facts")) == (before, shape)

@@ -33,6 +33,7 @@ class RestoreStep:
     consume: bool = False  # the snapshot table itself is renamed into place (no staging copy)
     recopy: TableRef | None = None  # after a consuming swap, the snapshot is copied back here
     refill: bool = False  # the live table is kept and refilled from the snapshot (PostgreSQL)
+    structure: str = ""  # what the restored table must look like: the catalog's record
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -210,7 +211,7 @@ def run_restore(
     catalog.note(entry, {"phase": "swapping", "steps": [_journal_step(s) for s in steps]})
     fault("restore.before_swap")
     swap_started = time.perf_counter()
-    db.swap([Swap(s.table, s.staging, s.displaced, s.snapshot.structure) for s in steps])
+    db.swap([Swap(s.table, s.staging, s.displaced, s.structure) for s in steps])
     swap_seconds = time.perf_counter() - swap_started
     back_seconds = time.perf_counter() - started
     fault("restore.after_swap")
@@ -230,6 +231,8 @@ def run_restore(
 def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None) -> None:
     """Prove every snapshot still matches the catalog (and build staging copies where needed)
     before anything live is touched: a damaged or tampered snapshot is refused here."""
+    for s in steps:
+        s.structure = s.snapshot.structure or _own_structure(db, s.snapshot)
     copying = [s for s in steps if not (s.consume or s.refill)]
     copies = [
         Copy(s.snapshot.snapshot, s.staging, s.snapshot.auto_increment, s.snapshot.fingerprint)
@@ -252,6 +255,12 @@ def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None)
     for s, actual in checked:
         if not s.snapshot.matches(actual):
             raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), str(actual))
+
+
+def _own_structure(db: Adapter, snap: Snapshot) -> str:
+    """The structure a snapshot recorded without one (a displaced table that `recover` kept)
+    is held to: its own table's, read before anything live is touched."""
+    return db.structure(snap.snapshot) if db.table_exists(snap.snapshot) else ""
 
 
 def _expected(s: RestoreStep) -> str:
@@ -292,12 +301,10 @@ def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
 def _mismatch(db: Adapter, s: RestoreStep) -> str | None:
     """How the restored live table differs from its snapshot, or None. The structure is
     compared with the one the catalog recorded when the snapshot was taken (not with the
-    snapshot table, which could itself have been altered). A consumed snapshot was checksummed
+    snapshot table, which could itself have been altered since). A consumed snapshot was checksummed
     just before the swap, under the target lock, and RENAME does not touch data, so its data
     is not read a second time."""
-    if not s.snapshot.structure:
-        return "the snapshot has no recorded structure to compare with"
-    if not db.structure_matches(s.table, s.snapshot.structure):
+    if not db.structure_matches(s.table, s.structure):
         return "its structure (columns, types, constraints or indexes) differs from the snapshot's"
     if s.consume:
         return None
