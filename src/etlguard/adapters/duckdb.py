@@ -42,8 +42,10 @@ from .base import (
 _IDENT = r'(?:"(?:[^"]|"")*"|[^\s."(]+)'
 # DuckDB writes `CREATE TABLE t(` for tables in `main` and `CREATE TABLE s.t(` elsewhere; an
 # index names its table the same way. The parsed names are checked against the table's own.
-_TABLE_HEADER = re.compile(rf"^CREATE TABLE ((?:{_IDENT}\.)*{_IDENT})\(")
-_INDEX_TARGET = re.compile(rf"^(CREATE (?:UNIQUE )?INDEX {_IDENT} ON )((?:{_IDENT}\.)*{_IDENT})\(")
+_TABLE_HEADER = re.compile(rf"^(?P<lead>CREATE TABLE )(?P<name>(?:{_IDENT}\.)*{_IDENT})\(")
+_INDEX_TARGET = re.compile(
+    rf"^(?P<lead>CREATE (?:UNIQUE )?INDEX {_IDENT} ON )(?P<name>(?:{_IDENT}\.)*{_IDENT})\("
+)
 _NAME_PART = re.compile(_IDENT)
 _PLACEHOLDER = "⟨T⟩"
 STRUCTURE_FORMAT = 2  # 1 (a JSON list of DDL texts) is still read: older catalogs hold it
@@ -234,7 +236,7 @@ class DuckDBAdapter(Adapter):
             "AND schema_name = ? AND table_name = ? AND sql IS NOT NULL ORDER BY index_name",
             [ref.schema, ref.name],
         )
-        table_sql = _without_name(_TABLE_HEADER, rows[0][0], ref, "CREATE TABLE ")
+        table_sql = _without_name(_TABLE_HEADER, rows[0][0], ref)
         return table_sql, [_without_name(_INDEX_TARGET, r[0], ref) for r in indexes]
 
     def _catalog_columns(self, ref: TableRef) -> list[list[Any]]:
@@ -483,17 +485,15 @@ def _statements(structure: str) -> tuple[str, list[str]]:
     return recorded["table"], list(recorded["indexes"])
 
 
-def _without_name(header: re.Pattern[str], sql: str, ref: TableRef, prefix: str = "") -> str:
+def _without_name(header: re.Pattern[str], sql: str, ref: TableRef) -> str:
     """`sql` with the table's name replaced by the placeholder. The name DuckDB printed (bare
     in `main`, schema-qualified elsewhere, quoted only where needed) must parse back to this
     very table, or the text is refused rather than guessed at."""
     m = header.match(sql)
-    names = [_unquote(p) for p in _NAME_PART.findall(m.group(m.lastindex or 1))] if m else []
-    if not names or names[-1] != ref.name or (len(names) > 1 and names[-2] != ref.schema):
+    names = [_unquote(p) for p in _NAME_PART.findall(m["name"])] if m else []
+    if not m or not names or names[-1] != ref.name or (len(names) > 1 and names[-2] != ref.schema):
         raise DatabaseError(f"cannot read the structure of {ref}: unexpected DDL {sql[:80]!r}")
-    assert m is not None
-    lead = m.group(1) if m.lastindex == 2 else prefix
-    return f"{lead}{_PLACEHOLDER}(" + sql[m.end() :]
+    return f"{m['lead']}{_PLACEHOLDER}(" + sql[m.end() :]
 
 
 def _unquote(part: str) -> str:
