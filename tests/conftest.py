@@ -70,7 +70,7 @@ class Backend:
     def guard(self, protect: Sequence[str] = (), **extra: Any) -> Guard:
         return Guard(Config.from_dict(self.settings(protect=list(protect), **extra)))
 
-    def write_config(self, path: Path, protect: Sequence[str] = (), **extra: Any) -> Path:
+    def write_config(self, path: Path, protect: Sequence[str | dict[str, str]] = (), **extra: Any) -> Path:
         import yaml
 
         path.write_text(yaml.safe_dump(self.settings(protect=list(protect), **extra)), encoding="utf-8")

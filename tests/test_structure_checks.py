@@ -263,7 +263,7 @@ def test_an_unmodified_dbt_duckdb_project_in_main_is_guarded(duck: Backend) -> N
     assert tables_in(duck, "main") == ["facts", "report"]  # dbt-duckdb's default schema
     before = {n: duck.golden("main", n) for n in ("facts", "report")}
     config = duck.write_config(
-        duck.tmp_path / "etlguard.yml", ["main.facts", "main.report"], dbt={"project_dir": str(project)}
+        duck.tmp_path / "etlguard.yml", [{"dbt": "materialized:table"}], dbt={"project_dir": str(project)}
     )
 
     guarded = subprocess.run(
