@@ -20,6 +20,7 @@ POINTS: tuple[str, ...] = (
     "restore.after_staging",  # staging copies built and verified; live tables untouched
     "restore.before_swap",  # journal says 'swapping'
     "restore.after_swap",  # swapped; journal does not know yet
+    "restore.before_verify",  # swapped, displaced tables recorded; live tables not yet verified
     "restore.before_finish",  # displaced tables recorded; journal entry still open
     "run.after_snapshot",  # snapshots verified; the ETL has not started
     "run.during_etl",  # the ETL child is running

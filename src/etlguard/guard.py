@@ -23,7 +23,6 @@ from .errors import (
     AuditFailed,
     ConfigError,
     EtlguardError,
-    RestoreUnverified,
     RollbackFailed,
     SnapshotNotFound,
     UnfinishedOperation,
@@ -239,7 +238,10 @@ class Guard:
         latest: bool = False,
         as_of: dt.datetime | None = None,
         dry_run: bool = False,
+        keep_snapshot: bool = False,
     ) -> _restore.RestoreResult:
+        """Swap the snapshots into place, then verify; a table that does not match is exit 20
+        with the replaced table kept. The snapshots are consumed unless `keep_snapshot`."""
         with self.session("restore") as (db, catalog):
             refs = [t if isinstance(t, TableRef) else parse_table(t) for t in tables]
             if not refs and not snapshot_ids:
@@ -251,12 +253,11 @@ class Guard:
             check_privileges(
                 db, list(chosen), self.config.snapshot_schema, self.config.catalog_schema, swaps=True
             )
-            steps = _restore.plan_restore(db, catalog, chosen, self.config.snapshot_schema)
+            steps = _restore.plan_restore(db, catalog, chosen, self.config.snapshot_schema, keep_snapshot)
             if dry_run:
                 return _restore.RestoreResult(steps, dry_run=True)
             result = _restore.run_restore(db, catalog, steps, self.config.snapshot_schema, self.progress)
-            if result.unverified:
-                raise RestoreUnverified(_unverified_message(result), result)
+            _restore.require_verified(result)
             return result
 
     def restore_from(
@@ -439,9 +440,3 @@ def _to_utc(when: dt.datetime | None) -> dt.datetime | None:
     if when.tzinfo is None:
         when = when.astimezone()
     return when.astimezone(dt.UTC).replace(tzinfo=None)
-
-
-def _unverified_message(result: _restore.RestoreResult) -> str:
-    kept = [str(s.displaced_id) for s in result.steps if s.displaced_id is not None]
-    where = f"; the replaced tables are kept as snapshots {', '.join(kept)}" if kept else ""
-    return f"restored, but not verified: {result.problems()}{where}; a person must check these tables"

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adapters.base import Adapter, Copy
+from .adapters.base import Adapter
 from .catalog import Catalog
-from .errors import EtlguardError
+from .errors import EtlguardError, RollbackFailed
 from .faults import fault
-from .restore import plan_restore, run_restore
+from .restore import live_matches, plan_restore, run_restore, settle_consumed
 from .tables import TableRef
 
 # s12_ab3de9xz (snapshot), r12_... (MySQL staging), _etlguard_r12_... (DuckDB staging)
@@ -111,12 +111,19 @@ class Recovery:
         if swapped:
             for s in steps:
                 self._record_displaced(s)
-                self._settle_recopy(s)
+            bad = [str(TableRef(*s["table"])) for s in steps if not self._settle(s)]
             self.catalog.finish(entry["id"], "recovered")
+            if bad:
+                raise RollbackFailed(
+                    f"the swap had happened, but {', '.join(bad)} does not match its snapshot; "
+                    "the replaced tables are kept as displaced snapshots (etlguard snapshots)"
+                )
             return "the swap had happened; its bookkeeping is now complete"
         for s, ref in zip(steps, staged, strict=True):
             if not (s.get("consume") or s.get("refill")):  # there 'staging' is the snapshot itself
                 self._drop_ours(ref)
+            if s.get("recopy"):
+                self._drop_ours(TableRef(*s["recopy"]))
             if s.get("displaced_id") and self.catalog.snapshot(s["displaced_id"]) is not None:
                 self.catalog.update_snapshot(s["displaced_id"], status="failed")
         self.catalog.finish(entry["id"], "undone")
@@ -131,25 +138,24 @@ class Recovery:
             return self.db.table_exists(TableRef(*made))
         return not self.db.table_exists(TableRef(*step["staging"]))
 
-    def _settle_recopy(self, step: dict[str, Any]) -> None:
-        """Finish a consumed snapshot's copy-back: copy the restored table back into the
-        snapshot's place if it still matches; otherwise the snapshot stays `restored`."""
-        if not step.get("consume"):
-            return
+    def _settle(self, step: dict[str, Any]) -> bool:
+        """Finish the swap-first verification the interrupted restore may not have reached: the
+        live table is proven against the snapshot, and a consumed snapshot's catalog row says
+        it is now the live table (or points at the --keep-snapshot copy, verified before the
+        swap was journalled). Returns whether the live table holds the snapshot."""
         snap = self.catalog.snapshot(step["snapshot_id"])
-        recopy = TableRef(*step["recopy"]) if step.get("recopy") else None
-        if snap is None or (recopy is not None and snap.snapshot == recopy and snap.verified):
-            return
-        self.catalog.update_snapshot(snap.id, status="restored")
-        if recopy is None:
-            return
-        self._drop_ours(recopy)
+        if snap is None:
+            return False
         live = TableRef(*step["table"])
-        [result] = self.db.copy_tables([Copy(live, recopy, algorithm=snap.fingerprint)])
-        if result.dest == result.source and snap.matches(result.fingerprint):
-            self.catalog.update_snapshot(snap.id, status="verified", snapshot_table=recopy.name)
-        else:
-            self._drop_ours(recopy)
+        if not step.get("consume"):
+            return live_matches(self.db, snap, live)
+        recopy = TableRef(*step["recopy"]) if step.get("recopy") else None
+        ok = live_matches(self.db, snap, live)
+        if snap.status == "restored" or (snap.verified and snap.snapshot == recopy):
+            return ok
+        kept = recopy if recopy is not None and self.db.table_exists(recopy) else None
+        settle_consumed(self.catalog, snap, live, kept, ok)
+        return ok
 
     def _record_displaced(self, step: dict[str, Any]) -> None:
         sid = step.get("displaced_id")

@@ -1,9 +1,11 @@
-"""Restores: build aside, verify, swap in one atomic statement.
+"""Restores: swap first in one atomic statement, then verify.
 
-The snapshot is copied to a staging table and both are checked against the catalog's checksum
-(a damaged or tampered snapshot is refused before anything live is touched). Then ONE swap puts
-every staging table in place; each displaced live table is kept as a snapshot of kind
-`displaced`, so a restore can itself be undone.
+Where the database renames across schemas (MySQL) the snapshot table itself is renamed into
+place at once, and only then is the live table proven against the snapshot's recorded
+fingerprint and structure: the table is back in milliseconds, and a failed proof is exit 20
+with the displaced table kept. Elsewhere the snapshot is copied to a staging table and checked
+before the swap. Each displaced live table is kept as a snapshot of kind `displaced`, so a
+restore can itself be undone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,14 @@ from dataclasses import dataclass, field
 
 from .adapters.base import Adapter, Copy, Progress, Swap
 from .catalog import Catalog, Snapshot, utcnow
-from .errors import ChecksumMismatch, ConfigError, EtlguardError, RestoreFailed, SnapshotNotFound
+from .errors import (
+    ChecksumMismatch,
+    ConfigError,
+    EtlguardError,
+    RestoreFailed,
+    RestoreUnverified,
+    SnapshotNotFound,
+)
 from .faults import fault
 from .snapshot import snapshot_name
 from .tables import TableRef
@@ -119,12 +128,13 @@ def plan_restore(
     catalog: Catalog,
     chosen: dict[TableRef, Snapshot],
     snapshot_schema: str,
-    keep_snapshots: bool = True,
+    keep_snapshots: bool = False,
 ) -> list[RestoreStep]:
-    """Where the database can rename across schemas (MySQL), the verified snapshot table itself
-    is renamed into place: the table is back after one checksum and one RENAME, whatever its
-    size. With `keep_snapshots` the snapshot is then copied back from the restored table (under
-    the same consistency lock as a snapshot), so it can be restored again; a rollback skips that.
+    """Where the database can rename across schemas (MySQL), the snapshot table itself is
+    renamed into place: the table is back after one RENAME, whatever its size, and is verified
+    afterwards. With `keep_snapshots` (a manual restore's --keep-snapshot) the snapshot is first
+    copied aside from the snapshot table, never from the live one, so no live table is locked
+    for the copy and the snapshot can be restored again; a rollback never copies.
     On PostgreSQL the snapshot is put back in one transaction, refilling the live table where
     its structure is unchanged (views keep their binding) and rebuilding it where the ETL
     changed it (see the adapter). Elsewhere (DuckDB) a staging copy is built beside the live table first."""
@@ -181,6 +191,8 @@ def run_restore(
         for s in steps:
             if not (s.consume or s.refill):  # never drop the snapshot itself
                 _quietly_drop(db, s.staging)
+            if s.recopy is not None:
+                _quietly_drop(db, s.recopy)
         catalog.finish(entry, "failed")
         if isinstance(exc, EtlguardError) and not isinstance(exc, ChecksumMismatch):
             raise RestoreFailed(f"restore failed before the swap; live tables untouched: {exc}") from exc
@@ -217,11 +229,9 @@ def run_restore(
     fault("restore.after_swap")
     catalog.note(entry, {"phase": "swapped", "steps": [_journal_step(s) for s in steps]})
     result = RestoreResult(steps, swap_seconds=swap_seconds, back_seconds=back_seconds)
-    _finish(db, catalog, steps, result)
-    result.back_seconds = back_seconds
-    if any(s.recopy for s in steps):
-        catalog.note(entry, {"phase": "recopying", "steps": [_journal_step(s) for s in steps]})
-        _recopy(db, catalog, [s for s in steps if s.recopy])
+    _record_displaced(db, catalog, steps)
+    fault("restore.before_verify")
+    _verify(db, catalog, steps, result)
     fault("restore.before_finish")
     catalog.finish(entry)
     result.total_seconds = time.perf_counter() - started
@@ -229,8 +239,10 @@ def run_restore(
 
 
 def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None) -> None:
-    """Prove every snapshot still matches the catalog (and build staging copies where needed)
-    before anything live is touched: a damaged or tampered snapshot is refused here."""
+    """Build what the swap needs without touching a live table: staging copies (checked against
+    the catalog, so a damaged snapshot is refused here), and for --keep-snapshot a copy of the
+    snapshot table that outlives its consumption. A consumed snapshot is only checked to exist:
+    it is proven after the swap, once the table is already back."""
     for s in steps:
         s.structure = s.snapshot.structure or _own_structure(db, s.snapshot)
     copying = [s for s in steps if not (s.consume or s.refill)]
@@ -238,17 +250,25 @@ def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None)
         Copy(s.snapshot.snapshot, s.staging, s.snapshot.auto_increment, s.snapshot.fingerprint)
         for s in copying
     ]
+    keeping = [s for s in steps if s.recopy is not None]
+    copies += [
+        Copy(s.snapshot.snapshot, s.recopy, s.snapshot.auto_increment, s.snapshot.fingerprint)
+        for s in keeping
+        if s.recopy is not None
+    ]
+    for s in steps:
+        if (s.consume or s.refill) and not db.table_exists(s.snapshot.snapshot):
+            raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), "its table is missing")
     results = db.copy_tables(copies, progress) if copies else []
-    for s, r in zip(copying, results, strict=True):
+    checked = []
+    for s, r in zip(copying + keeping, results, strict=True):
         if r.source != r.dest:
             raise ChecksumMismatch(
                 str(s.table), s.snapshot.id, _expected(s), f"{r.source}, its copy {r.dest}"
             )
-    checked = [(s, r.fingerprint) for s, r in zip(copying, results, strict=True)]
+        checked.append((s, r.fingerprint))
     for s in steps:
-        if s.consume or s.refill:
-            if not db.table_exists(s.snapshot.snapshot):
-                raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), "its table is missing")
+        if s.refill:
             checked.append((s, db.checksum(s.snapshot.snapshot, s.snapshot.fingerprint)))
             if progress:
                 progress(s.table, s.snapshot.row_count or 0)
@@ -267,10 +287,9 @@ def _expected(s: RestoreStep) -> str:
     return f"{s.snapshot.row_count} rows/{s.snapshot.checksum}"
 
 
-def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result: RestoreResult) -> None:
-    """After the swap: record what was displaced and prove each live table is the snapshot,
-    structure and data. A table that is not goes into `result.unverified`; the callers decide
-    (a rollback ends in exit 20, a manual restore raises RestoreUnverified)."""
+def _record_displaced(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep]) -> None:
+    """After the swap: fingerprint each displaced table and mark it a verified snapshot, so a
+    restore can be undone the same way (and a failed verification keeps what it replaced)."""
     for s in steps:
         if s.displaced is not None and s.displaced_id is not None:
             cs = db.checksum(s.displaced)
@@ -284,14 +303,14 @@ def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
                 size_bytes=db.size_bytes(s.displaced),
                 auto_increment=s.live_auto_increment,
             )
-        if s.consume:
-            restored_at = utcnow()
-            catalog.update_snapshot(
-                s.snapshot.id,
-                status="restored",
-                note=f"became the live {s.table} at {restored_at:%Y-%m-%d %H:%M:%S} UTC",
-            )
+
+
+def _verify(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result: RestoreResult) -> None:
+    """Prove every live table holds its snapshot: the recorded fingerprint and structure."""
+    for s in steps:
         problem = _mismatch(db, s)
+        if s.consume:
+            settle_consumed(catalog, s.snapshot, s.table, s.recopy, problem is None)
         if problem:
             result.unverified[str(s.table)] = problem
         else:
@@ -301,32 +320,48 @@ def _finish(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
 def _mismatch(db: Adapter, s: RestoreStep) -> str | None:
     """How the restored live table differs from its snapshot, or None. The structure is
     compared with the one the catalog recorded when the snapshot was taken (not with the
-    snapshot table, which could itself have been altered since). A consumed snapshot was checksummed
-    just before the swap, under the target lock, and RENAME does not touch data, so its data
-    is not read a second time."""
+    snapshot table, which could itself have been altered since); the data with the recorded
+    fingerprint. A consumed snapshot was not read before the swap, so this is its proof."""
     if not db.structure_matches(s.table, s.structure):
         return "its structure (columns, types, constraints or indexes) differs from the snapshot's"
-    if s.consume:
-        return None
     live = db.checksum(s.table, s.snapshot.fingerprint)
     if not s.snapshot.matches(live):
         return f"its data ({live}) differs from the snapshot's ({_expected(s)})"
     return None
 
 
-def _recopy(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep]) -> None:
-    """Copy each restored table back into its snapshot's place. Kept only if the copy's source
-    still matches the snapshot's checksum (nobody wrote in between); else it stays `restored`."""
-    copies = [
-        Copy(s.table, s.recopy, algorithm=s.snapshot.fingerprint) for s in steps if s.recopy is not None
-    ]
-    results = db.copy_tables(copies)
-    for s, r in zip(steps, results, strict=True):
-        assert s.recopy is not None
-        if r.dest == r.source and s.snapshot.matches(r.fingerprint):
-            catalog.update_snapshot(s.snapshot.id, status="verified", snapshot_table=s.recopy.name, note=None)
-        else:
-            db.drop_table(s.recopy)
+def live_matches(db: Adapter, snap: Snapshot, live: TableRef) -> bool:
+    """Whether the live table is exactly the snapshot: same fingerprint and the structure the catalog
+    recorded (a swapped-in table of another shape is not a restore)."""
+    if not snap.matches(db.checksum(live, snap.fingerprint)):
+        return False
+    return db.structure_matches(live, snap.structure)
+
+
+def settle_consumed(
+    catalog: Catalog, snap: Snapshot, live: TableRef, kept: TableRef | None, verified: bool
+) -> None:
+    """A snapshot renamed into place is no longer a snapshot: it is the live table. The catalog
+    says so (status `restored`, not restorable, not reusable) unless --keep-snapshot made a
+    verified copy before the swap, which then becomes the snapshot's table."""
+    if kept is not None:
+        catalog.update_snapshot(snap.id, status="verified", snapshot_table=kept.name, note=None)
+        return
+    when = f"{utcnow():%Y-%m-%d %H:%M:%S} UTC"
+    proof = "" if verified else ", but did not match its snapshot"
+    catalog.update_snapshot(snap.id, status="restored", note=f"became the live {live} at {when}{proof}")
+
+
+def require_verified(result: RestoreResult) -> None:
+    """A restore whose live table does not prove out is a person's job: exit 20 (RestoreUnverified),
+    naming the displaced snapshots that hold what was replaced."""
+    if not result.unverified:
+        return
+    kept = [str(s.displaced_id) for s in result.steps if s.displaced_id is not None]
+    where = f"; the replaced tables are kept as snapshots {', '.join(kept)}" if kept else ""
+    raise RestoreUnverified(
+        f"restored, but not verified: {result.problems()}{where}; a person must check these tables", result
+    )
 
 
 def _journal_step(s: RestoreStep) -> dict[str, object]:

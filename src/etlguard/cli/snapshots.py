@@ -132,6 +132,11 @@ def snapshots_cmd(config_path: Path | None, as_json: bool, include_deleted: bool
     help="With --from: the source keeps target schema TARGET under the name SOURCE.",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be restored; change nothing.")
+@click.option(
+    "--keep-snapshot",
+    is_flag=True,
+    help="Copy each snapshot aside first, so it stays restorable (by default it becomes the table).",
+)
 def restore_cmd(
     config_path: Path | None,
     as_json: bool,
@@ -142,8 +147,9 @@ def restore_cmd(
     source_url: str | None,
     schema_map: tuple[str, ...],
     dry_run: bool,
+    keep_snapshot: bool,
 ) -> None:
-    """Put TABLES back to a snapshot, all in one atomic swap. The replaced tables are kept as
+    """Put TABLES back to a snapshot, all in one atomic swap, then verify them. The replaced tables are kept as
     snapshots of kind 'displaced', so a restore can be undone the same way. With --from, the
     tables are streamed from another server, verified against it, and swapped in the same way."""
     guard = guard_for(config_path)
@@ -156,9 +162,8 @@ def restore_cmd(
             url = interpolate(source_url, "--from")
             result = guard.restore_from(tables, url, parse_schema_map(schema_map), dry_run)
         else:
-            result = guard.restore(
-                tables, snapshot_ids, latest, parse_time(as_of) if as_of else None, dry_run
-            )
+            when = parse_time(as_of) if as_of else None
+            result = guard.restore(tables, snapshot_ids, latest, when, dry_run, keep_snapshot)
     if as_json:
         emit_json(result.as_dict())
         return
