@@ -21,13 +21,29 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "etlguard"
 #   pre  = the state before the operation, post = the operation's intended result.
 SCENARIOS: dict[str, list[tuple[str, str]]] = {
     "snapshot.after_intent": [("snapshot", "pre")],
-    "copy.after_create": [("snapshot", "pre"), ("run-fail", "pre"), ("restore", "pre|post")],
+    "copy.after_create": [("snapshot", "pre"), ("run-fail", "pre"), ("restore-keep", "pre|post")],
     "snapshot.after_copy": [("snapshot", "pre")],
     "snapshot.before_finish": [("snapshot", "pre")],
     "restore.after_intent": [("restore", "pre|post"), ("run-fail", "pre")],
-    "restore.after_staging": [("restore", "pre|post"), ("run-fail", "pre")],
-    "restore.before_swap": [("restore", "pre|post"), ("run-fail", "pre"), ("restore-from", "pre|post")],
-    "restore.after_swap": [("restore", "post"), ("run-fail", "pre"), ("restore-from", "post")],
+    "restore.after_staging": [("restore", "pre|post"), ("restore-keep", "pre|post"), ("run-fail", "pre")],
+    "restore.before_swap": [
+        ("restore", "pre|post"),
+        ("restore-keep", "pre|post"),
+        ("run-fail", "pre"),
+        ("restore-from", "pre|post"),
+    ],
+    "restore.after_swap": [
+        ("restore", "post"),
+        ("restore-keep", "post"),
+        ("run-fail", "pre"),
+        ("restore-from", "post"),
+    ],
+    "restore.before_verify": [
+        ("restore", "post"),
+        ("restore-keep", "post"),
+        ("run-fail", "pre"),
+        ("restore-from", "post"),
+    ],
     "restore.before_finish": [("restore", "post"), ("run-fail", "pre")],
     "run.after_snapshot": [("run-ok", "pre")],
     "run.during_etl": [("run-slow", "pre")],
@@ -54,7 +70,7 @@ def test_every_fault_point_in_the_code_is_declared_and_covered() -> None:
 def _prepare(rig: Rig, op: str) -> tuple[object, object]:
     """Bring the rig to the operation's starting point; return (pre, post) states."""
     pre = rig.state()
-    if op == "restore":
+    if op in ("restore", "restore-keep"):
         assert rig.etlguard("snapshot").returncode == 0
         rig.run_etl_directly("ok")  # the 'damage' that the restore undoes
         post, pre = pre, rig.state()
@@ -77,6 +93,13 @@ def _operate(rig: Rig, op: str, fault: str) -> None:
     args = {
         "snapshot": ["snapshot"],
         "restore": ["restore", f"{rig.schema}.orders", f"{rig.schema}.order_lines", "--latest"],
+        "restore-keep": [
+            "restore",
+            f"{rig.schema}.orders",
+            f"{rig.schema}.order_lines",
+            "--latest",
+            "--keep-snapshot",
+        ],
         "prune": ["prune"],
         "restore-from": [
             "restore",
@@ -152,7 +175,9 @@ def kill_and_recover(backend: Backend, figures: Figures, point: str, op: str, ac
     allowed = {"pre": [pre], "post": [post], "pre|post": [pre, post]}[acceptable]
     assert state in allowed, f"{point}/{op}: tables are in neither acceptable state"
     rig.assert_clean()
-    if state == pre and op not in ("restore", "restore-from"):
+    if op in ("restore", "restore-keep"):
+        _assert_consumed_honestly(rig, op, state == post)
+    if state == pre and op not in ("restore", "restore-keep", "restore-from"):
         figures.add("rows_lost", len(before_rows - rig.rows()))
     figures.add(f"invariant_held.{backend.kind}")
     if op == "prune":
@@ -165,3 +190,15 @@ def test_kill_at_fault_point_then_recover(
     backend: Backend, figures: Figures, point: str, op: str, acceptable: str
 ) -> None:
     kill_and_recover(backend, figures, point, op, acceptable)
+
+
+def _assert_consumed_honestly(rig: Rig, op: str, restored: bool) -> None:
+    """A restore that reached the swap consumed its snapshots (status `restored`) unless
+    --keep-snapshot copied them aside first, in which case they are still verified. Only MySQL
+    renames the snapshot itself into place; elsewhere a restore copies and keeps it."""
+    t = rig.b.table(rig.b.catalog_schema, "snapshots")
+    statuses = sorted(s for (s,) in rig.b.sql(f"SELECT status FROM {t} WHERE kind = 'snapshot'"))
+    if not restored or op == "restore-keep" or rig.b.kind != "mariadb":
+        assert statuses == ["verified", "verified"], statuses
+    else:
+        assert statuses == ["restored", "restored"], statuses

@@ -287,7 +287,9 @@ class Guard:
             finally:
                 source_db.close()
             steps = _restore.plan_restore(db, catalog, chosen, self.config.snapshot_schema)
-            return _restore.run_restore(db, catalog, steps, self.config.snapshot_schema, self.progress)
+            result = _restore.run_restore(db, catalog, steps, self.config.snapshot_schema, self.progress)
+            _restore.require_verified(result)
+            return result
 
     def pitr(
         self,
