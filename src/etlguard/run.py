@@ -317,7 +317,10 @@ class GuardedRun:
         if restored.unverified:
             kept = self.result.displaced_ids
             where = f"; the ETL's tables are kept as snapshots {_ids(kept)}" if kept else ""
-            self._rollback_failed(f"rolled back, but not verified: {restored.problems()}{where}")
+            self._rollback_failed(
+                f"rolled back, but not verified: {restored.problems()}{where}",
+                "etlguard snapshots " + " ".join(sorted(restored.unverified)),
+            )
             return
         self.result.message = (
             f"{reasons[0]}; rolled back {len(steps)} tables to snapshots {_ids(self.result.snapshot_ids)} "
@@ -325,9 +328,11 @@ class GuardedRun:
             + (f" (and {len(reasons) - 1} more problems)" if len(reasons) > 1 else "")
         )
 
-    def _rollback_failed(self, message: str) -> None:
+    def _rollback_failed(self, message: str, command: str | None = None) -> None:
+        """Exit 20. The command to run next: restore the run's snapshots, or, when they were
+        swapped in but did not verify (consumed, so nothing to restore again), inspect them."""
         self.result.status, self.result.exit_code = "rollback_failed", EXIT_ROLLBACK_FAILED
-        self.result.recovery_command = "etlguard restore " + " ".join(
+        self.result.recovery_command = command or "etlguard restore " + " ".join(
             f"--snapshot {i}" for i in self.result.snapshot_ids
         )
         self.result.message = f"{message}; a person must act: run `{self.result.recovery_command}`"
