@@ -208,6 +208,11 @@ class Recovery:
             chosen[snap.table] = snap
         steps = plan_restore(self.db, self.catalog, chosen, self.snapshot_schema)
         result = run_restore(self.db, self.catalog, steps, self.snapshot_schema, run_id=run_id, op="rollback")
+        bad = [str(s.table) for s in steps if str(s.table) not in result.verified]
+        if bad:  # swapped back, but not the snapshot: say so, keep what was replaced
+            message = f"recover rolled back, but {', '.join(bad)} does not match its snapshot"
+            self._close(entry, run_id, "rollback_failed", message)
+            raise RollbackFailed(f"{message}; the replaced tables are kept as displaced snapshots")
         self._close(
             entry, run_id, "rolled_back", f"recover rolled back {len(steps)} tables after the run died"
         )
