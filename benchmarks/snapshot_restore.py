@@ -9,7 +9,7 @@ own, then, in the same run and repeated `--repeat` times (medians reported):
                          LOCK TABLES, checksum of source and copy)
   c) the note's restore: DROP TABLE t; RENAME TABLE b TO t; ALTER TABLE t DROP COLUMN backup_created_at
                          (on a scratch copy of the table, so the original survives for the next round)
-  d) etlguard's restore: Guard.restore([t], latest=True)  (copy aside, verify, one RENAME TABLE)
+  d) etlguard's restore: Guard.restore([t], latest=True)  (one RENAME TABLE, then verify)
   e) after each restore: point lookups by id, the table's structure against the original, and two
      INSERTs that leave `id` to the table
   f) during each restore: a reader on its own connection polling the table every 10 ms, counting
@@ -314,14 +314,14 @@ class Profile:
                 if kind == "swap: RENAME TABLE":
                     profile.swapped_at = time.perf_counter()
 
-        def checksum(adapter: MySQLAdapter, ref: Any) -> Any:
+        def checksum(adapter: MySQLAdapter, ref: Any, *algorithm: Any) -> Any:
             t0 = time.perf_counter()
             try:
-                return original_checksum(adapter, ref)
+                return original_checksum(adapter, ref, *algorithm)
             finally:
-                kind = "checksums (CRC32 sum over every row)"
+                kind = "fingerprints (SHA-256 sum over every row)"
                 if profile.swapped_at:
-                    kind = "checksums after the swap (displaced; copy-back)"
+                    kind = "fingerprints after the swap (displaced; live table verified)"
                 profile.seconds[kind] += time.perf_counter() - t0
                 profile.calls[kind] += 1
 
