@@ -13,7 +13,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from etlguard.errors import EXIT_ETL_FAILED, EXIT_ROLLBACK_FAILED, EtlguardError, UnsupportedTable
+from etlguard.errors import (
+    EXIT_ETL_FAILED,
+    EXIT_ROLLBACK_FAILED,
+    EtlguardError,
+    RollbackFailed,
+    UnsupportedTable,
+)
 from etlguard.tables import TableRef
 
 from conftest import Backend
@@ -502,8 +508,9 @@ def test_a_structure_that_does_not_match_after_a_restore_is_never_verified(pg: B
         "WHERE id = %s",
         [snap.id],
     )
-    result = guard.restore([place.ref(name)], latest=True)
-    assert result.verified == []
+    with pytest.raises(RollbackFailed) as failed:  # exit 20: swapped, not verified
+        guard.restore([place.ref(name)], latest=True)
+    assert failed.value.result.verified == []  # type: ignore[attr-defined]
     assert pg.golden(place.schema, name)[0] == 300
 
 
