@@ -142,7 +142,7 @@ def test_a_rollback_whose_structure_differs_from_the_record_exits_20_and_keeps_t
     assert (
         f"{gold}.facts: its structure" in result.message and "differs from the snapshot's" in result.message
     )
-    assert "etlguard restore --snapshot" in result.message
+    assert result.recovery_command == f"etlguard snapshots {gold}.facts" in result.message
     [displaced] = [r for r in catalog_rows(backend) if r["kind"] == "displaced"]
     assert displaced["status"] == "verified" and str(displaced["id"]) in result.message
     assert displaced["snapshot_table"] in tables_in(backend, backend.snapshot_schema)

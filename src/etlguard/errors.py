@@ -86,17 +86,6 @@ class RestoreFailed(EtlguardError):
     """The swap did not happen; the live tables are as they were."""
 
 
-class RestoreUnverified(EtlguardError):
-    """The swap happened but a restored table does not match its snapshot (structure or data):
-    a person must look. The replaced tables are kept as `displaced` snapshots."""
-
-    exit_code = EXIT_ROLLBACK_FAILED
-
-    def __init__(self, message: str, result: object = None) -> None:
-        self.result = result
-        super().__init__(message)
-
-
 class UnfinishedOperation(EtlguardError):
     exit_code = EXIT_UNFINISHED
 
@@ -119,6 +108,12 @@ class RollbackFailed(EtlguardError):
     def __init__(self, message: str, result: object = None) -> None:
         self.result = result
         super().__init__(message)
+
+
+class RestoreUnverified(RollbackFailed):
+    """The swap happened but a restored table does not match its snapshot (structure or data):
+    a person must look (exit 20, like a failed rollback). The replaced tables are kept as
+    `displaced` snapshots."""
 
 
 class ValidationFailed(EtlguardError):

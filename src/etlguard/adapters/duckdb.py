@@ -5,6 +5,9 @@ point) and a restore of many tables is one transaction (all switch together). It
 within a schema, so the restore's staging copy is built beside the live table. A database file
 is open read-write by one process at a time: the target lock is a kernel file lock beside the
 file, taken before the database is opened and held while an ETL child has the file.
+
+Why this module is long: it is the whole DuckDB boundary. All of etlguard's DuckDB SQL text
+lives here (structure from the catalog functions, copies, the fingerprint, swaps, the file lock).
 """
 
 from __future__ import annotations
