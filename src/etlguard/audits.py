@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from .adapters.base import Adapter
@@ -137,6 +138,16 @@ def preflight(db: Adapter, specs: Sequence[AuditSpec]) -> None:
             raise ConfigError(f"audit {spec.name!r}: table {spec.table} has no column {missing[0]!r}")
 
 
+def counts_before(
+    db: Adapter, specs: Sequence[AuditSpec], protected: Sequence[TableRef]
+) -> dict[TableRef, int]:
+    """Row counts, taken before the ETL, of the tables a `max_change_percent` audit checks and
+    the run does not snapshot: without them an emptied unprotected table had nothing to be
+    compared with and passed. A table that does not exist yet has no count (a first build)."""
+    wanted = {s.table for s in specs if s.max_change_percent is not None and s.table is not None}
+    return {t: db.count_rows(t) for t in sorted(wanted - set(protected)) if db.table_exists(t)}
+
+
 def run_audits(db: Adapter, specs: Sequence[AuditSpec], before: Mapping[TableRef, int]) -> list[AuditResult]:
     """Run every audit; an audit that errors counts as failed (with the error as its detail)."""
     results: list[AuditResult] = []
@@ -197,8 +208,10 @@ def _run_one(db: Adapter, spec: AuditSpec, before: Mapping[TableRef, int]) -> li
 
 def _change(spec: AuditSpec, table: TableRef, rows: int, before: int | None) -> AuditResult:
     limit = spec.max_change_percent or 0.0
-    if before is None:
-        return AuditResult(spec.name, "max_change_percent", True, "no snapshot to compare with", str(table))
+    if before is None:  # counts_before found no table: the run created it
+        return AuditResult(
+            spec.name, "max_change_percent", True, "the table did not exist before the run", str(table)
+        )
     change = 0.0 if before == rows else (abs(rows - before) / before * 100 if before else float("inf"))
     return AuditResult(
         spec.name,
@@ -218,5 +231,22 @@ def _sql(db: Adapter, spec: AuditSpec) -> AuditResult:
         detail = f"{len(rows)} rows returned, expected none: {sample}" if rows else "no rows returned"
         return AuditResult(spec.name, "sql no_rows", not rows, detail, _t(spec), {"rows": len(rows)})
     value = rows[0][0] if rows and rows[0] else None
-    ok = bool(value) and value not in ("0", "false", "f")
-    return AuditResult(spec.name, "sql true", ok, f"returned {value!r}", _t(spec), {"value": str(value)})
+    return AuditResult(
+        spec.name, "sql true", is_true(value), f"returned {value!r}", _t(spec), {"value": str(value)}
+    )
+
+
+_TRUE_TEXT = {"1", "t", "true"}
+
+
+def is_true(value: Any) -> bool:
+    """Strict truth for `expect: true`: a boolean true, a non-zero number, or the text a database
+    prints for true ('1', 't', 'true'). Anything else fails, so 'False', 'no', '0.0' or NULL
+    can never let a bad run commit."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return value != 0 and value == value  # NaN is not true
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return isinstance(value, str) and value.strip().lower() in _TRUE_TEXT

@@ -131,6 +131,7 @@ class GuardedRun:
         self.db: Adapter = adapter_for(self.config.target, self.config.lock_wait_seconds)
         self.catalog = Catalog(self.db, self.config.catalog_schema)
         self.snapshots: list[Snapshot] = []
+        self.counts_before: dict[TableRef, int] = {}
         self.journal: int | None = None
         self.started = time.monotonic()
         self.etl_started_wall = 0.0
@@ -208,6 +209,7 @@ class GuardedRun:
             f"snapshotted {len(self.snapshots)} tables in {self.result.snapshot_seconds:.2f} s "
             f"(snapshots {_ids(self.result.snapshot_ids)}); run {self.result.run_id} starts the ETL"
         )
+        self.counts_before = _audits.counts_before(self.db, self.config.audits, self.tables)
         fault("run.after_snapshot")
         if self.db.name == "duckdb":  # the ETL needs the file; our flock keeps other etlguards out
             self.db.close()
@@ -245,7 +247,7 @@ class GuardedRun:
     def _audit(self) -> list[str]:
         began = time.monotonic()  # timed so the report can show what the audits add to a night
         reasons = self._dbt_audit()
-        before = {s.table: s.row_count or 0 for s in self.snapshots}
+        before = {**self.counts_before, **{s.table: s.row_count or 0 for s in self.snapshots}}
         self.result.audits = _audits.run_audits(self.db, self.config.audits, before)
         reasons += [str(a) for a in self.result.failed_audits]
         self.result.audit_seconds = time.monotonic() - began
