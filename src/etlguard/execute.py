@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -55,7 +55,12 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_command(command: Sequence[str], timeout: float | None = None, tail_lines: int = 40) -> EtlOutcome:
+def run_command(
+    command: Sequence[str],
+    timeout: float | None = None,
+    tail_lines: int = 40,
+    on_start: Callable[[int], None] | None = None,
+) -> EtlOutcome:
     if not command:
         raise ConfigError("no command to run; write it after --, as in: etlguard run -- dbt run")
     started = time.monotonic()
@@ -70,6 +75,8 @@ def run_command(command: Sequence[str], timeout: float | None = None, tail_lines
         )
     except OSError as exc:
         return EtlOutcome(127, 0.0, tail=[f"cannot start {command[0]}: {exc.strerror}"])
+    if on_start is not None:  # e.g. the write watch, to tell the ETL's sessions from others'
+        on_start(proc.pid)
     outcome = EtlOutcome(0, 0.0)
     previous = _forward_signals(proc, outcome)
     timer = _start_timer(proc, outcome, timeout) if timeout else None

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .adapters.base import Adapter, Copy, Progress, Swap
+from .adapters.base import Adapter, Checksum, Copy, Progress, Swap
 from .catalog import Catalog, Snapshot, utcnow
 from .errors import (
     ChecksumMismatch,
@@ -223,10 +223,12 @@ def run_restore(
     catalog.note(entry, {"phase": "swapping", "steps": [_journal_step(s) for s in steps]})
     fault("restore.before_swap")
     swap_started = time.perf_counter()
-    db.swap([Swap(s.table, s.staging, s.displaced, s.structure) for s in steps])
+    _counters_ahead(db, [(s.staging, s.table) for s in steps if s.displaced is not None], COUNTER_MARGIN)
+    db.swap([Swap(s.table, s.staging, s.displaced, s.structure, _expected_sum(s)) for s in steps])
     swap_seconds = time.perf_counter() - swap_started
     back_seconds = time.perf_counter() - started
     fault("restore.after_swap")
+    _counters_ahead(db, [(s.table, s.displaced) for s in steps if s.displaced is not None])
     catalog.note(entry, {"phase": "swapped", "steps": [_journal_step(s) for s in steps]})
     result = RestoreResult(steps, swap_seconds=swap_seconds, back_seconds=back_seconds)
     _record_displaced(db, catalog, steps)
@@ -236,6 +238,20 @@ def run_restore(
     catalog.finish(entry)
     result.total_seconds = time.perf_counter() - started
     return result
+
+
+# Rows other clients insert into the live table between reading its counter and the swap
+# (milliseconds; MySQL allows no RENAME under LOCK TABLES to close that gap) take ids below
+# live + margin, so the incoming table starts above them.
+COUNTER_MARGIN = 1000
+
+
+def _counters_ahead(db: Adapter, pairs: Sequence[tuple[TableRef, TableRef]], margin: int = 0) -> None:
+    """Never hand out an AUTO_INCREMENT id twice (ids of rows a restore discarded may be
+    referenced elsewhere): just before the swap the incoming table's counter is raised past the
+    live table's, and after it to at least the displaced table's final value."""
+    for table, ahead_of in pairs:
+        db.raise_counter(table, ahead_of, margin)
 
 
 def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None) -> None:
@@ -283,6 +299,12 @@ def _own_structure(db: Adapter, snap: Snapshot) -> str:
     return db.structure(snap.snapshot) if db.table_exists(snap.snapshot) else ""
 
 
+def _expected_sum(s: RestoreStep) -> Checksum | None:
+    if s.snapshot.row_count is None or s.snapshot.checksum is None:
+        return None
+    return Checksum(s.snapshot.row_count, s.snapshot.checksum)
+
+
 def _expected(s: RestoreStep) -> str:
     return f"{s.snapshot.row_count} rows/{s.snapshot.checksum}"
 
@@ -306,9 +328,12 @@ def _record_displaced(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep
 
 
 def _verify(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result: RestoreResult) -> None:
-    """Prove every live table holds its snapshot: the recorded fingerprint and structure."""
+    """Prove every live table holds its snapshot: the recorded fingerprint and structure. A
+    refill's data was proved inside the swap's own transaction (other clients may write as soon
+    as it commits), so only its structure is read again here."""
     for s in steps:
-        problem = _mismatch(db, s)
+        proved_in_swap = s.refill and _expected_sum(s) is not None
+        problem = _mismatch(db, s, data=not proved_in_swap)
         if s.consume:
             settle_consumed(catalog, s.snapshot, s.table, s.recopy, problem is None)
         if problem:
@@ -317,13 +342,15 @@ def _verify(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
             result.verified.append(str(s.table))
 
 
-def _mismatch(db: Adapter, s: RestoreStep) -> str | None:
+def _mismatch(db: Adapter, s: RestoreStep, data: bool = True) -> str | None:
     """How the restored live table differs from its snapshot, or None. The structure is
     compared with the one the catalog recorded when the snapshot was taken (not with the
     snapshot table, which could itself have been altered since); the data with the recorded
     fingerprint. A consumed snapshot was not read before the swap, so this is its proof."""
     if not db.structure_matches(s.table, s.structure):
         return "its structure (columns, types, constraints or indexes) differs from the snapshot's"
+    if not data:
+        return None
     live = db.checksum(s.table, s.snapshot.fingerprint)
     if not s.snapshot.matches(live):
         return f"its data ({live}) differs from the snapshot's ({_expected(s)})"

@@ -34,7 +34,8 @@ from .errors import (
 from .execute import EtlOutcome, run_command
 from .faults import fault
 from .grants import check_privileges
-from .restore import plan_restore, run_restore
+from .others import OthersReport, WriteWatch
+from .restore import RestoreStep, plan_restore, run_restore
 from .retention import prune
 from .snapshot import check_tables, take_snapshots
 from .tables import TableRef
@@ -69,6 +70,8 @@ class RunResult:
     snapshot_bytes: int = 0
     displaced_ids: list[int] = field(default_factory=list)  # the post-ETL tables a rollback kept
     notes: list[str] = field(default_factory=list)
+    others_source: str | None = None  # how writes by other clients were watched for
+    others_wrote: list[dict[str, Any]] = field(default_factory=list)  # tables other clients wrote
 
     @property
     def ok(self) -> bool:
@@ -108,6 +111,8 @@ class RunResult:
             "rollback_seconds": round(self.rollback_seconds, 3),
             "total_seconds": round(self.total_seconds, 3),
             "notes": self.notes,
+            "others_source": self.others_source,
+            "others_wrote": self.others_wrote,
         }
 
 
@@ -135,6 +140,8 @@ class GuardedRun:
         self.journal: int | None = None
         self.started = time.monotonic()
         self.etl_started_wall = 0.0
+        self.watch: WriteWatch | None = None
+        self._steps: list[RestoreStep] = []
         self.result = RunResult(None, "running", EXIT_OK, self.command, self.config.target.redacted)
 
     # -- phase 1: lock, preflight, snapshot -----------------------------------------------------
@@ -221,9 +228,28 @@ class GuardedRun:
         if _dbt.is_dbt(command) and self.config.dbt.fail_fast:
             command = _dbt.with_fail_fast(command)
             self.result.command = command
-        outcome = run_command(command, timeout or self.config.timeout_seconds)
+        self._watch_others()
+        outcome = run_command(command, timeout or self.config.timeout_seconds, on_start=self._etl_started)
         self.result.etl = outcome
         return outcome
+
+    def _watch_others(self) -> None:
+        """Watch for writes by other clients while the ETL runs and until the rollback: they
+        would be rolled back with the ETL's, and the person on call must be told."""
+        if self.db.sees_other_sessions:
+            connect = lambda: adapter_for(self.config.target, self.config.lock_wait_seconds)  # noqa: E731
+            self.watch = WriteWatch(connect, self.tables).start()
+
+    def _etl_started(self, pid: int) -> None:
+        if self.watch is not None:
+            self.watch.etl_pid = pid
+
+    def _stop_watch(self) -> OthersReport | None:
+        if self.watch is None:
+            return None
+        report, self.watch = self.watch.stop(), None
+        self.result.others_source = report.source
+        return report
 
     # -- phase 3: audit, then commit or roll back -------------------------------------------------
     def finish(self, etl_ok: bool, failure: str = "") -> RunResult:
@@ -231,18 +257,45 @@ class GuardedRun:
         try:
             self.db.connect()
             reasons = self._etl_failure(failure) if not etl_ok else self._audit()
+            others = self._stop_watch()
             if self.drill and not reasons:
                 self._rollback(["drill: a good run rolled back on purpose"], audit=True)
                 if self.result.status != "rollback_failed":
                     self.result.status, self.result.exit_code = "drill", EXIT_OK
             elif reasons:
                 self._rollback(reasons, audit=etl_ok)
+                self._report_others(others)
             else:
                 self._commit()
             self._close_run()
             return self.result
         finally:
+            self._stop_watch()
             self.release()
+
+    def _report_others(self, others: OthersReport | None) -> None:
+        """Name every protected table another client wrote to during the run, and the displaced
+        table that still holds those rows (the rollback could not keep them live)."""
+        if others is None:
+            return
+        displaced = {s.table: s.displaced_id for s in self._steps}
+        for table, writers in sorted(others.writes.items()):
+            kept = displaced.get(table)
+            diff = f"etlguard diff {table} --snapshot {kept}" if kept else None
+            self.result.others_wrote.append(
+                {
+                    "table": str(table),
+                    "writers": [w.as_dict() for w in writers],
+                    "displaced_snapshot_id": kept,
+                    "diff_command": diff,
+                }
+            )
+            self.result.notes.append(
+                f"another client wrote to {table} during the run; the rollback discarded those rows "
+                f"with the ETL's"
+                + (f": compare with `{diff}`" if diff else "")
+                + f" ({writers[0].describe()})"
+            )
 
     def _audit(self) -> list[str]:
         began = time.monotonic()  # timed so the report can show what the audits add to a night
@@ -313,6 +366,7 @@ class GuardedRun:
             self._rollback_failed(f"the rollback failed: {exc}")
             return
         self.result.rollback_seconds = time.monotonic() - began
+        self._steps = steps
         self.result.rolled_back = [str(s.table) for s in steps]
         self.result.displaced_ids = [s.displaced_id for s in steps if s.displaced_id is not None]
         self.result.rollback_verified = restored.verified

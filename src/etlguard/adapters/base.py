@@ -85,6 +85,16 @@ class Swap:
     staging: TableRef
     displaced: TableRef | None
     structure: str = ""  # the snapshot's DDL, for adapters that rebuild indexes at the swap
+    expected: Checksum | None = None  # refilling adapters prove this before they commit
+
+
+@dataclass(frozen=True)
+class Activity:
+    """One statement a server session ran (or is running), as the server reports it."""
+
+    session: str  # the server's id of the session (MySQL connection id, PostgreSQL backend pid)
+    client: str  # "host:port" as the server saw the client; "" for a local socket or unknown
+    statement: str
 
 
 Progress = Callable[[TableRef, int], None]
@@ -112,6 +122,9 @@ class Adapter:
     # Whether a restore keeps the live table (its OID: views and foreign keys stay bound) and
     # refills it from the snapshot in one transaction (PostgreSQL).
     restores_by_refill: ClassVar[bool] = False
+    # Whether a second connection can watch other sessions' statements during the ETL (not
+    # DuckDB: the ETL needs the file to itself, and nobody else can write while it has it).
+    sees_other_sessions: ClassVar[bool] = False
 
     registry: ClassVar[dict[str, type[Adapter]]] = {}
 
@@ -209,6 +222,25 @@ class Adapter:
 
     def primary_key(self, ref: TableRef) -> list[str]:
         raise NotImplementedError
+
+    # -- other sessions (writes by others during a run) -------------------------------------
+    def activity_source(self) -> str | None:
+        """How `activity()` sees other sessions' statements, or None where it cannot."""
+        return None
+
+    def activity(self) -> list[Activity]:
+        """Statements of the server's other sessions: running ones, and where the server keeps
+        them, recent finished ones. Sampled during a run to notice writes by other clients."""
+        return []
+
+    def server_port(self) -> int | None:
+        return self.target.port
+
+    def raise_counter(self, table: TableRef, at_least_as: TableRef, margin: int = 0) -> int | None:
+        """Move `table`'s AUTO_INCREMENT counter up to `at_least_as`'s (plus `margin`), so that ids handed out
+        before a restore are never handed out again; return the new value if it moved.
+        Databases whose counters live outside the table (sequences) need nothing here."""
+        return None
 
     # -- data -------------------------------------------------------------------------------
     def ensure_schema(self, schema: str) -> None:

@@ -27,6 +27,7 @@ from ..tables import TableRef
 from .base import (
     COPY_CHECK,
     LEGACY_FINGERPRINT,
+    Activity,
     Adapter,
     Checksum,
     Column,
@@ -62,6 +63,7 @@ class MySQLAdapter(Adapter):
     identifier_quote = "`"
     paramstyle = "%s"
     staging_beside_live = False
+    sees_other_sessions = True
     snapshot_renames_into_place = True
     null_safe_equal = "{a} <=> {b}"
     column_types: ClassVar[dict[str, str]] = {
@@ -77,6 +79,7 @@ class MySQLAdapter(Adapter):
         super().__init__(*args, **kwargs)
         self.conn: pymysql.connections.Connection | None = None
         self._lock_name: str | None = None
+        self._history: bool | None = None
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> None:
@@ -219,6 +222,49 @@ class MySQLAdapter(Adapter):
     def auto_increment(self, ref: TableRef) -> int | None:
         m = _AUTO_INC.search(self.show_create(ref))
         return int(m.group(1)) if m else None
+
+    def raise_counter(self, table: TableRef, at_least_as: TableRef, margin: int = 0) -> int | None:
+        want, have = self.auto_increment(at_least_as), self.auto_increment(table)
+        if want is None or have is None or want <= have:
+            return None
+        want += margin
+        self.execute(f"ALTER TABLE {self.qualify(table)} AUTO_INCREMENT = {int(want)}")
+        return want
+
+    def activity_source(self) -> str | None:
+        if self._statement_history():
+            return "performance_schema.events_statements_history (recent statements of every session)"
+        return (
+            "information_schema.PROCESSLIST (running statements only: turn on performance_schema and its "
+            "events_statements_current and events_statements_history consumers to see finished ones)"
+        )
+
+    def _statement_history(self) -> bool:
+        (on,) = self.query("SELECT @@performance_schema")[0]
+        if not on:
+            return False
+        # the history consumer records only what the `current` one does (MariaDB: both off by default)
+        (enabled,) = self.query(
+            "SELECT COUNT(*) FROM performance_schema.setup_consumers WHERE ENABLED = 'YES' AND NAME IN "
+            "('events_statements_current', 'events_statements_history')"
+        )[0]
+        return int(enabled) == 2
+
+    def activity(self) -> list[Activity]:
+        rows = self.query(
+            "SELECT ID, HOST, INFO FROM information_schema.PROCESSLIST "
+            "WHERE INFO IS NOT NULL AND ID <> CONNECTION_ID()"
+        )
+        if self._history is None:
+            self._history = self._statement_history()
+        if self._history:
+            rows += self.query(
+                "SELECT t.PROCESSLIST_ID, p.HOST, h.SQL_TEXT FROM performance_schema.events_statements_history h "
+                "JOIN performance_schema.threads t ON t.THREAD_ID = h.THREAD_ID "
+                "JOIN information_schema.PROCESSLIST p ON p.ID = t.PROCESSLIST_ID "
+                "WHERE h.SQL_TEXT IS NOT NULL AND t.PROCESSLIST_ID <> CONNECTION_ID()"
+            )
+        return [Activity(str(r[0]), _client(str(r[1] or "")), _text(r[2])) for r in rows]
 
     def unsupported_reason(self, ref: TableRef) -> str | None:
         (triggers,) = self.query(
@@ -485,6 +531,15 @@ def _grant_pattern(pattern: str) -> re.Pattern[str]:
         out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
         i += 1
     return re.compile("".join(out))
+
+
+def _client(host: str) -> str:
+    """PROCESSLIST's HOST is `host:port` for TCP clients and `localhost` for a local socket."""
+    return host if ":" in host else ""
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
 
 
 def _optional_int(value: str) -> int | None:

@@ -28,6 +28,7 @@ from ..faults import fault
 from ..tables import TableRef
 from .base import (
     LEGACY_FINGERPRINT,
+    Activity,
     Checksum,
     Column,
     Copy,
@@ -67,6 +68,7 @@ class PostgresAdapter(PostgresStructure):
     identifier_quote = '"'
     paramstyle = "%s"
     staging_beside_live = False
+    sees_other_sessions = True
     snapshot_renames_into_place = False
     restores_by_refill = True
     column_types: ClassVar[dict[str, str]] = {
@@ -198,6 +200,20 @@ class PostgresAdapter(PostgresStructure):
             [self.qualify(ref)],
         )
         return [r[0] for r in rows]
+
+    def activity_source(self) -> str | None:
+        return "pg_stat_activity (each session's running or latest statement)"
+
+    def activity(self) -> list[Activity]:
+        rows = self.query(
+            "SELECT pid, host(client_addr), client_port, query FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+            "AND backend_type = 'client backend' AND query <> ''"
+        )
+        return [
+            Activity(str(pid), f"{addr}:{port}" if addr and port and port > 0 else "", str(query))
+            for pid, addr, port, query in rows
+        ]
 
     # -- what cannot be snapshotted exactly ------------------------------------------------
     def unsupported_reason(self, ref: TableRef) -> str | None:
@@ -378,6 +394,15 @@ class PostgresAdapter(PostgresStructure):
             self._copy_rows(s.live, s.displaced)
         self.execute(f"DELETE FROM {live}")
         self._copy_rows(s.staging, s.live)
+
+    def _prove_refill(self, s: Swap) -> None:
+        """Check the refilled table inside the swap's transaction: afterwards other clients'
+        writes (the live table takes them again at the commit) would make it differ."""
+        if s.expected is None:
+            return
+        actual = self.checksum(s.live)
+        if actual != s.expected:
+            raise DatabaseError(f"the refilled {s.live} holds {actual}, not its snapshot's {s.expected}")
 
     # -- the target lock --------------------------------------------------------------------
     def lock(self, name: str, holder: str) -> None:
