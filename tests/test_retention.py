@@ -198,3 +198,39 @@ def test_prune_keeps_the_newest_verified_snapshot_of_each_table(
     assert [d for d in json.loads(again.out) if d["delete"]] == []
     assert catalog_rows(backend) == before
     assert catalog_rows(backend, "journal") == journal
+
+
+# -- displaced tables: a retention of their own -----------------------------------------------------
+
+
+def test_displaced_tables_are_kept_for_displaced_days_whatever_keep_last_says() -> None:
+    day = dt.timedelta(days=1)
+    snaps = [
+        snap(1, NOW - 20 * day),
+        snap(2, NOW - 19 * day, kind="displaced"),  # older than 14 days: goes
+        snap(3, NOW - 2 * day),
+        snap(4, NOW - 2 * day, kind="displaced"),
+        snap(5, NOW - day),
+        snap(6, NOW - day, kind="displaced"),
+        snap(7, NOW, kind="displaced"),
+    ]
+    decisions = plan_prune(snaps, Retention(days=7, keep_last=2, displaced_days=14), NOW)
+    assert deleted_ids(decisions) == {1, 2}
+    # the displaced copies of a night of failed runs push no restorable snapshot out
+    assert {3, 5} <= kept_ids(decisions)
+    reasons = {d.snapshot.id: d.reason for d in decisions}
+    assert reasons[2] == "displaced, older than 14 days" and reasons[7] == "displaced, younger than 14 days"
+
+
+def test_displaced_days_null_keeps_displaced_tables_forever() -> None:
+    snaps = [snap(1, NOW), snap(2, LONG_AGO, kind="displaced")]
+    assert kept_ids(plan_prune(snaps, Retention(days=1, keep_last=1, displaced_days=None), NOW)) == {1, 2}
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon"])
+def test_displaced_days_must_be_a_positive_number(duck: Backend, value: object) -> None:
+    from etlguard import Config
+    from etlguard.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"retention.displaced_days"):
+        Config.from_dict(duck.settings(protect=["a.b"], retention={"displaced_days": value}))

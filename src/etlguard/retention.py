@@ -45,19 +45,15 @@ def plan_prune(snapshots: Sequence[Snapshot], policy: Retention, now: dt.datetim
 
 
 def _plan_table(newest_first: list[Snapshot], policy: Retention, now: dt.datetime) -> list[PruneDecision]:
-    verified = [s for s in newest_first if s.verified]
+    displaced = [s for s in newest_first if s.verified and s.kind == "displaced"]
+    verified = [s for s in newest_first if s.verified and s.kind != "displaced"]
     # the one `restore --latest` picks: a newer 'displaced' copy left by a restore must not
     # push it out, or the table would keep only the state it was restored away from
     taken = [s for s in verified if s.kind == "snapshot"] or verified
     newest_verified = taken[0].id if taken else None
     cutoff = now - dt.timedelta(days=policy.days) if policy.days is not None else None
-    # Ids only grow, so a snapshot is at least as old as every later one: a clock that ran
-    # ahead and was set back cannot keep an old snapshot "young" by dating it in the future.
-    age_from, earliest = {}, dt.datetime.max
-    for s in newest_first:
-        earliest = min(earliest, s.taken_at)
-        age_from[s.id] = earliest
-    out = []
+    age_from = _ages(newest_first)
+    out = _plan_displaced(displaced, policy, now, age_from)
     for rank, s in enumerate(verified):
         if s.id == newest_verified:
             out.append(PruneDecision(s, False, "newest verified snapshot of the table"))
@@ -75,6 +71,35 @@ def _plan_table(newest_first: list[Snapshot], policy: Retention, now: dt.datetim
         if not s.verified and s.status in ("failed", "damaged"):
             out.append(PruneDecision(s, True, f"{s.status} snapshot"))
     return out
+
+
+def _ages(newest_first: Sequence[Snapshot]) -> dict[int, dt.datetime]:
+    """Ids only grow, so a snapshot is at least as old as every later one: a clock that ran
+    ahead and was set back cannot keep an old snapshot "young" by dating it in the future."""
+    age_from, earliest = {}, dt.datetime.max
+    for s in newest_first:
+        earliest = min(earliest, s.taken_at)
+        age_from[s.id] = earliest
+    return age_from
+
+
+def _plan_displaced(
+    displaced: Sequence[Snapshot], policy: Retention, now: dt.datetime, age_from: dict[int, dt.datetime]
+) -> list[PruneDecision]:
+    """Displaced tables (what a rollback or restore moved out of the way: the failed run's
+    result, rows other clients wrote, tables the run created) are kept for their own number of
+    days, whatever `keep_last` says: they are evidence to diff against, not restore points, and
+    a night of failed runs must neither push good snapshots out nor pile up forever."""
+    if policy.displaced_days is None:
+        return [PruneDecision(s, False, "displaced tables are kept forever") for s in displaced]
+    cutoff = now - dt.timedelta(days=policy.displaced_days)
+    days = f"{policy.displaced_days:g} days"
+    return [
+        PruneDecision(s, False, f"displaced, younger than {days}")
+        if age_from[s.id] >= cutoff
+        else PruneDecision(s, True, f"displaced, older than {days}")
+        for s in displaced
+    ]
 
 
 def prune(

@@ -36,6 +36,7 @@ DEFAULT_FILE = "etlguard.yml"
 class Retention:
     days: float | None = 7
     keep_last: int | None = 3
+    displaced_days: float | None = 14  # what rollbacks and restores moved aside
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,11 @@ def build(parsed: schema.ConfigFile, path: Path | None = None) -> Config:
         timeout_seconds=parsed.timeout_seconds,
         snapshot_schema=parsed.snapshot_schema,
         catalog_schema=parsed.catalog_schema,
-        retention=Retention(days=parsed.retention.days, keep_last=parsed.retention.keep_last),
+        retention=Retention(
+            days=parsed.retention.days,
+            keep_last=parsed.retention.keep_last,
+            displaced_days=parsed.retention.displaced_days,
+        ),
         lock_wait_seconds=float(parsed.lock_wait_seconds),
         job_name=parsed.job_name or "etlguard",
         alerts=build_alerts(parsed.alerts),

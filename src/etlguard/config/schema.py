@@ -66,6 +66,12 @@ class Retention(Section):
 
     days: float | None = Field(7, gt=0, description="Keep snapshots younger than this; null: no age limit.")
     keep_last: int | None = Field(3, ge=1, description="Keep this many newest per table; null: no floor.")
+    displaced_days: float | None = Field(
+        14,
+        gt=0,
+        description="Keep displaced tables (what rollbacks and restores moved aside) this long, "
+        "apart from keep_last; null: forever.",
+    )
 
 
 class Dbt(Section):
