@@ -89,6 +89,11 @@ class Pipeline:
         return proc
 
     def build_first_day(self) -> None:
+        self.install_deps()
+        proc = self.dbt("build", "2026-02-01")  # seeds, models and tests in one dbt start-up
+        assert proc.returncode == 0, proc.stdout[-3000:]
+
+    def install_deps(self) -> None:
         if not (PROJECT / "dbt_packages" / "etlguard_dbt").exists():  # the local etlguard_dbt package
             (PROJECT / "package-lock.yml").unlink(missing_ok=True)  # dbt 1.7 cannot read 1.11's lock file
             deps = [str(self.dbt_bin), "deps", "--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT)]
@@ -96,8 +101,6 @@ class Pipeline:
                 deps, env=self.env, cwd=self.dir, capture_output=True, text=True, timeout=300
             )
             assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        proc = self.dbt("build", "2026-02-01")  # seeds, models and tests in one dbt start-up
-        assert proc.returncode == 0, proc.stdout[-3000:]
 
     def config(self, **extra: Any) -> Path:
         settings = self.backend.settings(

@@ -125,10 +125,11 @@ def _columns(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def preflight(db: Adapter, specs: Sequence[AuditSpec]) -> None:
-    """Before the ETL runs: every audited table exists and every named column exists."""
+def preflight(db: Adapter, specs: Sequence[AuditSpec], new: Sequence[TableRef] = ()) -> None:
+    """Before the ETL runs: every audited table exists (or is one the run will create) and
+    every named column exists."""
     for spec in specs:
-        if spec.table is None:
+        if spec.table is None or spec.table in new:
             continue
         if not db.table_exists(spec.table):
             raise ConfigError(f"audit {spec.name!r} names table {spec.table}, which does not exist")

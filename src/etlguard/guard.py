@@ -34,7 +34,7 @@ from .restore_from import Source, import_tables, matching_columns
 from .retention import PruneDecision
 from .retention import prune as apply_prune
 from .run import GuardedRun, RunResult, guarded_run
-from .snapshot import check_tables, require_table, take_snapshots
+from .snapshot import Membership, check_tables, match_pattern, require_table, take_snapshots
 from .tables import TableRef, parse_table
 from .target import Target, parse_target
 from .transaction import guarded_transaction
@@ -169,39 +169,59 @@ class Guard:
             found += [m for m in matches if m not in found]
         return found
 
-    def protected_set(
-        self, db: Adapter, command: Sequence[str] = ()
-    ) -> tuple[list[TableRef], list[TableRef]]:
+    def protected_set(self, db: Adapter, command: Sequence[str] = ()) -> Membership:
         """The configured protected set: tables, globs, and dbt selectors read from the manifest.
-        Returns (tables, dbt-selected models that have no table yet)."""
-        tables = self.resolve(db, self.config.protect) if self.config.protect else []
-        skipped: list[TableRef] = []
+        A name with no table yet is accepted when the dbt project builds it (a first build);
+        a name that neither exists nor is built by the project is a typo, and an error."""
+        hidden = [self.config.snapshot_schema, self.config.catalog_schema]
+        planned = self._dbt_relations(command)
+        found = Membership()
+        for pattern in self.config.protect:
+            if pattern.is_pattern and not db.table_exists(pattern):
+                found.globs.append(pattern)
+                self._add_glob(db, found, pattern, planned or [], hidden)
+            elif planned is not None and pattern in planned and not _exists(db, pattern):
+                found.add([pattern], new=True)
+            else:
+                require_table(db, pattern, _missing_hint(planned, command))
+                found.add([pattern])
         if self.config.protect_dbt:
-            manifest = _dbt.load_manifest(_dbt.target_dir(self.config.dbt, command))
-            for ref in _dbt.select_relations(manifest, self.config.protect_dbt):
-                if ref in tables:
-                    continue
-                if db.table_exists(ref):
-                    tables.append(ref)
-                else:  # a model that has never been built has nothing to protect yet
-                    skipped.append(ref)
-        if not tables:
+            selected = _dbt.select_relations(self._manifest(command), self.config.protect_dbt)
+            for ref in selected:
+                found.add([ref], new=not db.table_exists(ref))
+        if not found.tables and not found.new:
             raise ConfigError("the protected set is empty; list tables or dbt selectors under protect:")
-        return tables, skipped
+        return found
+
+    def _add_glob(
+        self, db: Adapter, found: Membership, pattern: TableRef, planned: list[TableRef], hidden: list[str]
+    ) -> None:
+        matches = match_pattern(db, pattern, hidden)
+        later = [r for r in planned if r.matches(pattern) and r not in matches]
+        if not matches and not later:
+            raise ConfigError(f"protected pattern {pattern} matches no table; fix it under protect:")
+        found.add(matches)
+        found.add(later, new=True)
+
+    def _manifest(self, command: Sequence[str]) -> dict[str, Any]:
+        return _dbt.load_manifest(_dbt.target_dir(self.config.dbt, command))
+
+    def _dbt_relations(self, command: Sequence[str]) -> list[TableRef] | None:
+        """Every table the dbt project builds, or None when there is no manifest to read."""
+        try:
+            manifest = self._manifest(command)
+        except ConfigError:
+            if self.config.protect_dbt:
+                raise
+            return None
+        return _dbt.select_relations(manifest, ["resource_type:*"])
 
     def _glob(self, db: Adapter, pattern: TableRef) -> list[TableRef]:
-        schemas = [s for s in db.list_schemas() if TableRef(s, "x").matches(TableRef(pattern.schema, "x"))]
-        hidden = {self.config.snapshot_schema, self.config.catalog_schema}
-        matches = [
-            TableRef(s, t)
-            for s in schemas
-            if s not in hidden
-            for t in db.list_tables(s)
-            if TableRef(s, t).matches(pattern) and not t.startswith("_etlguard_")
-        ]
+        hidden = [self.config.snapshot_schema, self.config.catalog_schema]
+        matches = match_pattern(db, pattern, hidden)
         if not matches:
             raise ConfigError(f"protected pattern {pattern} matches no table; fix it under protect:")
-        return sorted(matches)
+        return matches
 
     # -- commands ---------------------------------------------------------------------------
     def init(self, write_config: Path | None = None, protect: Sequence[str] = ()) -> Path | None:
@@ -222,7 +242,9 @@ class Guard:
 
     def snapshot(self, tables: Sequence[str | TableRef] = (), run_id: int | None = None) -> list[Snapshot]:
         with self.session("snapshot") as (db, catalog):
-            refs = self.resolve(db, tables) if tables else self.protected_set(db)[0]
+            refs = self.resolve(db, tables) if tables else self.protected_set(db).tables
+            if not refs:
+                raise ConfigError("no table of the protected set exists yet; nothing to snapshot")
             check_privileges(db, refs, self.config.snapshot_schema, self.config.catalog_schema, swaps=False)
             return take_snapshots(db, catalog, refs, self.config.snapshot_schema, run_id, self.progress)
 
@@ -433,6 +455,24 @@ class Guard:
 
 def _same_columns(db: Adapter, ref: TableRef, snap: Snapshot) -> bool:
     return [c.name for c in db.columns(ref)] == [c.name for c in db.columns(snap.snapshot)]
+
+
+_NO_MANIFEST = (
+    "if the run creates it, let etlguard see the dbt project's manifest "
+    "(run `dbt parse`, or set dbt.project_dir / dbt.target_path)"
+)
+
+
+def _missing_hint(planned: list[TableRef] | None, command: Sequence[str]) -> str:
+    if planned is not None:
+        return "the dbt project does not build it either"
+    return _NO_MANIFEST if _dbt.is_dbt(command) else ""
+
+
+def _exists(db: Adapter, ref: TableRef) -> bool:
+    db.check_identifier(ref.schema)
+    db.check_identifier(ref.name)
+    return db.table_exists(ref)
 
 
 def _to_utc(when: dt.datetime | None) -> dt.datetime | None:

@@ -19,7 +19,8 @@ from .adapters.base import Adapter
 from .catalog import Catalog
 from .errors import EtlguardError, RollbackFailed
 from .faults import fault
-from .restore import live_matches, plan_restore, run_restore, settle_consumed
+from .restore import live_matches, plan_aside, plan_restore, run_restore, settle_consumed
+from .snapshot import Membership
 from .tables import TableRef
 
 # s12_ab3de9xz (snapshot), r12_... (MySQL staging), _etlguard_r12_... (DuckDB staging)
@@ -104,14 +105,19 @@ class Recovery:
     def _restore(self, entry: dict[str, Any]) -> str:
         payload = entry["payload"]
         steps = payload.get("steps", [])
+        aside = payload.get("aside", [])
         staged = [TableRef(*s["staging"]) for s in steps]
         swapped = payload.get("phase") in ("swapped", "recopying") or (
-            payload.get("phase") == "swapping" and all(self._swapped(s) for s in steps)
+            payload.get("phase") == "swapping"
+            and all(self._swapped(s) for s in steps)
+            and all(self.db.table_exists(TableRef(*a["displaced"])) for a in aside)
         )
         if swapped:
             for s in steps:
                 self._record_displaced(s)
             bad = [str(TableRef(*s["table"])) for s in steps if not self._settle(s)]
+            for a in aside:
+                self._record_displaced(a)
             self.catalog.finish(entry["id"], "recovered")
             if bad:
                 raise RollbackFailed(
@@ -119,6 +125,9 @@ class Recovery:
                     "the replaced tables are kept as displaced snapshots (etlguard snapshots)"
                 )
             return "the swap had happened; its bookkeeping is now complete"
+        for a in aside:  # the swap is one statement or transaction: nothing was moved
+            if self.catalog.snapshot(a["displaced_id"]) is not None:
+                self.catalog.update_snapshot(a["displaced_id"], status="failed")
         for s, ref in zip(steps, staged, strict=True):
             if not (s.get("consume") or s.get("refill")):  # there 'staging' is the snapshot itself
                 self._drop_ours(ref)
@@ -207,7 +216,12 @@ class Recovery:
                 raise EtlguardError(f"run {run_id}'s snapshot {sid} is not usable; restore by hand")
             chosen[snap.table] = snap
         steps = plan_restore(self.db, self.catalog, chosen, self.snapshot_schema)
-        result = run_restore(self.db, self.catalog, steps, self.snapshot_schema, run_id=run_id, op="rollback")
+        hidden = [self.snapshot_schema, self.catalog.schema]
+        membership = Membership.from_journal(entry["payload"])
+        aside = plan_aside(self.db, self.catalog, membership, self.snapshot_schema, hidden, len(steps))
+        result = run_restore(
+            self.db, self.catalog, steps, self.snapshot_schema, run_id=run_id, op="rollback", aside=aside
+        )
         bad = [str(s.table) for s in steps if str(s.table) not in result.verified]
         if bad:  # swapped back, but not the snapshot: say so, keep what was replaced
             message = f"recover rolled back, but {', '.join(bad)} does not match its snapshot"

@@ -26,7 +26,7 @@ from .errors import (
     SnapshotNotFound,
 )
 from .faults import fault
-from .snapshot import snapshot_name
+from .snapshot import Membership, created_by_run, snapshot_name
 from .tables import TableRef
 
 
@@ -51,6 +51,25 @@ class RestoreStep:
             "snapshot_taken_at": self.snapshot.taken_at.isoformat() + "Z",
             "rows": self.snapshot.row_count,
             "displaced_snapshot_id": self.displaced_id,
+        }
+
+
+@dataclass
+class AsideStep:
+    """A table the failed run created: moved into the snapshot schema in the same swap, kept
+    as a displaced snapshot (never dropped)."""
+
+    table: TableRef
+    displaced: TableRef
+    displaced_id: int
+    structure: str = ""
+    auto_increment: int | None = None
+
+    def as_journal(self) -> dict[str, object]:
+        return {
+            "table": [self.table.schema, self.table.name],
+            "displaced": [self.displaced.schema, self.displaced.name],
+            "displaced_id": self.displaced_id,
         }
 
 
@@ -171,6 +190,43 @@ def plan_restore(
     return steps
 
 
+def plan_aside(
+    db: Adapter,
+    catalog: Catalog,
+    membership: Membership,
+    snapshot_schema: str,
+    hidden: Sequence[str],
+    first: int,
+) -> list[AsideStep]:
+    """Displaced-snapshot names for the tables a failed run created (see Membership); ids
+    follow the `first` ids a plan_restore of the same rollback takes."""
+    next_id = catalog.next_snapshot_id() + first
+    return [
+        AsideStep(t, TableRef(snapshot_schema, snapshot_name("s", next_id + i)), next_id + i)
+        for i, t in enumerate(created_by_run(db, membership, hidden))
+    ]
+
+
+def check_swappable(db: Adapter, steps: Sequence[RestoreStep], aside: Sequence[AsideStep]) -> None:
+    """Refuse, before anything is touched, a swap that could only half work: a live name that
+    is now a view, or a trigger or foreign key the snapshot did not have (snapshots refuse
+    tables with either, so the run added it). A rename would fail on a trigger (MySQL error
+    1435) and carry a foreign key into the snapshot schema."""
+    for ref in [s.table for s in steps] + [a.table for a in aside]:
+        if db.is_view(ref):
+            raise RestoreFailed(
+                f"cannot put {ref} back: it is now a view, which etlguard did not create and will not "
+                f"drop; drop or rename the view (keep its definition if you need it), then retry; "
+                "nothing was changed"
+            )
+        blockers = db.swap_blockers(ref) if db.table_exists(ref) else []
+        if blockers:
+            raise RestoreFailed(
+                f"cannot put {ref} back: the run added {blockers[0]}, which a swap would break; "
+                "remove it, then retry; nothing was changed"
+            )
+
+
 def run_restore(
     db: Adapter,
     catalog: Catalog,
@@ -179,11 +235,13 @@ def run_restore(
     progress: Progress | None = None,
     run_id: int | None = None,
     op: str = "restore",
+    aside: Sequence[AsideStep] = (),
 ) -> RestoreResult:
 
     started = time.perf_counter()
+    check_swappable(db, steps, aside)
     db.ensure_schema(snapshot_schema)
-    entry = catalog.begin(op, {"phase": "staging", "steps": [_journal_step(s) for s in steps]}, run_id)
+    entry = catalog.begin(op, _payload("staging", steps, aside), run_id)
     fault("restore.after_intent")
     try:
         _stage(db, steps, progress)
@@ -198,6 +256,7 @@ def run_restore(
             raise RestoreFailed(f"restore failed before the swap; live tables untouched: {exc}") from exc
         raise
     fault("restore.after_staging")
+    _add_aside(db, catalog, aside, entry, run_id)
     for s in steps:
         if s.displaced is not None and s.displaced_id is not None:
             s.live_structure = db.structure(s.table)
@@ -220,18 +279,22 @@ def run_restore(
                     note=f"replaced by snapshot {s.snapshot.id}",
                 )
             )
-    catalog.note(entry, {"phase": "swapping", "steps": [_journal_step(s) for s in steps]})
+    catalog.note(entry, _payload("swapping", steps, aside))
     fault("restore.before_swap")
     swap_started = time.perf_counter()
     _counters_ahead(db, [(s.staging, s.table) for s in steps if s.displaced is not None], COUNTER_MARGIN)
-    db.swap([Swap(s.table, s.staging, s.displaced, s.structure, _expected_sum(s)) for s in steps])
+    swaps = [Swap(s.table, s.staging, s.displaced, s.structure, _expected_sum(s)) for s in steps]
+    swaps += [Swap(a.table, None, a.displaced) for a in aside]
+    if swaps:
+        db.swap(swaps)
     swap_seconds = time.perf_counter() - swap_started
     back_seconds = time.perf_counter() - started
     fault("restore.after_swap")
     _counters_ahead(db, [(s.table, s.displaced) for s in steps if s.displaced is not None])
-    catalog.note(entry, {"phase": "swapped", "steps": [_journal_step(s) for s in steps]})
+    catalog.note(entry, _payload("swapped", steps, aside))
     result = RestoreResult(steps, swap_seconds=swap_seconds, back_seconds=back_seconds)
     _record_displaced(db, catalog, steps)
+    _finish_aside(db, catalog, aside)
     fault("restore.before_verify")
     _verify(db, catalog, steps, result)
     fault("restore.before_finish")
@@ -389,6 +452,52 @@ def require_verified(result: RestoreResult) -> None:
     raise RestoreUnverified(
         f"restored, but not verified: {result.problems()}{where}; a person must check these tables", result
     )
+
+
+def _add_aside(
+    db: Adapter, catalog: Catalog, aside: Sequence[AsideStep], entry: int, run_id: int | None
+) -> None:
+    for a in aside:
+        a.structure, a.auto_increment = db.structure(a.table), db.auto_increment(a.table)
+        catalog.add_snapshot(
+            Snapshot(
+                id=a.displaced_id,
+                table=a.table,
+                snapshot=a.displaced,
+                kind="displaced",
+                status="creating",
+                taken_at=utcnow(),
+                row_count=None,
+                size_bytes=None,
+                checksum=None,
+                auto_increment=None,
+                structure="",
+                run_id=run_id,
+                journal_id=entry,
+                note="created by the failed run; moved aside by its rollback",
+            )
+        )
+
+
+def _finish_aside(db: Adapter, catalog: Catalog, aside: Sequence[AsideStep]) -> None:
+    for a in aside:
+        cs = db.checksum(a.displaced)
+        catalog.update_snapshot(
+            a.displaced_id,
+            status="verified",
+            row_count=cs.rows,
+            checksum=cs.digest,
+            structure=a.structure,
+            size_bytes=db.size_bytes(a.displaced),
+            auto_increment=a.auto_increment,
+        )
+
+
+def _payload(phase: str, steps: Sequence[RestoreStep], aside: Sequence[AsideStep]) -> dict[str, object]:
+    payload: dict[str, object] = {"phase": phase, "steps": [_journal_step(s) for s in steps]}
+    if aside:
+        payload["aside"] = [a.as_journal() for a in aside]
+    return payload
 
 
 def _journal_step(s: RestoreStep) -> dict[str, object]:

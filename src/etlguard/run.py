@@ -35,9 +35,9 @@ from .execute import EtlOutcome, run_command
 from .faults import fault
 from .grants import check_privileges
 from .others import OthersReport, WriteWatch
-from .restore import RestoreStep, plan_restore, run_restore
+from .restore import RestoreStep, plan_aside, plan_restore, run_restore
 from .retention import prune
-from .snapshot import check_tables, take_snapshots
+from .snapshot import Membership, check_tables, take_snapshots
 from .tables import TableRef
 
 if TYPE_CHECKING:
@@ -55,7 +55,8 @@ class RunResult:
     target: str
     protected: list[str] = field(default_factory=list)
     snapshot_ids: list[int] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # dbt-selected models with no table yet
+    new: list[str] = field(default_factory=list)  # protected tables the run may create (none yet)
+    moved_aside: list[str] = field(default_factory=list)  # tables the failed run created, kept aside
     etl: EtlOutcome | None = None
     dbt_failures: list[_dbt.NodeResult] = field(default_factory=list)
     audits: list[_audits.AuditResult] = field(default_factory=list)
@@ -91,7 +92,8 @@ class RunResult:
             "command": self.command,
             "protected": self.protected,
             "snapshot_ids": self.snapshot_ids,
-            "skipped": self.skipped,
+            "new": self.new,
+            "moved_aside": self.moved_aside,
             "etl": None
             if self.etl is None
             else {
@@ -136,6 +138,7 @@ class GuardedRun:
         self.db: Adapter = adapter_for(self.config.target, self.config.lock_wait_seconds)
         self.catalog = Catalog(self.db, self.config.catalog_schema)
         self.snapshots: list[Snapshot] = []
+        self.membership = Membership()
         self.counts_before: dict[TableRef, int] = {}
         self.journal: int | None = None
         self.started = time.monotonic()
@@ -165,20 +168,19 @@ class GuardedRun:
             for action in Recovery(self.db, self.catalog, self.config.snapshot_schema).run().actions:
                 self.echo(f"recovered first: {action}")
         self.guard._refuse_unfinished(self.catalog)
-        tables = self._protected_set()
+        self.membership = self.guard.protected_set(self.db, self.command)
+        tables = self.membership.tables
+        self.result.new = [str(t) for t in self.membership.new]
         check_tables(self.db, tables)
         check_privileges(self.db, tables, self.config.snapshot_schema, self.config.catalog_schema, swaps=True)
-        _audits.preflight(self.db, self.config.audits)
+        _audits.preflight(self.db, self.config.audits, self.membership.new)
         self._check_space(tables)
         self.result.protected = [str(t) for t in tables]
         self.tables = tables
-        if self.result.skipped:
-            self.echo(f"not protected, no table yet (first build?): {', '.join(self.result.skipped)}")
-
-    def _protected_set(self) -> list[TableRef]:
-        tables, skipped = self.guard.protected_set(self.db, self.command)
-        self.result.skipped += [str(t) for t in skipped]
-        return tables
+        if self.result.new:
+            self.echo(
+                f"new, no table yet (a failed run's version is moved aside): {', '.join(self.result.new)}"
+            )
 
     def _check_space(self, tables: Sequence[TableRef]) -> None:
         free = self.db.free_bytes()
@@ -192,16 +194,20 @@ class GuardedRun:
 
     def _snapshot(self) -> None:
         self.result.run_id = self.catalog.start_run(self.command)
-        self.journal = self.catalog.begin("run", {"phase": "snapshot"}, self.result.run_id)
+        self.journal = self.catalog.begin("run", self._journal("snapshot"), self.result.run_id)
         began = time.monotonic()
         try:
-            self.snapshots = take_snapshots(
-                self.db,
-                self.catalog,
-                self.tables,
-                self.config.snapshot_schema,
-                self.result.run_id,
-                self.guard.progress,
+            self.snapshots = (
+                take_snapshots(
+                    self.db,
+                    self.catalog,
+                    self.tables,
+                    self.config.snapshot_schema,
+                    self.result.run_id,
+                    self.guard.progress,
+                )
+                if self.tables
+                else []  # a first build: nothing exists yet, so nothing to copy
             )
         except SnapshotFailed as exc:
             self.result.status, self.result.exit_code = "snapshot_failed", EXIT_SNAPSHOT_FAILED
@@ -211,7 +217,7 @@ class GuardedRun:
         self.result.snapshot_seconds = time.monotonic() - began
         self.result.snapshot_ids = [s.id for s in self.snapshots]
         self.result.snapshot_bytes = sum(s.size_bytes or 0 for s in self.snapshots)
-        self.catalog.note(self.journal, {"phase": "etl", "snapshot_ids": self.result.snapshot_ids})
+        self.catalog.note(self.journal, self._journal("etl"))
         self.echo(
             f"snapshotted {len(self.snapshots)} tables in {self.result.snapshot_seconds:.2f} s "
             f"(snapshots {_ids(self.result.snapshot_ids)}); run {self.result.run_id} starts the ETL"
@@ -331,7 +337,7 @@ class GuardedRun:
 
     def _commit(self) -> None:
         assert self.journal is not None
-        self.catalog.note(self.journal, {"phase": "commit", "snapshot_ids": self.result.snapshot_ids})
+        self.catalog.note(self.journal, self._journal("commit"))
         fault("run.before_commit")
         self.result.status, self.result.exit_code = "ok", EXIT_OK
         self.result.message = f"run {self.result.run_id} succeeded; {len(self.snapshots)} tables protected"
@@ -350,10 +356,13 @@ class GuardedRun:
         self.echo(f"{what}{reasons[0]}; rolling back")
         began = time.monotonic()
         assert self.journal is not None
-        self.catalog.note(self.journal, {"phase": "rollback", "snapshot_ids": self.result.snapshot_ids})
+        self.catalog.note(self.journal, self._journal("rollback"))
         try:
             chosen = {s.table: s for s in self.snapshots}
             steps = plan_restore(self.db, self.catalog, chosen, self.config.snapshot_schema)
+            hidden = [self.config.snapshot_schema, self.config.catalog_schema]
+            schema = self.config.snapshot_schema
+            aside = plan_aside(self.db, self.catalog, self.membership, schema, hidden, len(steps))
             restored = run_restore(
                 self.db,
                 self.catalog,
@@ -361,6 +370,7 @@ class GuardedRun:
                 self.config.snapshot_schema,
                 run_id=self.result.run_id,
                 op="rollback",
+                aside=aside,
             )
         except EtlguardError as exc:
             self._rollback_failed(f"the rollback failed: {exc}")
@@ -369,6 +379,8 @@ class GuardedRun:
         self._steps = steps
         self.result.rolled_back = [str(s.table) for s in steps]
         self.result.displaced_ids = [s.displaced_id for s in steps if s.displaced_id is not None]
+        self.result.displaced_ids += [a.displaced_id for a in aside]
+        self.result.moved_aside = [str(a.table) for a in aside]
         self.result.rollback_verified = restored.verified
         if restored.unverified:
             kept = self.result.displaced_ids
@@ -381,8 +393,14 @@ class GuardedRun:
         self.result.message = (
             f"{reasons[0]}; rolled back {len(steps)} tables to snapshots {_ids(self.result.snapshot_ids)} "
             f"in one swap and verified them"
+            + (f", and moved aside {len(aside)} tables the run created" if aside else "")
             + (f" (and {len(reasons) - 1} more problems)" if len(reasons) > 1 else "")
         )
+
+    def _journal(self, phase: str) -> dict[str, Any]:
+        """What recover needs to finish this run: the phase, the snapshots, and the membership
+        (to move aside the tables a failed run created)."""
+        return {"phase": phase, "snapshot_ids": self.result.snapshot_ids, **self.membership.as_journal()}
 
     def _rollback_failed(self, message: str, command: str | None = None) -> None:
         """Exit 20. The command to run next: restore the run's snapshots, or, when they were

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from .adapters.base import Adapter, Copy, Progress
 from .catalog import Catalog, Snapshot, utcnow
@@ -28,13 +30,58 @@ def snapshot_name(prefix: str, snapshot_id: int) -> str:
     return f"{prefix}{snapshot_id}_" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
 
 
-def require_table(db: Adapter, ref: TableRef) -> None:
+def require_table(db: Adapter, ref: TableRef, also: str = "") -> None:
     """A representable name of an existing table, or a one-line error saying which it is not."""
     db.check_identifier(ref.schema)  # a name the server cannot hold is not "missing"
     db.check_identifier(ref.name)
     if not db.table_exists(ref):
         hint = "check the name" if db.schema_exists(ref.schema) else f"schema {ref.schema} does not exist"
-        raise TableNotFound(str(ref), hint)
+        raise TableNotFound(str(ref), hint + (f"; {also}" if also else ""))
+
+
+@dataclass
+class Membership:
+    """The protected set as a rollback must put it back, not only the tables that exist: the
+    tables snapshotted, the tables the run may create (named in the config or selected from the
+    dbt project, with no table yet), and the globs. A table that exists after a failed run but
+    did not before (a new name, or a new match of a glob) was made by the run: the rollback moves
+    it aside, as a displaced snapshot, so the warehouse is as it was before the run."""
+
+    tables: list[TableRef] = field(default_factory=list)
+    new: list[TableRef] = field(default_factory=list)
+    globs: list[TableRef] = field(default_factory=list)
+
+    def add(self, refs: Iterable[TableRef], new: bool = False) -> None:
+        for ref in refs:
+            if ref not in self.tables and ref not in self.new:
+                (self.new if new else self.tables).append(ref)
+
+    def as_journal(self) -> dict[str, Any]:
+        return {k: [[t.schema, t.name] for t in getattr(self, k)] for k in ("tables", "new", "globs")}
+
+    @classmethod
+    def from_journal(cls, payload: dict[str, Any]) -> Membership:
+        return cls(*([TableRef(*t) for t in payload.get(k, [])] for k in ("tables", "new", "globs")))
+
+
+def match_pattern(db: Adapter, pattern: TableRef, hidden: Sequence[str]) -> list[TableRef]:
+    """Existing tables that match a glob, outside etlguard's own schemas and staging names."""
+    schemas = [s for s in db.list_schemas() if TableRef(s, "x").matches(TableRef(pattern.schema, "x"))]
+    return sorted(
+        TableRef(s, t)
+        for s in schemas
+        if s not in hidden
+        for t in db.list_tables(s)
+        if TableRef(s, t).matches(pattern) and not t.startswith("_etlguard_")
+    )
+
+
+def created_by_run(db: Adapter, membership: Membership, hidden: Sequence[str]) -> list[TableRef]:
+    """Tables of the protected set that exist now and did not when the run started."""
+    found = [t for t in membership.new if db.table_exists(t)]
+    for pattern in membership.globs:
+        found += match_pattern(db, pattern, hidden)
+    return sorted({t for t in found if t not in membership.tables})
 
 
 def check_tables(db: Adapter, tables: Sequence[TableRef]) -> None:

@@ -79,10 +79,11 @@ class CopyResult:
 
 @dataclass(frozen=True)
 class Swap:
-    """Put `staging` in place of `live`; `live` (if it exists) becomes `displaced`."""
+    """Put `staging` in place of `live`; `live` (if it exists) becomes `displaced`. With no
+    staging, `live` is only moved aside (a table a failed run created)."""
 
     live: TableRef
-    staging: TableRef
+    staging: TableRef | None
     displaced: TableRef | None
     structure: str = ""  # the snapshot's DDL, for adapters that rebuild indexes at the swap
     expected: Checksum | None = None  # refilling adapters prove this before they commit
@@ -222,6 +223,20 @@ class Adapter:
 
     def primary_key(self, ref: TableRef) -> list[str]:
         raise NotImplementedError
+
+    def is_view(self, ref: TableRef) -> bool:
+        rows = self.query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            f"{self.paramstyle} AND table_name = {self.paramstyle} AND table_type = 'VIEW'",
+            [ref.schema, ref.name],
+        )
+        return any(r[0] == ref.name for r in rows)
+
+    def swap_blockers(self, ref: TableRef) -> list[str]:
+        """What on or around a live table would make a swap fail or go wrong, each with the
+        statement that removes it: triggers, and foreign keys into or out of the table."""
+        reason = self.unsupported_reason(ref)
+        return [reason] if reason else []
 
     # -- other sessions (writes by others during a run) -------------------------------------
     def activity_source(self) -> str | None:

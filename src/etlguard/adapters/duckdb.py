@@ -446,6 +446,8 @@ class DuckDBAdapter(Adapter):
                         self.create_from_structure(s.displaced, self.structure(s.live), with_indexes=False)
                         self._copy_rows(s.live, s.displaced)
                     self.drop_table(s.live)
+                if s.staging is None:  # only moved aside: a table the failed run created
+                    continue
                 self.execute(f"ALTER TABLE {self.qualify(s.staging)} RENAME TO {self.quote(s.live.name)}")
                 for sql in _statements(s.structure)[1]:
                     self.execute(sql.replace(_PLACEHOLDER, self.qualify(s.live), 1))

@@ -191,7 +191,7 @@ class MySQLAdapter(Adapter):
         # information_schema compares case-insensitively; names on Linux are case-sensitive.
         rows = self.query(
             "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE = 'BASE TABLE'",
+            "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')",
             [schema],
         )
         return sorted(r[1] for r in rows if r[0] == schema)
@@ -266,7 +266,44 @@ class MySQLAdapter(Adapter):
             )
         return [Activity(str(r[0]), _client(str(r[1] or "")), _text(r[2])) for r in rows]
 
+    def swap_blockers(self, ref: TableRef) -> list[str]:
+        triggers = self.query(
+            "SELECT TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS "
+            "WHERE EVENT_OBJECT_SCHEMA = %s AND EVENT_OBJECT_TABLE = %s",
+            [ref.schema, ref.name],
+        )
+        fks = self.query(
+            "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, REFERENCED_TABLE_NAME "
+            "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+            "(CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s) OR "
+            "(UNIQUE_CONSTRAINT_SCHEMA = %s AND REFERENCED_TABLE_NAME = %s)",
+            [ref.schema, ref.name, ref.schema, ref.name],
+        )
+        out = [
+            f"trigger {TableRef(s, n)} (remove it with DROP TRIGGER {self.qualify(TableRef(s, n))})"
+            for s, n in triggers
+        ]
+        for schema, table, name, parent in fks:
+            child = TableRef(str(schema), str(table))
+            where = f"from {child} into {ref}" if table != ref.name else f"from {ref} to {parent}"
+            out.append(
+                f"foreign key {name} {where} (remove it with ALTER TABLE {self.qualify(child)} "
+                f"DROP FOREIGN KEY {self.quote(str(name))})"
+            )
+        return out
+
     def unsupported_reason(self, ref: TableRef) -> str | None:
+        (versioned,) = self.query(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+            "AND TABLE_TYPE = 'SYSTEM VERSIONED'",
+            [ref.schema, ref.name],
+        )[0]
+        if versioned:
+            return (
+                "it is system-versioned (WITH SYSTEM VERSIONING): a copy cannot keep its history or "
+                "row_start/row_end values; protect it by another means and name the other tables "
+                "instead of a glob that matches it"
+            )
         (triggers,) = self.query(
             "SELECT COUNT(*) FROM information_schema.TRIGGERS "
             "WHERE EVENT_OBJECT_SCHEMA = %s AND EVENT_OBJECT_TABLE = %s",
@@ -461,7 +498,8 @@ class MySQLAdapter(Adapter):
         for s in swaps:
             if s.displaced is not None:
                 pairs.append(f"{self.qualify(s.live)} TO {self.qualify(s.displaced)}")
-            pairs.append(f"{self.qualify(s.staging)} TO {self.qualify(s.live)}")
+            if s.staging is not None:
+                pairs.append(f"{self.qualify(s.staging)} TO {self.qualify(s.live)}")
         self.execute("RENAME TABLE " + ", ".join(pairs))
 
     # -- the target lock --------------------------------------------------------------------

@@ -206,6 +206,7 @@ class PostgresStructure(Adapter):
                 f"{s.live} is a partitioned table or a partition whose structure changed since the snapshot; "
                 "only its rows can be restored: put its structure back by hand, then restore again"
             )
+        assert s.staging is not None  # a table only moved aside has no copy to build
         staging = TableRef(s.staging.schema, "r_" + secrets.token_hex(6))
         self._create_copy(s.staging, staging)
         self._copy_rows(s.staging, staging)

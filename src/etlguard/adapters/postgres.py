@@ -376,17 +376,23 @@ class PostgresAdapter(PostgresStructure):
         is built first, then the live table is moved aside and the copy renamed into its place,
         with its names, defaults, sequences, grants and dependent views put back."""
         with self._transaction():
+            aside = [s for s in swaps if s.staging is None]  # tables a failed run created
+            swaps = [s for s in swaps if s.staging is not None]
             rebuilt = {s.live: self._stage_copy(s) for s in swaps if self._needs_rebuild(s)}
             for s in swaps:
                 if s.live in rebuilt:
                     self._replace(s, rebuilt[s.live])
                 else:
                     self._refill(s)
+                self._prove_refill(s)
+            for s in aside:
+                self._put_new_aside(s.live, s.displaced)
 
     def _needs_rebuild(self, s: Swap) -> bool:
         return not self.table_exists(s.live) or not self.structure_matches(s.live, s.structure)
 
     def _refill(self, s: Swap) -> None:
+        assert s.staging is not None  # a table only moved aside is not refilled
         live = self.qualify(s.live)
         self.execute(f"LOCK TABLE {live} IN EXCLUSIVE MODE")  # writers wait; readers do not
         if s.displaced is not None:
@@ -394,6 +400,15 @@ class PostgresAdapter(PostgresStructure):
             self._copy_rows(s.live, s.displaced)
         self.execute(f"DELETE FROM {live}")
         self._copy_rows(s.staging, s.live)
+
+    def _put_new_aside(self, live: TableRef, aside: TableRef | None) -> None:
+        """A table the failed run created goes into the snapshot schema, whole (its indexes,
+        constraints and sequences go with it); never dropped."""
+        assert aside is not None
+        self.execute(f"ALTER TABLE {self.qualify(live)} RENAME TO {self.quote(aside.name)}")
+        self.execute(
+            f"ALTER TABLE {self.qualify(TableRef(live.schema, aside.name))} SET SCHEMA {self.quote(aside.schema)}"
+        )
 
     def _prove_refill(self, s: Swap) -> None:
         """Check the refilled table inside the swap's transaction: afterwards other clients'

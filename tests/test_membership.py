@@ -1,0 +1,181 @@
+"""The protected set's membership: tables a failed run creates under a protected glob, or that
+a first build makes from nothing, are moved aside by the rollback (kept as displaced snapshots,
+never dropped); a name that neither exists nor is built by the dbt project is still a typo."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from etlguard.errors import EXIT_ETL_FAILED, EXIT_OK, EXIT_USAGE
+
+from conftest import Backend
+from pipeline import Pipeline
+from support import cli
+
+
+def _etl(backend: Backend, *statements: str, status: int = 3) -> list[str]:
+    """A Python ETL that runs statements in its own connection, then exits with `status`."""
+    if backend.kind == "duckdb":
+        connect = f"import duckdb; c = duckdb.connect({str(backend.path)!r}); run = c.execute"  # type: ignore[attr-defined]
+    elif backend.kind == "postgresql":
+        connect = (
+            f"import psycopg; c = psycopg.connect(host='127.0.0.1', port={backend.port}, "  # type: ignore[attr-defined]
+            "user='postgres', dbname='postgres', autocommit=True); run = c.execute"
+        )
+    else:
+        connect = (
+            f"import pymysql; c = pymysql.connect(host='127.0.0.1', port={backend.port}, user='root', "  # type: ignore[attr-defined]
+            "autocommit=True); run = c.cursor().execute"
+        )
+    body = "".join(f"run({s!r})\n" for s in statements)
+    return [sys.executable, "-c", f"{connect}\n{body}c.close()\nimport sys; sys.exit({status})\n"]
+
+
+def _gold(backend: Backend) -> str:
+    gold = backend.create_schema("gold")
+    backend.sql(f"CREATE TABLE {backend.table(gold, 'a')} (id INT PRIMARY KEY, v INT)")
+    backend.sql(f"INSERT INTO {backend.table(gold, 'a')} VALUES (1, 10), (2, 20)")
+    return gold
+
+
+def _displaced(backend: Backend, table: str) -> list[tuple]:
+    t = backend.table(backend.catalog_schema, "snapshots")
+    schema, _, name = table.partition(".")
+    return backend.sql(
+        f"SELECT id, snapshot_schema, snapshot_table, status, row_count FROM {t} "
+        f"WHERE kind = 'displaced' AND table_schema = '{schema}' AND table_name = '{name}'"
+    )
+
+
+@pytest.fixture(params=["duckdb", "mariadb", "postgresql"])
+def any_db(request: pytest.FixtureRequest) -> Backend:
+    return request.getfixturevalue({"duckdb": "duck", "mariadb": "maria", "postgresql": "pg"}[request.param])
+
+
+def test_a_table_the_failed_run_created_under_a_glob_is_moved_aside(any_db: Backend) -> None:
+    b = any_db
+    gold = _gold(b)
+    before = b.golden(gold, "a")
+    guard = b.guard([f"{gold}.*"])
+    new = b.table(gold, "b")
+
+    result = guard.run(
+        _etl(
+            b,
+            f"CREATE TABLE {new} (id INT PRIMARY KEY)",
+            f"INSERT INTO {new} VALUES (7), (8), (9)",
+            f"UPDATE {b.table(gold, 'a')} SET v = 0",
+        )
+    )
+
+    assert result.exit_code == EXIT_ETL_FAILED, result.message
+    assert result.moved_aside == [f"{gold}.b"]
+    assert "moved aside 1 tables the run created" in result.message
+    assert b.golden(gold, "a") == before
+    assert not b.sql(
+        f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{gold}' AND table_name = 'b'"
+    )
+    [(sid, schema, name, status, rows)] = _displaced(b, f"{gold}.b")
+    assert (status, rows) == ("verified", 3) and sid in result.displaced_ids
+    assert sorted(r[0] for r in b.sql(f"SELECT id FROM {b.table(schema, name)}")) == [7, 8, 9]
+
+
+def test_a_good_run_keeps_the_tables_it_created(backend: Backend) -> None:
+    gold = _gold(backend)
+    new = backend.table(gold, "b")
+    result = backend.guard([f"{gold}.*"]).run(
+        _etl(backend, f"CREATE TABLE {new} (id INT PRIMARY KEY)", status=0)
+    )
+    assert result.exit_code == EXIT_OK, result.message
+    assert backend.sql(f"SELECT COUNT(*) FROM {new}") == [(0,)]
+
+
+def test_a_name_neither_existing_nor_built_by_dbt_is_a_typo(
+    backend: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gold = _gold(backend)
+    target = backend.tmp_path / "target"
+    target.mkdir()
+    manifest = {"nodes": {"model.p.b": _node(gold, "b")}}
+    (target / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    settings = {"dbt": {"target_path": str(target)}}
+    config = backend.write_config(
+        backend.tmp_path / "etlguard.yml", [f"{gold}.a", f"{gold}.typo"], **settings
+    )
+
+    result = cli(capsys, "run", "-c", str(config), "--", "dbt", "run")
+
+    assert result.code == EXIT_USAGE
+    assert result.err_lines == [
+        f"etlguard: error: table {gold}.typo does not exist; check the name; "
+        "the dbt project does not build it either"
+    ]
+
+
+def test_a_name_the_dbt_project_builds_is_protected_as_new(backend: Backend) -> None:
+    gold = _gold(backend)
+    target = backend.tmp_path / "target"
+    target.mkdir()
+    (target / "manifest.json").write_text(json.dumps({"nodes": {"m": _node(gold, "b")}}), encoding="utf-8")
+    guard = backend.guard([f"{gold}.a", f"{gold}.b"], dbt={"target_path": str(target)})
+    new = backend.table(gold, "b")
+    lines: list[str] = []
+
+    result = guard.run(_etl(backend, f"CREATE TABLE {new} (id INT PRIMARY KEY)"), echo=lines.append)
+
+    assert result.exit_code == EXIT_ETL_FAILED
+    assert result.new == [f"{gold}.b"] and result.moved_aside == [f"{gold}.b"]
+    assert any(line.startswith("new, no table yet") and f"{gold}.b" in line for line in lines)
+
+
+def _node(schema: str, name: str) -> dict:
+    return {
+        "resource_type": "model",
+        "schema": schema,
+        "name": name,
+        "alias": name,
+        "config": {"materialized": "table"},
+    }
+
+
+# -- the first night: an empty warehouse, built under guard -------------------------------------------
+
+
+@pytest.fixture
+def empty_warehouse(backend: Backend) -> Pipeline:
+    p = Pipeline(backend)
+    p.install_deps()
+    proc = p.dbt("parse")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return p
+
+
+def test_the_first_build_runs_guarded_and_its_failure_leaves_nothing_half_built(
+    empty_warehouse: Pipeline,
+) -> None:
+    p = empty_warehouse
+    assert not [t for t in p.tables if _exists(p.backend, *t)]
+
+    proc = p.guarded("2026-02-01", verb="build", fail_model="moveouts")
+
+    assert proc.returncode == EXIT_ETL_FAILED, proc.stderr[-3000:]
+    assert "new, no table yet" in proc.stderr
+    assert not [t for t in p.tables if _exists(p.backend, *t)]  # nothing half-built is live
+    moved = [t for t in p.tables if _displaced(p.backend, f"{t[0]}.{t[1]}")]
+    assert moved, "the tables the failed build made were kept aside, not dropped"
+
+    good = p.guarded("2026-02-01", verb="build")
+    assert good.returncode == EXIT_OK, good.stderr[-3000:]
+    assert all(_exists(p.backend, *t) for t in p.tables)
+
+
+def _exists(backend: Backend, schema: str, name: str) -> bool:
+    return bool(
+        backend.sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            f"'{schema}' AND table_name = '{name}'"
+        )
+    )
