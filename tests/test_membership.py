@@ -179,3 +179,82 @@ def _exists(backend: Backend, schema: str, name: str) -> bool:
             f"'{schema}' AND table_name = '{name}'"
         )
     )
+
+
+# -- MySQL edge cases: refused before the swap, never halfway -----------------------------------------
+
+
+def _two_tables(maria: Backend) -> tuple[str, str]:
+    gold = _gold(maria)
+    other = maria.create_schema("other")
+    maria.sql(f"CREATE TABLE {maria.table(other, 'child')} (id INT PRIMARY KEY, a_id INT)")
+    return gold, other
+
+
+@pytest.mark.parametrize(
+    ("change", "says", "fix"),
+    [
+        (
+            "CREATE TRIGGER {gold}.tr BEFORE INSERT ON {a} FOR EACH ROW SET NEW.v = NEW.v",
+            "the run added trigger {gold}.tr (remove it with DROP TRIGGER `{gold}`.`tr`)",
+            "DROP TRIGGER `{gold}`.`tr`",
+        ),
+        (
+            "ALTER TABLE {child} ADD CONSTRAINT fk_a FOREIGN KEY (a_id) REFERENCES {a} (id)",
+            "the run added foreign key fk_a from {other}.child into {gold}.a (remove it with "
+            "ALTER TABLE `{other}`.`child` DROP FOREIGN KEY `fk_a`)",
+            "ALTER TABLE `{other}`.`child` DROP FOREIGN KEY `fk_a`",
+        ),
+        (
+            "RENAME TABLE {a} TO {gold}.a_old; CREATE VIEW {a} AS SELECT 1 AS id",
+            "it is now a view",
+            "DROP VIEW {a}",
+        ),
+    ],
+    ids=["trigger", "foreign-key-into", "view"],
+)
+def test_what_the_etl_added_is_refused_before_the_swap(
+    maria: Backend, change: str, says: str, fix: str
+) -> None:
+    gold, other = _two_tables(maria)
+    a, child = maria.table(gold, "a"), maria.table(other, "child")
+    names = {"gold": gold, "other": other, "a": a, "child": child}
+    statements = [f"UPDATE {a} SET v = 99", *change.format(**names).split("; ")]
+
+    result = maria.guard([f"{gold}.a"]).run(_etl(maria, *statements))
+
+    assert result.status == "rollback_failed", result.message
+    assert says.format(**names) in result.message
+    assert "nothing was changed" in result.message
+    # nothing was half done: the ETL's result is still live, the snapshot whole and unconsumed
+    live = "a_old" if "view" in says else "a"
+    assert maria.sql(f"SELECT DISTINCT v FROM {maria.table(gold, live)}") == [(99,)]
+    [snap] = maria.guard([f"{gold}.a"]).snapshots(f"{gold}.a")
+    assert snap.verified and snap.kind == "snapshot"
+    assert maria.sql(
+        f"SELECT id, v FROM {maria.table(snap.snapshot.schema, snap.snapshot.name)} ORDER BY id"
+    ) == [
+        (1, 10),
+        (2, 20),
+    ]
+    # the message's own statement, then recover: the rollback finishes
+    maria.sql(fix.format(**names))
+    assert not maria.guard([f"{gold}.a"]).recover().nothing_to_do
+    assert maria.sql(f"SELECT id, v FROM {a} ORDER BY id") == [(1, 10), (2, 20)]
+
+
+def test_a_system_versioned_table_matched_by_a_glob_is_refused_not_left_out(
+    maria: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gold = _gold(maria)
+    maria.sql(f"CREATE TABLE {maria.table(gold, 'hist')} (id INT PRIMARY KEY) WITH SYSTEM VERSIONING")
+    config = maria.write_config(maria.tmp_path / "etlguard.yml", [f"{gold}.*"])
+
+    result = cli(capsys, "run", "-c", str(config), "--", sys.executable, "-c", "pass")
+
+    assert result.code == EXIT_USAGE
+    assert result.err_lines == [
+        f"etlguard: error: table {gold}.hist cannot be snapshotted exactly: it is system-versioned "
+        "(WITH SYSTEM VERSIONING): a copy cannot keep its history or row_start/row_end values; protect "
+        "it by another means and name the other tables instead of a glob that matches it"
+    ]

@@ -236,7 +236,7 @@ class Adapter:
         """What on or around a live table would make a swap fail or go wrong, each with the
         statement that removes it: triggers, and foreign keys into or out of the table."""
         reason = self.unsupported_reason(ref)
-        return [reason] if reason else []
+        return [f"what its snapshot did not have ({reason})"] if reason else []
 
     # -- other sessions (writes by others during a run) -------------------------------------
     def activity_source(self) -> str | None:
