@@ -68,6 +68,7 @@ class Writer:
 class OthersReport:
     source: str | None  # how the server was watched; None where it could not be
     writes: dict[TableRef, list[Writer]] = field(default_factory=dict)
+    error: str | None = None  # why the server could not be watched
 
 
 def writes_to(statement: str, tables: Sequence[TableRef]) -> list[TableRef]:
@@ -96,16 +97,15 @@ class WriteWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.db: Adapter | None = None
-        self.error: str | None = None
 
     def start(self) -> WriteWatch:
         try:
             self.db = self.connect()
             self.db.connect()
             self.report.source = self.db.activity_source()
-        except EtlguardError as exc:
+        except EtlguardError as exc:  # e.g. no grant to read other sessions: the run goes on
             self.report.source = None
-            self.error = str(exc)
+            self.report.error = str(exc)
             return self
         if self.report.source is not None:
             self._thread = threading.Thread(target=self._loop, name="etlguard-write-watch", daemon=True)

@@ -254,7 +254,7 @@ class GuardedRun:
         if self.watch is None:
             return None
         report, self.watch = self.watch.stop(), None
-        self.result.others_source = report.source
+        self.result.others_source = report.source or f"not watched: {report.error}"
         return report
 
     # -- phase 3: audit, then commit or roll back -------------------------------------------------
