@@ -5,6 +5,8 @@ never dropped); a name that neither exists nor is built by the dbt project is st
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -258,3 +260,49 @@ def test_a_system_versioned_table_matched_by_a_glob_is_refused_not_left_out(
         "(WITH SYSTEM VERSIONING): a copy cannot keep its history or row_start/row_end values; protect "
         "it by another means and name the other tables instead of a glob that matches it"
     ]
+
+
+# -- crash safety: killed mid-rollback, or mid-ETL, then recover ----------------------------------------
+
+
+@pytest.mark.parametrize("point", ["run.after_etl", "restore.before_swap", "restore.after_swap"])
+def test_killed_around_the_swap_recover_moves_the_new_table_aside_exactly_once(
+    backend: Backend, point: str
+) -> None:
+    gold = _gold(backend)
+    before = backend.golden(gold, "a")
+    config = backend.write_config(backend.tmp_path / "etlguard.yml", [f"{gold}.*"])
+    new = backend.table(gold, "b")
+    etl = _etl(backend, f"CREATE TABLE {new} (id INT PRIMARY KEY)", f"INSERT INTO {new} VALUES (5)")
+
+    killed = _etlguard(backend, "run", "-c", str(config), "--", *etl, fault=f"{point}:kill")
+    assert killed.returncode == -9, killed.stderr
+    recovered = _etlguard(backend, "recover", "-c", str(config), fault="")
+
+    assert recovered.returncode == 0, recovered.stderr
+    assert backend.golden(gold, "a") == before
+    assert not _exists(backend, gold, "b")
+    rows = _displaced(backend, f"{gold}.b")
+    [(_, schema, name, _, count)] = [r for r in rows if r[3] == "verified"]
+    assert count == 1 and backend.sql(f"SELECT id FROM {backend.table(schema, name)}") == [(5,)]
+    assert {r[3] for r in rows} <= {"verified", "failed"}, rows  # an undone attempt is marked failed
+    snaps = backend.snapshot_schema
+    present = {
+        r[0]
+        for r in backend.sql(
+            f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{snaps}'"
+        )
+    }
+    catalog = backend.table(backend.catalog_schema, "snapshots")
+    verified = {r[0] for r in backend.sql(f"SELECT snapshot_table FROM {catalog} WHERE status = 'verified'")}
+    assert present == verified  # no orphan, nothing verified that is missing
+    again = _etlguard(backend, "recover", "-c", str(config), fault="")
+    assert "nothing to recover" in again.stdout, again.stdout
+
+
+def _etlguard(backend: Backend, *args: str, fault: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "ETLGUARD_FAULT"}
+    if fault:
+        env["ETLGUARD_FAULT"] = fault
+    cmd = [sys.executable, "-m", "etlguard", *args]
+    return subprocess.run(cmd, env=env, cwd=backend.tmp_path, capture_output=True, text=True, timeout=120)
