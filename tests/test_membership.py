@@ -306,3 +306,34 @@ def _etlguard(backend: Backend, *args: str, fault: str) -> subprocess.CompletedP
         env["ETLGUARD_FAULT"] = fault
     cmd = [sys.executable, "-m", "etlguard", *args]
     return subprocess.run(cmd, env=env, cwd=backend.tmp_path, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("change", ["trigger", "view"])
+def test_postgres_refuses_what_the_etl_added_before_the_refill(pg: Backend, change: str) -> None:
+    gold = _gold(pg)
+    a = pg.table(gold, "a")
+    if change == "trigger":
+        fn = pg.table(gold, "f")
+        statements = [
+            f"CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+            f"CREATE TRIGGER tr BEFORE INSERT ON {a} FOR EACH ROW EXECUTE FUNCTION {fn}()",
+        ]
+        says, fix, live = (
+            "it has triggers, which would fire on the restore's refill",
+            f"DROP TRIGGER tr ON {a}",
+            "a",
+        )
+    else:
+        statements = [f"ALTER TABLE {a} RENAME TO a_old", f"CREATE VIEW {a} AS SELECT 1 AS id"]
+        says, fix, live = "it is now a view", f"DROP VIEW {a}", "a_old"
+
+    result = pg.guard([f"{gold}.a"]).run(_etl(pg, f"UPDATE {a} SET v = 99", *statements))
+
+    assert result.status == "rollback_failed" and says in result.message, result.message
+    assert "nothing was changed" in result.message
+    assert pg.sql(f"SELECT DISTINCT v FROM {pg.table(gold, live)}") == [(99,)]
+    pg.sql(fix)
+    if change == "view":  # PostgreSQL keeps the table by its identity: put it back under its name
+        pg.sql(f"ALTER TABLE {pg.table(gold, 'a_old')} RENAME TO a")
+    assert not pg.guard([f"{gold}.a"]).recover().nothing_to_do
+    assert pg.sql(f"SELECT id, v FROM {a} ORDER BY id") == [(1, 10), (2, 20)]
