@@ -160,6 +160,10 @@ def test_write_statements_are_recognised() -> None:
     assert writes_to('WITH x AS (SELECT 1) UPDATE "gold"."orders" SET a = 1', [gold]) == [gold]
     assert writes_to("SELECT * FROM gold.orders", [gold]) == []
     assert writes_to("INSERT INTO gold.orders_archive SELECT 1", [gold]) == []
+    assert writes_to('INSERT INTO "t1_prot"."orders" (id) VALUES (1)', [gold]) == []  # another schema
+    assert writes_to("delete from silver.orders", [gold]) == []
+    assert writes_to("DELETE FROM orders WHERE id = 1", [gold]) == [gold]  # the default schema may be gold
+    assert writes_to("UPDATE `gold`.`orders` SET a = 1", [gold]) == [gold]
 
 
 @pytest.mark.parametrize(

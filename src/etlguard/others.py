@@ -24,7 +24,7 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,10 +72,28 @@ class OthersReport:
 
 
 def writes_to(statement: str, tables: Sequence[TableRef]) -> list[TableRef]:
-    """The protected tables a write statement names (by table name, quoted or not)."""
+    """The protected tables a write statement names: by name, quoted or not, and when the
+    name is qualified, with the table's own schema (`other.orders` is not `shop.orders`; an
+    unqualified `orders` may be, through the session's default schema)."""
     if not _WRITE.match(statement):
         return []
-    return [t for t in tables if re.search(rf"(?<![\w$]){re.escape(t.name)}(?![\w$])", statement, re.I)]
+    return [t for t in tables if any(_names(statement, m.start(), t) for m in _finds(statement, t.name))]
+
+
+def _finds(text: str, name: str) -> Iterator[re.Match[str]]:
+    return re.finditer(rf"(?<![\w$]){re.escape(name)}(?![\w$])", text, re.I)
+
+
+def _names(text: str, at: int, table: TableRef) -> bool:
+    """Is the name found at `at` unqualified, or qualified by the table's schema?"""
+    if at and text[at - 1] in '"`':
+        at -= 1
+    if not at or text[at - 1] != ".":
+        return True
+    before = text[: at - 1]
+    quoted = re.search(r'(["`])((?:(?!\1).)*)\1$', before)
+    schema = quoted.group(2) if quoted else (re.search(r"[\w$]+$", before) or [""])[0]
+    return str(schema).lower() == table.schema.lower()
 
 
 class WriteWatch:

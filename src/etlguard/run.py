@@ -35,7 +35,7 @@ from .execute import EtlOutcome, run_command
 from .faults import fault
 from .grants import check_privileges
 from .others import OthersReport, WriteWatch
-from .restore import RestoreStep, plan_aside, plan_restore, run_restore
+from .restore import AsideStep, RestoreStep, plan_aside, plan_restore, run_restore
 from .retention import prune
 from .snapshot import Membership, check_tables, take_snapshots
 from .tables import TableRef
@@ -145,6 +145,7 @@ class GuardedRun:
         self.etl_started_wall = 0.0
         self.watch: WriteWatch | None = None
         self._steps: list[RestoreStep] = []
+        self._aside: list[AsideStep] = []
         self.result = RunResult(None, "running", EXIT_OK, self.command, self.config.target.redacted)
 
     # -- phase 1: lock, preflight, snapshot -----------------------------------------------------
@@ -285,6 +286,7 @@ class GuardedRun:
         if others is None:
             return
         displaced = {s.table: s.displaced_id for s in self._steps}
+        displaced.update({a.table: a.displaced_id for a in self._aside})
         for table, writers in sorted(others.writes.items()):
             kept = displaced.get(table)
             diff = f"etlguard diff {table} --snapshot {kept}" if kept else None
@@ -376,7 +378,7 @@ class GuardedRun:
             self._rollback_failed(f"the rollback failed: {exc}")
             return
         self.result.rollback_seconds = time.monotonic() - began
-        self._steps = steps
+        self._steps, self._aside = steps, aside
         self.result.rolled_back = [str(s.table) for s in steps]
         self.result.displaced_ids = [s.displaced_id for s in steps if s.displaced_id is not None]
         self.result.displaced_ids += [a.displaced_id for a in aside]
