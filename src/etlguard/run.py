@@ -8,6 +8,7 @@ failure after it puts the whole protected set back in one atomic swap and proves
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -244,8 +245,8 @@ class GuardedRun:
         """Watch for writes by other clients while the ETL runs and until the rollback: they
         would be rolled back with the ETL's, and the person on call must be told."""
         if self.db.sees_other_sessions:
-            connect = lambda: adapter_for(self.config.target, self.config.lock_wait_seconds)  # noqa: E731
-            self.watch = WriteWatch(connect, self.tables).start()
+            connect = functools.partial(adapter_for, self.config.target, self.config.lock_wait_seconds)
+            self.watch = WriteWatch(connect, [*self.tables, *self.membership.new]).start()
 
     def _etl_started(self, pid: int) -> None:
         if self.watch is not None:
