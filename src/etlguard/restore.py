@@ -365,7 +365,7 @@ def _own_structure(db: Adapter, snap: Snapshot) -> str:
 def _expected_sum(s: RestoreStep) -> Checksum | None:
     if s.snapshot.row_count is None or s.snapshot.checksum is None:
         return None
-    return Checksum(s.snapshot.row_count, s.snapshot.checksum)
+    return Checksum(s.snapshot.row_count, s.snapshot.checksum, s.snapshot.fingerprint)
 
 
 def _expected(s: RestoreStep) -> str:
@@ -487,6 +487,7 @@ def _finish_aside(db: Adapter, catalog: Catalog, aside: Sequence[AsideStep]) -> 
             status="verified",
             row_count=cs.rows,
             checksum=cs.digest,
+            fingerprint=cs.algorithm,
             structure=a.structure,
             size_bytes=db.size_bytes(a.displaced),
             auto_increment=a.auto_increment,

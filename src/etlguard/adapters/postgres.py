@@ -415,7 +415,7 @@ class PostgresAdapter(PostgresStructure):
         writes (the live table takes them again at the commit) would make it differ."""
         if s.expected is None:
             return
-        actual = self.checksum(s.live)
+        actual = self.checksum(s.live, s.expected.algorithm)
         if actual != s.expected:
             raise DatabaseError(f"the refilled {s.live} holds {actual}, not its snapshot's {s.expected}")
 
