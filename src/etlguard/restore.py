@@ -6,6 +6,10 @@ fingerprint and structure: the table is back in milliseconds, and a failed proof
 with the displaced table kept. Elsewhere the snapshot is copied to a staging table and checked
 before the swap. Each displaced live table is kept as a snapshot of kind `displaced`, so a
 restore can itself be undone.
+
+Why this module is long: a restore is one journaled sequence (plan, stage, record what is
+displaced or moved aside, one swap, prove, settle), and every step must see the same
+RestoreStep records so that `recover` can finish any of them; the steps stay together.
 """
 
 from __future__ import annotations

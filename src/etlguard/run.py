@@ -3,6 +3,9 @@
 The same state machine serves `etlguard run -- COMMAND` and the Python context manager
 `Guard.protect()`. A failure before the ETL starts touches nothing and the ETL never runs; a
 failure after it puts the whole protected set back in one atomic swap and proves it by checksum.
+
+Why this module is long: it is the run's state machine (lock, preflight, snapshot, execute,
+audit, commit or roll back), whose phases share one journal entry and one RunResult.
 """
 
 from __future__ import annotations
