@@ -12,6 +12,7 @@ EXIT_FAILED = 1  # the operation failed; nothing was changed (verify mismatch, r
 EXIT_USAGE = 2  # bad configuration or arguments; nothing was touched
 EXIT_BUSY = 3  # another etlguard holds the target's lock; nothing was touched
 EXIT_UNFINISHED = 4  # an interrupted operation must be recovered first
+EXIT_UNREACHABLE = 5  # the server could not be reached after retries; transient: retry later
 EXIT_ETL_FAILED = 10  # the ETL failed; the protected set was rolled back and verified
 EXIT_AUDIT_FAILED = 11  # the ETL exited 0 but an audit failed; rolled back and verified
 EXIT_SNAPSHOT_FAILED = 12  # the snapshot failed; the ETL never ran
@@ -34,6 +35,13 @@ class TargetError(EtlguardError):
     """The target cannot be reached or refused us (wrong password, missing grant)."""
 
     exit_code = EXIT_USAGE
+
+
+class TargetUnreachable(TargetError):
+    """The server did not answer or is restarting (an Aurora failover). Nothing was touched,
+    and unlike a configuration error, running again later may well succeed."""
+
+    exit_code = EXIT_UNREACHABLE
 
 
 class IdentifierError(ConfigError):

@@ -66,8 +66,13 @@ def parse_target(url: str) -> Target:
     parts = urlsplit(f"{scheme}://{rest}")
     try:
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"target URL has a bad port: {exc}") from None
+    except ValueError:
+        # never echo the URL text: a password with ':' or '@' in it ends up here
+        raise ConfigError(
+            "target URL has a bad port or an unencoded password; percent-encode the "
+            "password's special characters (@ -> %40, : -> %3A, / -> %2F, # -> %23, ? -> %3F, "
+            "% -> %25), or put it in ${VAR}, which etlguard encodes for you"
+        ) from None
     return Target(
         dialect,
         host=parts.hostname or "127.0.0.1",

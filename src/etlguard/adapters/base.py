@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from ..errors import EtlguardError, IdentifierError
+from ..errors import EtlguardError, IdentifierError, TargetUnreachable
 from ..tables import TableRef
 from ..target import Target
 
@@ -103,6 +105,30 @@ Progress = Callable[[TableRef, int], None]
 
 class DatabaseError(EtlguardError):
     """A database error, translated at this boundary (the driver's exception is the cause)."""
+
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_BACKOFF_SECONDS = 30.0
+
+
+def with_retries(target: Target, attempt: Callable[[], T]) -> T:
+    """`attempt()`, tried again with doubling waits while the server is unreachable: an
+    Aurora failover or a restart takes tens of seconds, and a nightly job should ride it out
+    rather than fail. Bounded by the URL options `connect_retries` (default 3) and
+    `retry_backoff` (first wait in seconds, default 1); the last failure is raised as is."""
+    retries = int(target.option("connect_retries", "3"))
+    wait = float(target.option("retry_backoff", "1"))
+    for n in range(retries + 1):
+        try:
+            return attempt()
+        except TargetUnreachable as exc:
+            if n == retries:
+                raise
+            pause = min(wait * 2**n, MAX_BACKOFF_SECONDS)
+            log.warning("%s; retry %d of %d in %.1f s", exc, n + 1, retries, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 class Adapter:

@@ -1,5 +1,5 @@
 """MySQL 8 / Aurora MySQL, and MariaDB as a subclass, over PyMySQL (pure Python: it runs in
-AWS Glue Python shell jobs).
+AWS Glue 5.0 jobs, Python 3.11).
 
 Snapshots are `CREATE TABLE ... LIKE` + `INSERT ... SELECT` (exact structure, unlike CTAS), copied
 under `LOCK TABLES ... READ` so every table of one call shares one consistency point. Restores
@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import pymysql
 import pymysql.cursors
 
-from ..errors import EtlguardError, LockHeld, TargetError
+from ..errors import EtlguardError, LockHeld, TargetError, TargetUnreachable
 from ..faults import fault
 from ..tables import TableRef
 from .base import (
@@ -37,6 +37,7 @@ from .base import (
     Progress,
     Swap,
     fingerprint_of,
+    with_retries,
 )
 
 _AUTO_INC = re.compile(r" AUTO_INCREMENT=(\d+)")
@@ -85,9 +86,13 @@ class MySQLAdapter(Adapter):
     def connect(self) -> None:
         if self.conn is not None:
             return
+        self.conn = with_retries(self.target, self._open)
+        self._setup_session()
+
+    def _open(self) -> Any:
         t = self.target
         try:
-            self.conn = pymysql.connect(
+            return pymysql.connect(
                 host=t.host,
                 port=t.port or 3306,
                 user=t.user,
@@ -101,7 +106,6 @@ class MySQLAdapter(Adapter):
             )
         except pymysql.err.OperationalError as exc:
             raise self._login_error(exc) from exc
-        self._setup_session()
 
     def _login_error(self, exc: pymysql.err.OperationalError) -> TargetError:
         code = exc.args[0] if exc.args else 0
@@ -111,7 +115,7 @@ class MySQLAdapter(Adapter):
                 f"{where} {_LOGIN_ERRORS[code]} user {self.target.user!r}: check the user "
                 "name and password (the password is read from the URL or ${VAR} in it)"
             )
-        return TargetError(f"cannot reach {where}: {_message(exc)}; check host, port and network")
+        return TargetUnreachable(f"cannot reach {where}: {_message(exc)}; check host, port and network")
 
     def _setup_session(self) -> None:
         self.execute(f"SET SESSION lock_wait_timeout = {int(self.lock_wait_seconds)}")

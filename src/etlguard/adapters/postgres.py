@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from ..errors import EtlguardError, LockHeld, TargetError
+from ..errors import EtlguardError, LockHeld, TargetError, TargetUnreachable
 from ..faults import fault
 from ..tables import TableRef
 from .base import (
@@ -37,6 +37,7 @@ from .base import (
     Progress,
     Swap,
     fingerprint_of,
+    with_retries,
 )
 from .pg_structure import PostgresStructure
 
@@ -91,9 +92,14 @@ class PostgresAdapter(PostgresStructure):
             return
         if psycopg is None:
             raise TargetError("PostgreSQL targets need psycopg: pip install 'etlguard[postgres]'")
+        self.conn = with_retries(self.target, self._open)
+        self.execute(f"SET lock_timeout = '{int(self.lock_wait_seconds)}s'")
+        self._pin_session()
+
+    def _open(self) -> Any:
         t = self.target
         try:
-            self.conn = psycopg.connect(
+            return psycopg.connect(
                 host=t.host,
                 port=t.port or 5432,
                 user=t.user or None,
@@ -108,9 +114,9 @@ class PostgresAdapter(PostgresStructure):
                 raise TargetError(
                     f"{t.redacted} refused the login for user {t.user!r}: check the user name and password"
                 ) from exc
-            raise TargetError(f"cannot reach {t.redacted}: {text}; check host, port and network") from exc
-        self.execute(f"SET lock_timeout = '{int(self.lock_wait_seconds)}s'")
-        self._pin_session()
+            raise TargetUnreachable(
+                f"cannot reach {t.redacted}: {text}; check host, port and network"
+            ) from exc
 
     def _pin_session(self) -> None:
         pairs = list(_PINNED.items())

@@ -50,26 +50,46 @@ def command(name: str, examples: str) -> Callable[[Callable[..., Any]], click.Co
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="etlguard")
-def cli() -> None:
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(path_type=Path),
+    envvar="ETLGUARD_CONFIG",
+    help="Config file, before or after the command (default: $ETLGUARD_CONFIG, then ./etlguard.yml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
     """etlguard: snapshot the tables that matter, run the ETL, and roll every protected table
     back in one atomic swap if anything fails.
 
-    Configuration is read from ./etlguard.yml (or --config); ETLGUARD_URL overrides the target.
+    Configuration is read from ./etlguard.yml (or --config, or ETLGUARD_CONFIG); ETLGUARD_URL
+    overrides the target.
     """
+    ctx.meta["etlguard.config"] = config_path
 
 
 config_option = click.option(
     "--config",
     "-c",
     "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file (default: ./etlguard.yml).",
+    type=click.Path(path_type=Path),
+    help="Config file (default: $ETLGUARD_CONFIG, then ./etlguard.yml).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
+def given_config(config_path: Path | None) -> Path | None:
+    """The config file named after the command, else before it (`etlguard -c f run`), else
+    None: the loader then reads ETLGUARD_CONFIG or ./etlguard.yml."""
+    if config_path is not None:
+        return config_path
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("etlguard.config") if ctx is not None else None
+
+
 def guard_for(config_path: Path | None) -> Guard:
-    return Guard.from_config(config_path)
+    return Guard.from_config(given_config(config_path))
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..config.schema import json_schema_text
-from ..errors import EXIT_FAILED, EtlguardError
+from ..errors import EXIT_FAILED, ConfigError
 from .app import (
     Command,
     Group,
@@ -59,7 +59,7 @@ def alert_test_cmd(config_path: Path | None, as_json: bool) -> None:
 
     config = guard_for(config_path).config
     if not config.alerts.channels:
-        raise EtlguardError("no alert channels configured; add them under alerts: channels: in the config")
+        raise ConfigError("no alert channels configured; add them under alerts: channels: in the config")
     deliveries = send_test(config)
     if as_json:
         emit_json([d.as_dict() for d in deliveries])

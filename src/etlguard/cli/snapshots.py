@@ -18,6 +18,7 @@ from .app import (
     config_option,
     emit_json,
     err,
+    given_config,
     guard_for,
     json_option,
     out,
@@ -40,7 +41,7 @@ from .app import (
 @click.option("--protect", multiple=True, help="A table or glob for the new config's protected set.")
 def init_cmd(config_path: Path | None, target: str | None, protect: tuple[str, ...]) -> None:
     """Write a commented starter etlguard.yml (if missing) and create the catalog."""
-    path = config_path or Path("etlguard.yml")
+    path = given_config(config_path) or Path("etlguard.yml")
     if target and not path.exists():
         guard = Guard.from_url(target)
         written = guard.init(write_config=path, protect=protect)

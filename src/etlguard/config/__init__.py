@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,9 +68,11 @@ class Config:
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
         """Read `path` (default: ./etlguard.yml). `ETLGUARD_URL` overrides the target."""
-        file = Path(path) if path else Path(DEFAULT_FILE)
+        file = Path(path) if path else Path(os.environ.get("ETLGUARD_CONFIG") or DEFAULT_FILE)
+        if file.is_dir():
+            raise ConfigError(f"config path {file} is a directory; give the etlguard.yml file inside it")
         if not file.exists():
-            if path is None and os.environ.get("ETLGUARD_URL"):
+            if path is None and not os.environ.get("ETLGUARD_CONFIG") and os.environ.get("ETLGUARD_URL"):
                 return cls.from_dict({}, **overrides)
             raise ConfigError(
                 f"config file {file} not found; create one with `etlguard init` or pass --config"
@@ -110,6 +113,10 @@ def read_file(file: Path) -> dict[str, Any]:
     """The YAML mapping in `file`, or a one-line error saying where it stops being one."""
     try:
         raw = load_yaml(file.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -151,7 +158,15 @@ def _target_url(written: str | None) -> str:
         return url
     if written is None:
         raise ConfigError("config key 'target' is missing; set it or the ETLGUARD_URL variable")
-    return interpolate(written, "target")
+    return interpolate(written, "target", encode=_in_userinfo(written))
+
+
+def _in_userinfo(written: str) -> Callable[[re.Match[str]], bool]:
+    """Whether a `${VAR}` sits in the URL's user:password part, where its value is
+    percent-encoded: a password with `#@/?%&:` then reaches the server exactly as set."""
+    start = written.find("://") + 3
+    end = written.rfind("@", start) if "@" in written else -1
+    return lambda m: start <= m.start() and m.end() <= end
 
 
 def _protect(items: list[str | schema.DbtPick]) -> tuple[tuple[TableRef, ...], tuple[str, ...]]:

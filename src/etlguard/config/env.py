@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from urllib.parse import quote
 
 from ..errors import ConfigError
 
@@ -15,17 +17,23 @@ ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MIN_SECRET = 3  # shorter "secrets" would blank out ordinary words when scrubbed
 
 
-def interpolate(value: str, key: str) -> str:
-    """`value` with every `${VAR}` replaced; an unset variable without a default names `key`."""
+def interpolate(value: str, key: str, encode: Callable[[re.Match[str]], bool] = lambda m: False) -> str:
+    """`value` with every `${VAR}` replaced; an unset variable without a default names `key`.
+    Where `encode(match)` holds, the value is percent-encoded (a password inside a URL)."""
 
     def sub(m: re.Match[str]) -> str:
-        if m.group(1) in os.environ:
-            return os.environ[m.group(1)]
-        if m.group(2) is not None:
-            return m.group(2)
-        raise ConfigError(f"{key} refers to ${{{m.group(1)}}}, which is not set in the environment")
+        found = _value(m, key)
+        return quote(found, safe="") if encode(m) else found
 
     return ENV_REF.sub(sub, value)
+
+
+def _value(m: re.Match[str], key: str) -> str:
+    if m.group(1) in os.environ:
+        return os.environ[m.group(1)]
+    if m.group(2) is not None:
+        return m.group(2)
+    raise ConfigError(f"{key} refers to ${{{m.group(1)}}}, which is not set in the environment")
 
 
 def interpolate_secret(value: str, key: str) -> tuple[str, tuple[str, ...]]:
