@@ -75,7 +75,7 @@ def test_a_table_the_failed_run_created_under_a_glob_is_moved_aside(any_db: Back
 
     assert result.exit_code == EXIT_ETL_FAILED, result.message
     assert result.moved_aside == [f"{gold}.b"]
-    assert "moved aside 1 tables the run created" in result.message
+    assert "moved aside 1 table the run created" in result.message
     assert b.golden(gold, "a") == before
     assert not b.sql(
         f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{gold}' AND table_name = 'b'"

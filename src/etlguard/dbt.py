@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class DbtSettings:
     project_dir: str | None = None  # default: --project-dir, DBT_PROJECT_DIR or the working directory
     target_path: str | None = None  # default: --target-path, DBT_TARGET_PATH or <project>/target
     check_results: bool = True  # a failed, errored or skipped node fails the run
+    wrapper: bool = False  # the command is a script that runs dbt: its run_results.json is required
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,45 @@ class NodeResult:
         return {"unique_id": self.unique_id, "status": self.status, "message": self.message}
 
 
+_DBT_NAMES = ("dbt", "dbt.exe")
+_PYTHON = re.compile(r"^python(\d+(\.\d+)?)?(\.exe)?$")
+_RUNNERS = {"uv": "run", "poetry": "run", "pipx": "run", "pdm": "run", "hatch": "run", "uvx": ""}
+
+
+def dbt_at(command: Sequence[str]) -> int | None:
+    """Where dbt's own argv starts: `dbt run` (0), `python -m dbt run` (2), `uv run dbt run`,
+    `uv run --frozen dbt run`, `poetry run dbt run`, `uvx dbt run`. None for anything else
+    (a wrapper script: set `dbt: {wrapper: true}` for those)."""
+    if not command:
+        return None
+    first = Path(command[0]).name
+    if first in _DBT_NAMES:
+        return 0
+    if _PYTHON.match(first):
+        return 2 if list(command[1:3]) == ["-m", "dbt"] else None
+    verb = _RUNNERS.get(first)
+    if verb is None:
+        return None
+    rest = 1
+    if verb:
+        if len(command) < 2 or command[1] != verb:
+            return None
+        rest = 2
+    for i in range(rest, len(command)):
+        if command[i] in _DBT_NAMES:
+            return i
+        if not command[i].startswith("-"):
+            return None
+    return None
+
+
 def is_dbt(command: Sequence[str]) -> bool:
-    return bool(command) and Path(command[0]).name in ("dbt", "dbt.exe")
+    return dbt_at(command) is not None
 
 
 def subcommand(command: Sequence[str]) -> str | None:
-    for arg in command[1:]:
+    start = dbt_at(command)
+    for arg in command[(0 if start is None else start) + 1 :]:
         if not arg.startswith("-"):
             return arg
     return None

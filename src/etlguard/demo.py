@@ -15,6 +15,7 @@ from rich.table import Table
 from .catalog import Snapshot
 from .config import Config
 from .guard import Guard
+from .tables import plural
 
 PROTECT = ["silver.tenant_status_history", "silver.int_contracts", "gold.*"]
 
@@ -125,7 +126,7 @@ def _tour(out: Console, db_path: Path) -> None:
     started = time.perf_counter()
     snaps = guard.snapshot()
     out.print(
-        f"   {len(snaps)} tables snapshotted at one consistency point in {time.perf_counter() - started:.2f} s"
+        f"   {plural(len(snaps), 'table')} snapshotted at one consistency point in {time.perf_counter() - started:.2f} s"
     )
     out.print(_snapshots_table(snaps))
 

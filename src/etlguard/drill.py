@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .alerts import send_test
 from .errors import EtlguardError
+from .tables import plural
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -69,7 +70,7 @@ def _restore_drill(guard: Guard, _command: Sequence[str], say: Callable[[str], N
     began = time.monotonic()
     try:
         snaps = guard.snapshot()
-        say(f"snapshotted {len(snaps)} tables; restoring each from its snapshot in one swap")
+        say(f"snapshotted {plural(len(snaps), 'table')}; restoring each from its snapshot in one swap")
         result = guard.restore(snapshot_ids=[s.id for s in snaps])
     except EtlguardError as exc:
         return DrillCheck(name, False, str(exc), time.monotonic() - began)
@@ -94,7 +95,7 @@ def _restore_drill(guard: Guard, _command: Sequence[str], say: Callable[[str], N
         )
     unverified = len(result.steps) - len(result.verified)
     detail = (
-        f"{len(result.steps)} tables restored and verified; back in {result.back_seconds:.2f} s, "
+        f"{plural(len(result.steps), 'table')} restored and verified; back in {result.back_seconds:.2f} s, "
         f"swap {result.swap_seconds * 1000:.1f} ms"
     )
     return DrillCheck(name, unverified == 0, detail, time.monotonic() - began)
@@ -112,7 +113,7 @@ def _rollback_drill(guard: Guard, command: Sequence[str], say: Callable[[str], N
     if result.status != "drill":
         return DrillCheck(name, False, f"{result.status}: {result.message}", time.monotonic() - began)
     say(
-        f"rolled back {len(result.rolled_back)} tables and verified them; rolling forward to the ETL's result"
+        f"rolled back {plural(len(result.rolled_back), 'table')} and verified them; rolling forward to the ETL's result"
     )
     try:
         forward = guard.restore(snapshot_ids=result.displaced_ids)
@@ -122,7 +123,7 @@ def _rollback_drill(guard: Guard, command: Sequence[str], say: Callable[[str], N
         )
     ok = len(forward.verified) == len(result.rolled_back) == len(result.rollback_verified)
     detail = (
-        f"run {result.run_id}: the ETL succeeded; rolled back {len(result.rollback_verified)} tables in "
+        f"run {result.run_id}: the ETL succeeded; rolled back {plural(len(result.rollback_verified), 'table')} in "
         f"{result.rollback_seconds:.2f} s, verified at their pre-run state, then rolled forward to the ETL's "
         f"result ({len(forward.verified)} verified)"
     )

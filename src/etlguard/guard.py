@@ -65,6 +65,9 @@ class DiffResult:
     key: list[str]
     rows: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
+    added: int | None = None  # None: not counted (the columns differ)
+    removed: int | None = None
+    changed: int | None = None  # None also when the table has no primary key
 
     @property
     def identical(self) -> bool:
@@ -84,6 +87,9 @@ class DiffResult:
             "same_structure": self.same_structure,
             "identical": self.identical,
             "key": self.key,
+            "added": self.added,
+            "removed": self.removed,
+            "changed": self.changed,
             "columns": self.columns,
             "rows": [
                 {"side": side, "row": [str(v) if v is not None else None for v in row]}
@@ -380,8 +386,12 @@ class Guard:
                 key=db.primary_key(snap.snapshot),
                 columns=[c.name for c in db.columns(snap.snapshot) if not c.generated],
             )
-            if limit and not diff.identical and _same_columns(db, ref, snap):
-                diff.rows = db.row_diff(snap.snapshot, ref, diff.key, limit)
+            if not diff.identical and _same_columns(db, ref, snap):
+                diff.removed, diff.added, diff.changed = db.diff_counts(snap.snapshot, ref, diff.key)
+                if limit:
+                    diff.rows = db.row_diff(snap.snapshot, ref, diff.key, limit)
+            elif diff.identical:
+                diff.removed = diff.added = diff.changed = 0
             return diff
 
     def run(

@@ -21,7 +21,7 @@ from .errors import EtlguardError, RollbackFailed
 from .faults import fault
 from .restore import live_matches, plan_aside, plan_restore, run_restore, settle_consumed
 from .snapshot import Membership
-from .tables import TableRef
+from .tables import TableRef, plural
 
 # s12_ab3de9xz (snapshot), r12_... (MySQL staging), _etlguard_r12_... (DuckDB staging)
 _OURS = re.compile(r"^(?:s|r|_etlguard_r)\d+_[a-z0-9]{8}$")
@@ -228,9 +228,12 @@ class Recovery:
             self._close(entry, run_id, "rollback_failed", message)
             raise RollbackFailed(f"{message}; the replaced tables are kept as displaced snapshots")
         self._close(
-            entry, run_id, "rolled_back", f"recover rolled back {len(steps)} tables after the run died"
+            entry,
+            run_id,
+            "rolled_back",
+            f"recover rolled back {plural(len(steps), 'table')} after the run died",
         )
-        return f"the run died during its {phase} phase; rolled back {len(result.verified)} tables and verified them"
+        return f"the run died during its {phase} phase; rolled back {plural(len(result.verified), 'table')} and verified them"
 
     def _close(self, entry: dict[str, Any], run_id: int, status: str, message: str) -> None:
         rows = self.catalog.runs(run_id)

@@ -42,7 +42,7 @@ from .others import OthersReport, WriteWatch
 from .restore import AsideStep, RestoreStep, plan_aside, plan_restore, run_restore
 from .retention import prune
 from .snapshot import Membership, check_tables, take_snapshots
-from .tables import TableRef
+from .tables import TableRef, plural
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -224,7 +224,7 @@ class GuardedRun:
         self.result.snapshot_bytes = sum(s.size_bytes or 0 for s in self.snapshots)
         self.catalog.note(self.journal, self._journal("etl"))
         self.echo(
-            f"snapshotted {len(self.snapshots)} tables in {self.result.snapshot_seconds:.2f} s "
+            f"snapshotted {plural(len(self.snapshots), 'table')} in {self.result.snapshot_seconds:.2f} s "
             f"(snapshots {_ids(self.result.snapshot_ids)}); run {self.result.run_id} starts the ETL"
         )
         self.counts_before = _audits.counts_before(self.db, self.config.audits, self.tables)
@@ -328,14 +328,18 @@ class GuardedRun:
         return [failure]
 
     def _dbt_audit(self) -> list[str]:
-        if not (_dbt.is_dbt(self.result.command) and self.config.dbt.check_results):
+        """dbt's verdict per node. A dbt command, or a wrapper declared in the config, must
+        write run_results.json; any other command is audited if it wrote one during the run
+        (a script that calls dbt), so a failed model is never lost to an undetected launcher."""
+        if not self.config.dbt.check_results:
             return []
+        required = _dbt.is_dbt(self.result.command) or self.config.dbt.wrapper
         target = _dbt.target_dir(self.config.dbt, self.result.command)
         nodes = _dbt.read_results(target, newer_than=self.etl_started_wall - 1)
         if nodes is None:
             return (
                 [f"dbt wrote no run_results.json under {target} during this run"]
-                if self.result.etl and self.result.etl.ok
+                if required and self.result.etl and self.result.etl.ok
                 else []
             )
         self.result.dbt_failures = [n for n in nodes if n.failed]
@@ -346,7 +350,9 @@ class GuardedRun:
         self.catalog.note(self.journal, self._journal("commit"))
         fault("run.before_commit")
         self.result.status, self.result.exit_code = "ok", EXIT_OK
-        self.result.message = f"run {self.result.run_id} succeeded; {len(self.snapshots)} tables protected"
+        self.result.message = (
+            f"run {self.result.run_id} succeeded; {plural(len(self.snapshots), 'table')} protected"
+        )
         try:
             decisions = prune(self.db, self.catalog, self.config.retention, utcnow())
             pruned = [d.snapshot.id for d in decisions if d.delete]
@@ -397,9 +403,9 @@ class GuardedRun:
             )
             return
         self.result.message = (
-            f"{reasons[0]}; rolled back {len(steps)} tables to snapshots {_ids(self.result.snapshot_ids)} "
+            f"{reasons[0]}; rolled back {plural(len(steps), 'table')} to snapshots {_ids(self.result.snapshot_ids)} "
             f"in one swap and verified them"
-            + (f", and moved aside {len(aside)} tables the run created" if aside else "")
+            + (f", and moved aside {plural(len(aside), 'table')} the run created" if aside else "")
             + (f" (and {len(reasons) - 1} more problems)" if len(reasons) > 1 else "")
         )
 

@@ -79,3 +79,9 @@ def _split(text: str) -> list[str]:
         raise ConfigError(f"table name {text!r} has an unclosed {quote} quote")
     parts.append("".join(current))
     return parts
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 table`, `2 tables`: every count etlguard prints goes through here, since a log line
+    reading "1 tables" makes a careful reader doubt the rest."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"

@@ -379,6 +379,25 @@ class Adapter:
         out.sort(key=lambda r: (tuple(_sortable(r[1][i]) for i in key_index), r[0]))
         return out[:limit]
 
+    def diff_counts(self, left: TableRef, right: TableRef, key: Sequence[str]) -> tuple[int, int, int | None]:
+        """(rows only in `left`, rows only in `right`, rows whose key is in both with other
+        values). With a key, a changed row counts once as changed, not as removed + added;
+        without one, rows are matched whole and `changed` is None (unknown)."""
+        cols = [self.quote(c.name) for c in self.columns(left) if not c.generated]
+        keys = [self.quote(k) for k in key] or cols
+        same_key = " AND ".join(self.null_safe_equal.format(a=f"x.{c}", b=f"y.{c}") for c in keys)
+        same_row = " AND ".join(self.null_safe_equal.format(a=f"x.{c}", b=f"y.{c}") for c in cols)
+        only = "SELECT COUNT(*) FROM {a} x WHERE NOT EXISTS (SELECT 1 FROM {b} y WHERE " + same_key + ")"
+        removed = int(self.query(only.format(a=self.qualify(left), b=self.qualify(right)))[0][0])
+        added = int(self.query(only.format(a=self.qualify(right), b=self.qualify(left)))[0][0])
+        if not key:
+            return removed, added, None
+        changed = self.query(
+            f"SELECT COUNT(*) FROM {self.qualify(left)} x JOIN {self.qualify(right)} y "
+            f"ON {same_key} WHERE NOT ({same_row})"
+        )
+        return removed, added, int(changed[0][0])
+
     def count_rows(self, ref: TableRef) -> int:
         return int(self.query(f"SELECT COUNT(*) FROM {self.qualify(ref)}")[0][0])
 

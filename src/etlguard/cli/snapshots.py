@@ -9,10 +9,11 @@ import click
 from rich.table import Table
 
 from ..config.env import interpolate
-from ..errors import EtlguardError
-from ..guard import Guard
+from ..errors import EXIT_FAILED, EtlguardError
+from ..guard import DiffResult, Guard
 from ..pitr import DEFAULT_INSTANCE_CLASS, parse_when
 from ..restore_from import parse_schema_map
+from ..tables import plural
 from .app import (
     command,
     config_option,
@@ -183,7 +184,7 @@ def restore_cmd(
     if not dry_run:
         out.print(
             f"swap took {result.swap_seconds * 1000:.1f} ms; verified {len(result.verified)} of "
-            f"{len(result.steps)} tables against the snapshot checksums"
+            f"{plural(len(result.steps), 'table')} against the snapshot checksums"
         )
 
 
@@ -211,10 +212,10 @@ def verify_cmd(config_path: Path | None, as_json: bool, tables: tuple[str, ...])
                 else f"MISMATCH: catalog {r.snapshot.row_count} rows/{r.snapshot.checksum}, now {r.actual}"
             )
             out.print(f"snapshot {r.snapshot.id} of {r.snapshot.table}: {state}", markup=False)
-        out.print(f"{len(results) - len(bad)} of {len(results)} snapshots verified")
+        out.print(f"{len(results) - len(bad)} of {plural(len(results), 'snapshot')} verified")
     if bad:
         raise EtlguardError(
-            f"{len(bad)} snapshot(s) no longer match the catalog: {', '.join(str(r.snapshot.id) for r in bad)}"
+            f"{plural(len(bad), 'snapshot')} no longer match the catalog: {', '.join(str(r.snapshot.id) for r in bad)}"
         )
 
 
@@ -230,14 +231,29 @@ def verify_cmd(config_path: Path | None, as_json: bool, tables: tuple[str, ...])
 @click.argument("table")
 @click.option("--snapshot", "snapshot_id", type=int, help="Snapshot id (default: the newest verified).")
 @click.option("--limit", default=20, show_default=True, help="At most this many differing rows.")
+@click.option(
+    "--exit-code", "exit_code", is_flag=True, help="Exit 1 if the table differs from the snapshot, 0 if not."
+)
 def diff_cmd(
-    config_path: Path | None, as_json: bool, table: str, snapshot_id: int | None, limit: int
+    config_path: Path | None,
+    as_json: bool,
+    table: str,
+    snapshot_id: int | None,
+    limit: int,
+    exit_code: bool,
 ) -> None:
-    """Compare a live table with a snapshot: rows, checksums, structure, and differing rows by key."""
+    """Compare a live table with a snapshot: rows, checksums, structure, rows added, removed and
+    changed (by primary key), and the differing rows themselves."""
     d = guard_for(config_path).diff(table, snapshot_id, limit)
     if as_json:
         emit_json(d.as_dict())
-        return
+    else:
+        _print_diff(d)
+    if exit_code and not d.identical:
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+def _print_diff(d: DiffResult) -> None:
     out.print(
         f"{d.table} now vs snapshot {d.snapshot.id} ({d.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC)",
         markup=False,
@@ -245,6 +261,9 @@ def diff_cmd(
     out.print(f"  rows:      {d.snapshot.row_count:,} -> {d.live_rows:,}")
     out.print(f"  checksum:  {'same' if d.live_checksum == d.snapshot.checksum else 'different'}")
     out.print(f"  structure: {'same' if d.same_structure else 'DIFFERENT'}")
+    if d.added is not None:
+        changed = "" if d.changed is None else f", {d.changed:,} changed"
+        out.print(f"  changes:   {d.added:,} added, {d.removed:,} removed{changed}")
     if d.identical:
         out.print("  identical")
         return

@@ -79,6 +79,11 @@ class Dbt(Section):
     project_dir: str | None = None
     target_path: str | None = None
     check_results: bool = Field(True, description="A failed, errored or skipped dbt node fails the run.")
+    wrapper: bool = Field(
+        False,
+        description="The command is a script that runs dbt: its run_results.json is audited and "
+        "required. (`dbt`, `python -m dbt` and `uv run dbt` are recognised without it.)",
+    )
 
 
 class DbtPick(Section):
