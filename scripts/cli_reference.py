@@ -24,6 +24,7 @@ a test fails when this file and the commands disagree.
 | 2 | bad configuration or arguments: nothing was touched, and `run` did not start the ETL |
 | 3 | another etlguard holds the target's lock: nothing was touched (the message names the holder) |
 | 4 | an interrupted operation must be resolved first: run `etlguard recover` |
+| 5 | the target could not be reached after bounded retries (a restart, an Aurora failover): nothing was touched; retrying later may succeed |
 | 10 | `run`: the ETL failed; the protected set was rolled back in one swap and verified |
 | 11 | `run`: the ETL exited 0 but an audit failed; rolled back and verified |
 | 12 | `run`: the snapshot failed; the ETL never ran |

@@ -37,7 +37,7 @@ def test_verify_detects_a_tampered_snapshot_and_restore_refuses_it(
     config = backend.write_config(backend.tmp_path / "etlguard.yml", [f"{gold}.facts"])
     guard = backend.guard([f"{gold}.facts"])
     [snap] = guard.snapshot()
-    assert cli(capsys, "verify", "-c", str(config)).out.endswith("1 of 1 snapshots verified\n")
+    assert cli(capsys, "verify", "-c", str(config)).out.endswith("1 of 1 snapshot verified\n")
     backend.sql(f"UPDATE {t} SET name = 'live change' WHERE id = 4")
     live = backend.golden(gold, "facts")
     live_shape = backend.show_create(gold, "facts")
@@ -52,8 +52,8 @@ def test_verify_detects_a_tampered_snapshot_and_restore_refuses_it(
     assert (
         f"snapshot {snap.id} of {gold}.facts: MISMATCH: catalog 4 rows/{snap.checksum}, now " in verified.out
     )
-    assert "0 of 1 snapshots verified" in verified.out
-    assert verified.err_lines == [f"etlguard: error: 1 snapshot(s) no longer match the catalog: {snap.id}"]
+    assert "0 of 1 snapshot verified" in verified.out
+    assert verified.err_lines == [f"etlguard: error: 1 snapshot no longer match the catalog: {snap.id}"]
     assert as_json.code == 1
     assert [(r["id"], r["ok"]) for r in json.loads(as_json.out)] == [(snap.id, False)]
 
@@ -88,7 +88,7 @@ def test_verify_reports_a_missing_snapshot_table(
 
     assert result.code == 1
     assert "snapshot table is missing" in result.out
-    assert result.err_lines == [f"etlguard: error: 1 snapshot(s) no longer match the catalog: {row['id']}"]
+    assert result.err_lines == [f"etlguard: error: 1 snapshot no longer match the catalog: {row['id']}"]
 
 
 def test_diff_reports_added_and_removed_rows_by_primary_key(

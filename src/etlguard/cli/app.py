@@ -21,6 +21,8 @@ from ..catalog import Snapshot
 from ..errors import EXIT_FAILED, EXIT_USAGE, EtlguardError
 from ..guard import Guard
 from ..tables import TableRef
+from . import logs
+from .logs import configure as configure_logging
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -58,8 +60,17 @@ def command(name: str, examples: str) -> Callable[[Callable[..., Any]], click.Co
     envvar="ETLGUARD_CONFIG",
     help="Config file, before or after the command (default: $ETLGUARD_CONFIG, then ./etlguard.yml).",
 )
+@click.option("--verbose", "-v", count=True, help="Say more (repeat for debug detail).")
+@click.option("--quiet", "-q", is_flag=True, help="Only errors on stderr.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    envvar="ETLGUARD_LOG_FORMAT",
+    help="Log lines on stderr as text, or one JSON object per line (CloudWatch Logs).",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None) -> None:
+def cli(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool, log_format: str) -> None:
     """etlguard: snapshot the tables that matter, run the ETL, and roll every protected table
     back in one atomic swap if anything fails.
 
@@ -67,6 +78,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     overrides the target.
     """
     ctx.meta["etlguard.config"] = config_path
+    configure_logging(-1 if quiet else verbose, log_format)
 
 
 config_option = click.option(
@@ -115,6 +127,7 @@ def progress_bar(guard: Guard, what: str, enabled: bool = True) -> Iterator[None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    logs.state["format"] = "text"
     try:
         code = cli.main(
             args=list(argv) if argv is not None else None, prog_name="etlguard", standalone_mode=False
@@ -122,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(code, int):  # click returns ctx.exit(code) instead of raising, in this mode
             return code
     except EtlguardError as exc:
-        err.print(f"etlguard: error: {exc}", markup=False)
+        error_line(str(exc))
         return exc.exit_code
     except click.exceptions.Abort:
         err.print("etlguard: aborted", markup=False)
@@ -131,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # one line, like every other error: a 03:00 job log should not need a usage screen
         ctx = exc.ctx if isinstance(exc, click.UsageError) else None
         hint = f" (see `{ctx.command_path} --help`)" if ctx else ""
-        err.print(f"etlguard: error: {exc.format_message()}{hint}", markup=False)
+        error_line(f"{exc.format_message()}{hint}")
         return EXIT_USAGE if exc.exit_code == 2 else exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -139,6 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("etlguard: interrupted", markup=False)
         return 130
     return 0
+
+
+def error_line(text: str) -> None:
+    """The one line an error ends with: text, or a JSON object under --log-format json."""
+    if logs.json_errors():
+        logs.log.error(text)
+    else:
+        err.print(f"etlguard: error: {text}", markup=False)
 
 
 def run_main() -> None:

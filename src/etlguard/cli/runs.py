@@ -29,7 +29,8 @@ from .app import (
 
 Exit codes: 0 ok; 10 the ETL failed and the protected set was rolled back and verified;
 11 an audit failed and it was rolled back; 12 the snapshot failed and the ETL never ran;
-2 bad configuration (nothing touched, the ETL never ran); 3 another etlguard holds the
+2 bad configuration (nothing touched, the ETL never ran); 5 the target was unreachable after
+retries (transient: nothing touched, retry later); 3 another etlguard holds the
 target; 20 the rollback failed: a person must act (the command to run is printed).
 """,
 )
