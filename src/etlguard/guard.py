@@ -21,7 +21,7 @@ from . import restore as _restore
 from .adapters import adapter_for
 from .adapters.base import Adapter, Progress
 from .catalog import Catalog, Snapshot, utcnow
-from .config import STARTER, Config
+from .config import STARTER, Config, yaml_scalar
 from .cost import Cost
 from .drill import DrillReport, run_drill
 from .errors import (
@@ -235,16 +235,22 @@ class Guard:
         return matches
 
     # -- commands ---------------------------------------------------------------------------
-    def init(self, write_config: Path | None = None, protect: Sequence[str] = ()) -> Path | None:
-        """Create the catalog, and write a starter config file if asked and none exists."""
+    def init(
+        self, write_config: Path | None = None, protect: Sequence[str] = (), target_text: str = ""
+    ) -> Path | None:
+        """Create the catalog, and write a starter config file if asked and none exists. The
+        file gets `target_text` as typed when it holds `${VAR}` (the password stays in the
+        environment); otherwise the URL with its password replaced by ${DB_PASSWORD}."""
         written = None
         if write_config is not None and not write_config.exists():
             lines = "\n".join(f"  - {p}" for p in protect) or "  - gold.*"
+            target = (
+                target_text
+                if "${" in target_text
+                else self.config.target.redacted.replace(":***", ":${DB_PASSWORD}")
+            )
             write_config.write_text(
-                STARTER.format(
-                    target=self.config.target.redacted.replace(":***", ":${DB_PASSWORD}"), protect=lines
-                ),
-                encoding="utf-8",
+                STARTER.format(target=yaml_scalar(target), protect=lines), encoding="utf-8"
             )
             written = write_config
         with self.session("init", check_journal=False):

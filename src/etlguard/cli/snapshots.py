@@ -45,7 +45,7 @@ def init_cmd(config_path: Path | None, target: str | None, protect: tuple[str, .
     path = given_config(config_path) or Path("etlguard.yml")
     if target and not path.exists():
         guard = Guard.from_url(target)
-        written = guard.init(write_config=path, protect=protect)
+        written = guard.init(write_config=path, protect=protect, target_text=target)
     else:
         guard = guard_for(config_path)
         written = guard.init()

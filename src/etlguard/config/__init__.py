@@ -109,12 +109,18 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # a SafeLoader: builds no Python objects
 
 
+def yaml_scalar(text: str) -> str:
+    """`text` as one YAML scalar on one line, quoted when `#`, `: ` or the like need it."""
+    return yaml.safe_dump(text, default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
+
+
 def read_file(file: Path) -> dict[str, Any]:
     """The YAML mapping in `file`, or a one-line error saying where it stops being one."""
     try:
         raw = load_yaml(file.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{file} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{file} is not UTF-8 text (line {line}); save it as UTF-8") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
