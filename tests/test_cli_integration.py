@@ -356,3 +356,57 @@ def test_mariadb_user_fixture_really_has_the_password(maria: Backend, maria_user
     with pytest.raises(pymysql.err.OperationalError):
         pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=maria_user, password=PASSWORD[:-1])
     pymysql.connect(host=MYSQL_HOST, port=MYSQL_PORT, user=maria_user, password=PASSWORD).close()
+
+
+# -- listings for people and automation -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["table", "plain", "tsv", "default"])
+def test_piped_listings_show_full_names(
+    duck: Backend, fmt: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    gold = duck.create_schema("gold")
+    names = ["customer_lifetime_value_by_region_monthly", "customer_lifetime_value_by_region_weekly"]
+    for name in names:
+        duck.sql(f"CREATE TABLE {duck.table(gold, name)} (id INTEGER PRIMARY KEY)")
+    config = duck.write_config(duck.tmp_path / "etlguard.yml", [f"{gold}.*"])
+    assert cli(capsys, "snapshot", "-c", config).code == 0
+
+    listed = cli(capsys, "snapshots", "-c", config, *(["--format", fmt] if fmt != "default" else []))
+
+    assert listed.code == 0, listed.err
+    for name in names:
+        assert f"{gold}.{name}" in listed.out
+    assert "…" not in listed.out
+    if fmt == "tsv":
+        lines = [line.split("\t") for line in listed.out.splitlines()]
+        assert lines[0] == ["id", "table", "taken at (UTC)", "rows", "size", "status", "kind"]
+        assert [line[1] for line in lines[1:]] == [f"{gold}.{n}" for n in sorted(names)]
+    if fmt in ("plain", "default"):
+        assert listed.out.splitlines()[0].split() == [
+            "id",
+            "table",
+            "taken",
+            "at",
+            "(UTC)",
+            "rows",
+            "size",
+            "status",
+            "kind",
+        ]
+
+
+def test_runs_listing_formats(duck: Backend, capsys: pytest.CaptureFixture[str]) -> None:
+    gold = duck.create_schema("gold")
+    duck.sql(f"CREATE TABLE {duck.table(gold, 'facts')} (id INTEGER PRIMARY KEY)")
+    config = duck.write_config(duck.tmp_path / "etlguard.yml", [f"{gold}.*"])
+    assert cli(capsys, "run", "-c", config, "--", sys.executable, "-c", "pass").code == 0
+
+    tsv = cli(capsys, "runs", "--format", "tsv", "-c", config)
+    as_json = cli(capsys, "runs", "--format", "json", "-c", config)
+
+    rows = [line.split("\t") for line in tsv.out.splitlines()]
+    assert rows[0] == ["run", "started (UTC)", "status", "exit", "seconds", "tables", "rolled back"]
+    assert [(r[2], r[3], r[5]) for r in rows[1:]] == [("ok", "0", "1")]
+    assert [r["status"] for r in json.loads(as_json.out)] == ["ok"]

@@ -170,12 +170,20 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def snapshot_table(snaps: Sequence[Snapshot], title: str = "") -> Table:
-    table = Table(title=title or None, show_lines=False)
-    for col in ("id", "table", "taken at (UTC)", "rows", "size", "status", "kind"):
-        table.add_column(col, justify="right" if col in ("id", "rows", "size") else "left")
-    for s in snaps:
-        table.add_row(
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "plain", "tsv", "json"]),
+    help="table (a terminal's default), plain (aligned columns, never cut: the default when "
+    "piped), tsv (tab-separated, a header line first) or json.",
+)
+
+SNAPSHOT_COLUMNS = ("id", "table", "taken at (UTC)", "rows", "size", "status", "kind")
+
+
+def snapshot_rows(snaps: Sequence[Snapshot]) -> list[tuple[str, ...]]:
+    return [
+        (
             str(s.id),
             str(s.table),
             f"{s.taken_at:%Y-%m-%d %H:%M:%S}",
@@ -184,7 +192,46 @@ def snapshot_table(snaps: Sequence[Snapshot], title: str = "") -> Table:
             s.status,
             s.kind,
         )
-    return table
+        for s in snaps
+    ]
+
+
+def listing_format(fmt: str | None, as_json: bool) -> str:
+    """The format asked for; else a rich table on a terminal and plain columns when piped, so
+    a cron or Airflow log never shows a name cut to fit 80 columns."""
+    if as_json:
+        return "json"
+    return fmt or ("table" if out.is_terminal else "plain")
+
+
+def show_listing(
+    fmt: str, columns: Sequence[str], rows: Sequence[Sequence[str]], title: str = "", right: int = 0
+) -> None:
+    """Print `rows` under `columns` in `fmt` (not json: callers emit their own records). Only
+    the rich table is drawn; every other form writes each value whole."""
+    if fmt == "table":
+        table = Table(title=title or None, show_lines=False)
+        for n, col in enumerate(columns):
+            table.add_column(col, justify="right" if right >> n & 1 else "left", no_wrap=True)
+        for row in rows:
+            table.add_row(*row)
+        # wider than the terminal rather than a name cut to `nc_gold.custo…`
+        needed = sum(max(len(v) for v in c) + 3 for c in zip(columns, *rows, strict=False)) + 1
+        Console(highlight=False, width=max(out.width, needed)).print(table)
+    elif fmt == "tsv":
+        for row in (columns, *rows):
+            click.echo("\t".join(v.replace("\t", " ").replace("\n", " ") for v in row))
+    else:
+        widths = [max(len(str(v)) for v in col) for col in zip(columns, *rows, strict=False)]
+        for row in (columns, *rows):
+            cells = [
+                v.rjust(w) if right >> n & 1 else v.ljust(w)
+                for n, (v, w) in enumerate(zip(row, widths, strict=True))
+            ]
+            click.echo("  ".join(cells).rstrip())
+
+
+SNAPSHOT_RIGHT = 0b1001  # id and rows are right-aligned
 
 
 def size_text(n: int | None) -> str:

@@ -5,17 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from .app import (
     command,
     config_option,
     emit_json,
     err,
+    format_option,
     guard_for,
     json_option,
+    listing_format,
     out,
     progress_bar,
+    show_listing,
 )
 
 
@@ -83,28 +85,29 @@ def run_cmd(
 )
 @config_option
 @json_option
+@format_option
 @click.option("--last", default=20, show_default=True, help="Show at most this many recent runs.")
-def runs_cmd(config_path: Path | None, as_json: bool, last: int) -> None:
+def runs_cmd(config_path: Path | None, as_json: bool, fmt: str | None, last: int) -> None:
     """List guarded runs, newest last: status, duration, and whether they rolled back."""
     runs = guard_for(config_path).runs()[-last:]
-    if as_json:
+    fmt = listing_format(fmt, as_json)
+    if fmt == "json":
         emit_json(runs)
         return
-    table = Table()
-    for col in ("run", "started (UTC)", "status", "exit", "seconds", "tables", "rolled back"):
-        table.add_column(col, no_wrap=True)
-    for r in runs:
-        d = r["details"]
-        table.add_row(
+    columns = ("run", "started (UTC)", "status", "exit", "seconds", "tables", "rolled back")
+    rows = [
+        (
             str(r["id"]),
             f"{r['started_at']:%Y-%m-%d %H:%M}",
             r["status"],
             str(r["exit_code"] or 0),
-            f"{d.get('total_seconds', 0):.1f}",
-            str(len(d.get("protected", []))),
-            "yes" if d.get("rolled_back") else "",
+            f"{r['details'].get('total_seconds', 0):.1f}",
+            str(len(r["details"].get("protected", []))),
+            "yes" if r["details"].get("rolled_back") else "",
         )
-    out.print(table)
+        for r in runs
+    ]
+    show_listing(fmt, columns, rows, right=0b11001)
 
 
 @command(

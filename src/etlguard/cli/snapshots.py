@@ -15,17 +15,22 @@ from ..pitr import DEFAULT_INSTANCE_CLASS, parse_when
 from ..restore_from import parse_schema_map
 from ..tables import plural
 from .app import (
+    SNAPSHOT_COLUMNS,
+    SNAPSHOT_RIGHT,
     command,
     config_option,
     emit_json,
     err,
+    format_option,
     given_config,
     guard_for,
     json_option,
+    listing_format,
     out,
     parse_time,
     progress_bar,
-    snapshot_table,
+    show_listing,
+    snapshot_rows,
 )
 
 
@@ -64,16 +69,19 @@ def init_cmd(config_path: Path | None, target: str | None, protect: tuple[str, .
 )
 @config_option
 @json_option
+@format_option
 @click.argument("tables", nargs=-1)
-def snapshot_cmd(config_path: Path | None, as_json: bool, tables: tuple[str, ...]) -> None:
+def snapshot_cmd(config_path: Path | None, as_json: bool, fmt: str | None, tables: tuple[str, ...]) -> None:
     """Take verified snapshots of TABLES (default: the protected set) at one consistency point."""
     guard = guard_for(config_path)
-    with progress_bar(guard, "snapshot", not as_json):
+    fmt = listing_format(fmt, as_json)
+    with progress_bar(guard, "snapshot", fmt != "json"):
         snaps = guard.snapshot(tables)
-    if as_json:
+    if fmt == "json":
         emit_json([s.as_dict() for s in snaps])
     else:
-        out.print(snapshot_table(snaps, "snapshots taken and verified"))
+        title = "snapshots taken and verified"
+        show_listing(fmt, SNAPSHOT_COLUMNS, snapshot_rows(snaps), title, SNAPSHOT_RIGHT)
 
 
 @command(
@@ -86,17 +94,21 @@ def snapshot_cmd(config_path: Path | None, as_json: bool, tables: tuple[str, ...
 )
 @config_option
 @json_option
+@format_option
 @click.option("--all", "include_deleted", is_flag=True, help="Include pruned and failed snapshots.")
 @click.argument("table", required=False)
-def snapshots_cmd(config_path: Path | None, as_json: bool, include_deleted: bool, table: str | None) -> None:
+def snapshots_cmd(
+    config_path: Path | None, as_json: bool, fmt: str | None, include_deleted: bool, table: str | None
+) -> None:
     """List snapshots (of TABLE, if given), oldest first."""
     snaps = guard_for(config_path).snapshots(table, include_deleted)
-    if as_json:
+    fmt = listing_format(fmt, as_json)
+    if fmt == "json":
         emit_json([s.as_dict() for s in snaps])
-    elif not snaps:
+    elif not snaps and fmt in ("table", "plain"):
         out.print("no snapshots")
     else:
-        out.print(snapshot_table(snaps))
+        show_listing(fmt, SNAPSHOT_COLUMNS, snapshot_rows(snaps), right=SNAPSHOT_RIGHT)
 
 
 @command(
