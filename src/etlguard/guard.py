@@ -1,8 +1,9 @@
 """The public API. Every CLI command is one call to a method of `Guard`.
 
 Why this module is long: it is the public API, one short method per command (snapshot,
-restore, verify, diff, prune, run, protect, recover, transaction, ...), each opening the target
-and handing over to an operation module; splitting it would scatter the API users read.
+restore, verify, diff, prune, run, protect, recover, transaction, ...) plus the result types
+they return (DiffResult), each opening the target and handing over to an operation module;
+splitting it would scatter the API users read.
 """
 
 from __future__ import annotations
