@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from etlguard.errors import EXIT_FAILED, EXIT_USAGE
+from etlguard.errors import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
 
 from conftest import MYSQL_HOST, MYSQL_PORT, Backend
 from support import CliResult, catalog_rows, cli, nothing_written, schema_exists
@@ -86,12 +86,14 @@ def test_missing_schema_and_missing_protected_table(
 
 def test_unreachable_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "etlguard.yml"
-    config.write_text(f"target: mariadb+pymysql://etl:{SECRET}@127.0.0.1:1\nprotect: [gold.t]\n")
+    config.write_text(
+        f"target: mariadb+pymysql://etl:{SECRET}@127.0.0.1:1?connect_retries=0\nprotect: [gold.t]\n"
+    )
 
     result = cli(capsys, "snapshot", "-c", str(config))
 
     one_error(
-        result, EXIT_USAGE, "cannot reach mariadb://etl:***@127.0.0.1:1", "check host, port and network"
+        result, EXIT_UNREACHABLE, "cannot reach mariadb://etl:***@127.0.0.1:1", "check host, port and network"
     )
 
 
