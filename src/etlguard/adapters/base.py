@@ -2,6 +2,11 @@
 
 Generic algorithms (snapshot, restore, retention, the run state machine) are written once above
 these classes and call only the methods declared here.
+
+Why this module is long: it is the one interface every adapter implements (connection,
+structure, copies, checksums, swaps, diffs, locks, catalog rows) with the SQL that is the same
+on every database as default methods, and the value types those methods return; split, an
+adapter author would have to piece the contract together from several files.
 """
 
 from __future__ import annotations
