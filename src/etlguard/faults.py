@@ -19,6 +19,7 @@ POINTS: tuple[str, ...] = (
     "restore.after_intent",  # journal written; no staging copy yet
     "restore.after_staging",  # staging copies built and verified; live tables untouched
     "restore.before_swap",  # journal says 'swapping'
+    "iceberg.before_pointer_swap",  # Iceberg: displaced tags made; no table pointer moved yet
     "restore.after_swap",  # swapped; journal does not know yet
     "restore.before_verify",  # swapped, displaced tables recorded; live tables not yet verified
     "restore.before_finish",  # displaced tables recorded; journal entry still open

@@ -164,12 +164,13 @@ def plan_restore(
     steps = []
     next_id = catalog.next_snapshot_id()
     consume = db.snapshot_renames_into_place
+    by_pointer = db.restores_by_refill or db.snapshots_by_reference  # no staging copy to build
     for i, (table, snap) in enumerate(sorted(chosen.items())):
         displaced_id = next_id + i
         staging_schema = table.schema if db.staging_beside_live else snapshot_schema
         staging = (
             snap.snapshot
-            if consume or db.restores_by_refill
+            if consume or by_pointer
             else TableRef(
                 staging_schema, snapshot_name("_etlguard_r" if db.staging_beside_live else "r", displaced_id)
             )
@@ -185,7 +186,7 @@ def plan_restore(
                 else None,
                 displaced_id=displaced_id if live_exists else None,
                 consume=consume,
-                refill=db.restores_by_refill,
+                refill=by_pointer,
                 recopy=TableRef(snapshot_schema, snapshot_name("s", snap.id))
                 if consume and keep_snapshots
                 else None,

@@ -14,6 +14,7 @@ _DIALECTS = {
     "duckdb": "duckdb",
     "postgresql": "postgresql",
     "postgres": "postgresql",
+    "iceberg": "iceberg",
 }
 _DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
 
@@ -34,8 +35,8 @@ class Target:
     @property
     def redacted(self) -> str:
         """The URL with the password replaced: the only form that is ever printed or stored."""
-        if self.dialect == "duckdb":
-            return f"duckdb:///{self.database}"
+        if self.dialect in ("duckdb", "iceberg"):
+            return f"{self.dialect}:///{self.database}"
         auth = self.user + (":***" if self.password else "")
         port = f":{self.port}" if self.port else ""
         db = f"/{self.database}" if self.database else ""
@@ -57,12 +58,12 @@ def parse_target(url: str) -> Target:
         raise ConfigError(
             f"unsupported target type {scheme!r}; use mysql+pymysql://, mariadb+pymysql://, postgresql+psycopg:// or duckdb:///"
         )
-    if dialect == "duckdb":
+    if dialect in ("duckdb", "iceberg"):  # iceberg+sql:///catalog.db: a SQL catalog on SQLite
         path, _, query = rest.partition("?")
         path = path[1:] if path.startswith("/") else path
         if not path:
-            raise ConfigError("duckdb target needs a file path: duckdb:///warehouse.duckdb")
-        return Target("duckdb", database=unquote(path), options=tuple(parse_qsl(query)))
+            raise ConfigError(f"{dialect} target needs a file path: {scheme}:///warehouse.db")
+        return Target(dialect, database=unquote(path), options=tuple(parse_qsl(query)))
     parts = urlsplit(f"{scheme}://{rest}")
     try:
         port = parts.port

@@ -16,6 +16,9 @@ def adapter_for(target: Target, lock_wait_seconds: float = 60.0) -> Adapter:
     """The adapter for the target's dialect, not yet connected."""
     from . import duckdb, mysql, postgres  # noqa: F401  (importing a module registers its adapter)
 
+    if target.dialect == "iceberg":
+        from . import iceberg  # noqa: F401  (an optional extra: pyiceberg)
+
     return Adapter.registry[target.dialect](target, lock_wait_seconds)
 
 

@@ -157,6 +157,9 @@ class Adapter:
     # Whether a second connection can watch other sessions' statements during the ETL (not
     # DuckDB: the ETL needs the file to itself, and nobody else can write while it has it).
     sees_other_sessions: ClassVar[bool] = False
+    # Whether a snapshot is a reference to an immutable table version (an Iceberg tag), not a
+    # copy: a restore then moves the table's pointer back, with no staging copy (Iceberg).
+    snapshots_by_reference: ClassVar[bool] = False
 
     registry: ClassVar[dict[str, type[Adapter]]] = {}
 

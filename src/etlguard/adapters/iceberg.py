@@ -1,0 +1,341 @@
+"""Apache Iceberg tables in a SQL catalog (pyiceberg), protected by reference rather than by copy.
+
+An Iceberg snapshot is immutable, so etlguard's snapshot of a table is a tag on its current
+snapshot plus the metadata file written by that tag's commit; a restore points the table back at
+that metadata file, which brings back the data AND the schema (`rollback_to_snapshot` restores
+only the data: a column a failed run added would stay). A SQL catalog keeps each table's pointer
+as one row of `iceberg_tables`, so a restore of many tables is ONE database transaction with a
+compare-and-swap on every row: readers see all tables before or all after, never a mix.
+
+etlguard's own catalog lives in the same database as the SQL catalog (tables named
+`<catalog schema>__<table>`), so the journal and the pointers share one transaction boundary.
+Snapshot references (`etlguard_iceberg_refs`) map a snapshot's name to its table and metadata file.
+Fingerprints are identities (metadata file, snapshot id, schema), O(1): a metadata file never
+changes once written. Only SQLite-backed SQL catalogs are supported so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import EtlguardError, LockHeld, TargetError
+from ..faults import fault
+from ..tables import TableRef
+from .base import Adapter, Checksum, Column, Copy, CopyResult, DatabaseError, Progress, Swap
+
+IDENTITY = "iceberg-identity"  # the fingerprint algorithm: metadata file + snapshot + schema
+_REFS = "etlguard_iceberg_refs"
+_CATALOG_NAME = "etlguard"
+
+sqlite3.register_adapter(dt.datetime, lambda v: v.isoformat(" "))
+sqlite3.register_converter("TIMESTAMP", lambda b: dt.datetime.fromisoformat(b.decode()))
+
+
+class IcebergError(DatabaseError):
+    """An Iceberg catalog or table operation failed."""
+
+
+class IcebergAdapter(Adapter):
+    name = "iceberg"
+    transactional_ddl = True
+    atomic_multi_rename = True
+    max_identifier_length = 255
+    identifier_quote = '"'
+    paramstyle = "?"
+    snapshots_by_reference = True
+    column_types: ClassVar[dict[str, str]] = {
+        "id": "INTEGER NOT NULL",
+        "int": "INTEGER",
+        "name": "TEXT",
+        "key": "TEXT NOT NULL",
+        "text": "TEXT",
+        "time": "TIMESTAMP",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn: sqlite3.Connection | None = None
+        self.catalog: Any = None
+        self._lock_file: int | None = None
+
+    @property
+    def path(self) -> str:
+        return self.target.database
+
+    @property
+    def catalog_name(self) -> str:
+        return self.target.option("catalog", "default")
+
+    @property
+    def warehouse(self) -> str:
+        default = Path(self.path).resolve().parent / "warehouse"
+        return self.target.option("warehouse", default.as_uri())
+
+    # -- connection -------------------------------------------------------------------------
+    def connect(self) -> None:
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        if not Path(self.path).exists():
+            raise TargetError(f"no Iceberg SQL catalog at {self.path}; create it or fix the target URL")
+        try:
+            self.conn = sqlite3.connect(
+                self.path, isolation_level=None, detect_types=sqlite3.PARSE_DECLTYPES, timeout=30
+            )
+            self.catalog = SqlCatalog(
+                self.catalog_name, uri=f"sqlite:///{self.path}", warehouse=self.warehouse
+            )
+            self.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.quote(_REFS)} (ref_schema TEXT NOT NULL, "
+                "ref_name TEXT NOT NULL, namespace TEXT NOT NULL, table_name TEXT NOT NULL, "
+                "metadata_location TEXT NOT NULL, snapshot_id INTEGER, tag TEXT, "
+                "PRIMARY KEY (ref_schema, ref_name))"
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise TargetError(f"cannot open the Iceberg SQL catalog {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn, self.catalog = None, None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self.conn is None:
+            raise TargetError("not connected to the Iceberg catalog")
+        return self.conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            return self._conn().execute(sql, list(params)).rowcount
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"Iceberg SQL catalog: {exc}") from exc
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return [tuple(r) for r in self._conn().execute(sql, list(params)).fetchall()]
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"Iceberg SQL catalog: {exc}") from exc
+
+    # -- etlguard's catalog tables: `schema__name` in the SQL catalog's database ----------------
+    def qualify(self, ref: TableRef) -> str:
+        self.check_identifier(ref.schema)
+        return self.quote(f"{ref.schema}__{ref.name}")
+
+    def _sql_tables(self, schema: str) -> list[str]:
+        prefix = f"{schema}__"
+        rows = self.query("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return [r[0][len(prefix) :] for r in rows if r[0].startswith(prefix)]
+
+    # -- discovery --------------------------------------------------------------------------
+    def schema_exists(self, schema: str) -> bool:
+        return bool(self._sql_tables(schema)) or (schema,) in self.catalog.list_namespaces()
+
+    def list_schemas(self) -> list[str]:
+        return [".".join(ns) for ns in self.catalog.list_namespaces()]
+
+    def list_tables(self, schema: str) -> list[str]:
+        names = self._sql_tables(schema)
+        if (schema,) in self.catalog.list_namespaces():
+            names += [ident[-1] for ident in self.catalog.list_tables(schema)]
+        return names
+
+    def table_exists(self, ref: TableRef) -> bool:
+        held = self._ref(ref)
+        if held is not None:
+            return _file_exists(held["metadata_location"])
+        return ref.name in self.list_tables(ref.schema)
+
+    def ensure_schema(self, schema: str) -> None:
+        """Nothing to create: catalog tables carry the schema in their name, snapshots are tags."""
+
+    def _load(self, ref: TableRef) -> Any:
+        try:
+            return self.catalog.load_table((ref.schema, ref.name))
+        except Exception as exc:  # pyiceberg raises NoSuchTableError and friends
+            raise IcebergError(f"cannot load Iceberg table {ref}: {exc}") from exc
+
+    def _metadata(self, ref: TableRef) -> Any:
+        """The table metadata a name stands for: a snapshot reference's file, or the live table's."""
+        held = self._ref(ref)
+        if held is None:
+            return self._load(ref).metadata
+        from pyiceberg.table import StaticTable
+
+        return StaticTable.from_metadata(held["metadata_location"]).metadata
+
+    def columns(self, ref: TableRef) -> list[Column]:
+        if ref.name in self._sql_tables(ref.schema):
+            return [Column(r[1]) for r in self.query(f"PRAGMA table_info({self.qualify(ref)})")]
+        return [Column(f.name) for f in self._metadata(ref).schema().fields]
+
+    def structure(self, ref: TableRef) -> str:
+        meta = self._metadata(ref)
+        return json.dumps(
+            {
+                "schema": json.loads(meta.schema().model_dump_json()),
+                "spec": json.loads(meta.spec().model_dump_json()),
+            },
+            sort_keys=True,
+        )
+
+    def primary_key(self, ref: TableRef) -> list[str]:
+        schema = self._metadata(ref).schema()
+        return [schema.find_column_name(i) or "" for i in schema.identifier_field_ids]
+
+    def size_bytes(self, ref: TableRef) -> int:
+        snap = self._metadata(ref).current_snapshot()
+        return (
+            int(snap.summary.additional_properties.get("total-files-size", 0)) if snap and snap.summary else 0
+        )
+
+    def count_rows(self, ref: TableRef) -> int:
+        return self._identity(ref).rows
+
+    # -- fingerprints: identities, O(1) -------------------------------------------------------
+    def checksum(self, ref: TableRef, algorithm: str = IDENTITY) -> Checksum:
+        if algorithm != IDENTITY:
+            raise EtlguardError(f"fingerprint algorithm {algorithm!r} does not apply to Iceberg tables")
+        return self._identity(ref)
+
+    def fingerprint(self, ref: TableRef) -> Checksum:
+        return self._identity(ref)
+
+    def copy_check(self, ref: TableRef) -> Checksum:
+        return self._identity(ref)
+
+    def _identity(self, ref: TableRef) -> Checksum:
+        held = self._ref(ref)
+        location = held["metadata_location"] if held else self._load(ref).metadata_location
+        from pyiceberg.table import StaticTable
+
+        meta = StaticTable.from_metadata(location).metadata
+        snap = meta.current_snapshot()
+        rows = int(snap.summary.additional_properties.get("total-records", 0)) if snap and snap.summary else 0
+        ident = json.dumps([location, meta.current_snapshot_id, snap.manifest_list if snap else None])
+        return Checksum(rows, hashlib.sha256(ident.encode()).hexdigest()[:32], IDENTITY)
+
+    # -- snapshot references ----------------------------------------------------------------
+    def _ref(self, ref: TableRef) -> dict[str, Any] | None:
+        rows = self.query(
+            f"SELECT namespace, table_name, metadata_location, snapshot_id, tag FROM {self.quote(_REFS)} "
+            "WHERE ref_schema = ? AND ref_name = ?",
+            [ref.schema, ref.name],
+        )
+        if not rows:
+            return None
+        keys = ("namespace", "table_name", "metadata_location", "snapshot_id", "tag")
+        return dict(zip(keys, rows[0], strict=True))
+
+    def _tag(self, source: TableRef, dest: TableRef) -> str:
+        """Tag the table's current snapshot as `dest` and record the metadata file that holds the
+        tag: pointing the table back at that file restores data, schema and the tag itself."""
+        table = self._load(source)
+        snap_id = table.metadata.current_snapshot_id
+        tag = f"etlguard-{dest.name}"
+        if snap_id is not None:
+            try:
+                table.manage_snapshots().create_tag(snap_id, tag).commit()
+            except Exception as exc:
+                raise IcebergError(f"cannot tag {source}: {exc}") from exc
+            table = self._load(source)
+        self.execute(
+            f"INSERT INTO {self.quote(_REFS)} VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                dest.schema,
+                dest.name,
+                source.schema,
+                source.name,
+                table.metadata_location,
+                snap_id,
+                tag if snap_id is not None else None,
+            ],
+        )
+        return str(table.metadata_location)
+
+    def copy_tables(self, copies: Sequence[Copy], progress: Progress | None = None) -> list[CopyResult]:
+        """A snapshot by reference: a tag per table, no data copied. Source and copy are the
+        same immutable metadata file, so the check compares its identity with itself."""
+        results = []
+        for c in copies:
+            self._tag(c.source, c.dest)
+            cs = self._identity(c.dest)
+            results.append(CopyResult(cs, cs, self.structure(c.dest), None, self.size_bytes(c.dest)))
+            if progress:
+                progress(c.source, cs.rows)
+        return results
+
+    def drop_table(self, ref: TableRef) -> None:
+        """Forget a snapshot reference and remove its tag from the live table (retention).
+        An Iceberg table itself is never dropped: etlguard never creates one."""
+        held = self._ref(ref)
+        if held is None:
+            if ref.name in self._sql_tables(ref.schema):
+                self.execute(f"DROP TABLE IF EXISTS {self.qualify(ref)}")
+            return
+        live = TableRef(held["namespace"], held["table_name"])
+        if held["tag"] and live.name in self.list_tables(live.schema):
+            table = self._load(live)
+            if held["tag"] in table.metadata.refs:
+                table.manage_snapshots().remove_tag(held["tag"]).commit()
+        self.execute(
+            f"DELETE FROM {self.quote(_REFS)} WHERE ref_schema = ? AND ref_name = ?", [ref.schema, ref.name]
+        )
+
+    # -- restore: move every pointer in one transaction, compare-and-swap per row ---------------
+    def swap(self, swaps: Sequence[Swap]) -> None:
+        moves = []
+        for s in swaps:
+            held = self._ref(s.staging)
+            if held is None or (held["namespace"], held["table_name"]) != (s.live.schema, s.live.name):
+                raise IcebergError(f"snapshot {s.staging.name} is not a snapshot of {s.live}")
+            current = self._tag(s.live, s.displaced) if s.displaced else self._load(s.live).metadata_location
+            moves.append((s.live, current, held["metadata_location"]))
+        fault("iceberg.before_pointer_swap")
+        with self.transaction():
+            for live, current, target in moves:
+                changed = self.execute(
+                    "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? "
+                    "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?",
+                    [target, current, self.catalog_name, live.schema, live.name, current],
+                )
+                if changed != 1:
+                    raise IcebergError(f"{live} was written to during the restore; nothing was moved")
+
+    # -- the target lock: a kernel file lock beside the catalog database ------------------------
+    def lock(self, name: str, holder: str) -> None:
+        path = f"{self.path}.etlguard.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held_by = os.read(fd, 500).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise LockHeld(held_by) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{holder} (pid {os.getpid()} on {socket.gethostname()})".encode())
+        self._lock_file = fd
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+                os.close(self._lock_file)
+            self._lock_file = None
+
+
+def _file_exists(location: str) -> bool:
+    from pyiceberg.io import load_file_io
+
+    try:
+        return bool(load_file_io(location=location).new_input(location).exists())
+    except Exception:  # an unreachable store counts as missing: restore then refuses
+        return False
