@@ -16,12 +16,11 @@ import pytest
 
 pytest.importorskip("pyiceberg")
 
-from icebergdata import golden, make_table, sql_catalog  # noqa: E402
-
-from etlguard import Config, Guard  # noqa: E402
-from etlguard.errors import EtlguardError  # noqa: E402
-from etlguard.faults import POINTS  # noqa: E402
-from etlguard.tables import TableRef  # noqa: E402
+from etlguard import Config, Guard
+from etlguard.errors import EtlguardError
+from etlguard.faults import POINTS
+from etlguard.tables import TableRef
+from icebergdata import golden, make_table, sql_catalog
 
 TESTS = Path(__file__).parent
 
@@ -66,7 +65,9 @@ def failed_etl(lake: dict[str, Any], ns: str, names: tuple[str, str, str]) -> li
     ],
     ids=["plain", "hostile"],
 )
-def test_failed_run_is_rolled_back_to_exact_data_and_schema(lake: dict[str, Any], ns: str, names: Any) -> None:
+def test_failed_run_is_rolled_back_to_exact_data_and_schema(
+    lake: dict[str, Any], ns: str, names: Any
+) -> None:
     cat = lake["catalog"]
     for name in names:
         make_table(cat, ns, name, 200)
@@ -124,7 +125,11 @@ def etlguard(config: Path, *args: str, fault: str = "") -> subprocess.Popen[str]
     env = {**os.environ, "ETLGUARD_FAULT": fault} if fault else dict(os.environ)
     exe = str(Path(sys.executable).parent / "etlguard")
     return subprocess.Popen(
-        [exe, args[0], "-c", str(config), *args[1:]], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [exe, args[0], "-c", str(config), *args[1:]],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -146,7 +151,9 @@ def test_restore_refuses_when_someone_writes_before_the_pointer_moves(lake: dict
     config = write_config(lake, ["gold.t"])
     (snap,) = guard(lake, ["gold.t"]).snapshot()
     cat.load_table(("gold", "t")).delete("id < 5")
-    proc = etlguard(config, "restore", "gold.t", "--snapshot", str(snap.id), fault="iceberg.before_pointer_swap:pause")
+    proc = etlguard(
+        config, "restore", "gold.t", "--snapshot", str(snap.id), fault="iceberg.before_pointer_swap:pause"
+    )
     wait_stopped(proc)
     cat.load_table(("gold", "t")).delete("id < 10")
     written = golden(cat, "gold", "t")

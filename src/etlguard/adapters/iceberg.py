@@ -235,38 +235,34 @@ class IcebergAdapter(Adapter):
         keys = ("namespace", "table_name", "metadata_location", "snapshot_id", "tag")
         return dict(zip(keys, rows[0], strict=True))
 
-    def _tag(self, source: TableRef, dest: TableRef) -> str:
-        """Tag the table's current snapshot as `dest` and record the metadata file that holds the
-        tag: pointing the table back at that file restores data, schema and the tag itself."""
+    def _tag(self, source: TableRef, dest: TableRef) -> tuple[str, int | None, str | None]:
+        """Tag the table's current snapshot as `dest`; the metadata file that holds the tag is
+        what a restore points back at (data, schema and the tag itself come back)."""
         table = self._load(source)
         snap_id = table.metadata.current_snapshot_id
+        if snap_id is None:  # an empty table has no snapshot to tag; its metadata file suffices
+            return str(table.metadata_location), None, None
         tag = f"etlguard-{dest.name}"
-        if snap_id is not None:
-            try:
-                table.manage_snapshots().create_tag(snap_id, tag).commit()
-            except Exception as exc:
-                raise IcebergError(f"cannot tag {source}: {exc}") from exc
-            table = self._load(source)
+        try:
+            table.manage_snapshots().create_tag(snap_id, tag).commit()
+        except Exception as exc:
+            raise IcebergError(f"cannot tag {source}: {exc}") from exc
+        return str(self._load(source).metadata_location), snap_id, tag
+
+    def _record(self, source: TableRef, dest: TableRef, tagged: tuple[str, int | None, str | None]) -> None:
+        """The reference that makes `dest` a snapshot name; until it is written, `dest` does
+        not exist (recover reads a missing displaced reference as "the swap never happened")."""
         self.execute(
             f"INSERT INTO {self.quote(_REFS)} VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                dest.schema,
-                dest.name,
-                source.schema,
-                source.name,
-                table.metadata_location,
-                snap_id,
-                tag if snap_id is not None else None,
-            ],
+            [dest.schema, dest.name, source.schema, source.name, *tagged],
         )
-        return str(table.metadata_location)
 
     def copy_tables(self, copies: Sequence[Copy], progress: Progress | None = None) -> list[CopyResult]:
         """A snapshot by reference: a tag per table, no data copied. Source and copy are the
         same immutable metadata file, so the check compares its identity with itself."""
         results = []
         for c in copies:
-            self._tag(c.source, c.dest)
+            self._record(c.source, c.dest, self._tag(c.source, c.dest))
             cs = self._identity(c.dest)
             results.append(CopyResult(cs, cs, self.structure(c.dest), None, self.size_bytes(c.dest)))
             if progress:
@@ -297,18 +293,25 @@ class IcebergAdapter(Adapter):
             held = self._ref(s.staging)
             if held is None or (held["namespace"], held["table_name"]) != (s.live.schema, s.live.name):
                 raise IcebergError(f"snapshot {s.staging.name} is not a snapshot of {s.live}")
-            current = self._tag(s.live, s.displaced) if s.displaced else self._load(s.live).metadata_location
-            moves.append((s.live, current, held["metadata_location"]))
+            tagged = self._tag(s.live, s.displaced) if s.displaced else None
+            current = tagged[0] if tagged else str(self._load(s.live).metadata_location)
+            moves.append((s, tagged, current, held["metadata_location"]))
         fault("iceberg.before_pointer_swap")
         with self.transaction():
-            for live, current, target in moves:
-                changed = self.execute(
-                    "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? "
-                    "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?",
-                    [target, current, self.catalog_name, live.schema, live.name, current],
-                )
-                if changed != 1:
-                    raise IcebergError(f"{live} was written to during the restore; nothing was moved")
+            for s, tagged, current, target in moves:
+                if s.displaced and tagged:
+                    self._record(s.live, s.displaced, tagged)
+                self._move(s.live, current, target)
+
+    def _move(self, live: TableRef, current: str, target: str) -> None:
+        """Compare-and-swap on the catalog row: move only from the state etlguard tagged."""
+        changed = self.execute(
+            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? "
+            "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?",
+            [target, current, self.catalog_name, live.schema, live.name, current],
+        )
+        if changed != 1:
+            raise IcebergError(f"{live} was written to during the restore; nothing was moved")
 
     # -- the target lock: a kernel file lock beside the catalog database ------------------------
     def lock(self, name: str, holder: str) -> None:
