@@ -209,3 +209,19 @@ def test_bad_target_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(EtlguardError, match="no Iceberg SQL catalog at"):
         g.snapshot()
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_verify_deep_reads_the_data_files(lake: dict[str, Any]) -> None:
+    """The identity fingerprint names the data; --deep reads it, so a lost data file is caught."""
+    cat = lake["catalog"]
+    make_table(cat, "gold", "t", 30)
+    g = guard(lake, ["gold.t"])
+    g.snapshot()
+    assert [r.ok for r in g.verify(deep=True)] == [True]
+    table = cat.load_table(("gold", "t"))
+    data_file = next(iter(table.inspect.files().column("file_path").to_pylist()))
+    Path(data_file.removeprefix("file://")).unlink()
+    assert [r.ok for r in g.verify()] == [True]  # the identity alone cannot see it
+    (deep,) = g.verify(deep=True)
+    assert not deep.ok
+    assert "cannot be read" in deep.actual

@@ -320,6 +320,11 @@ class Adapter:
         """The v1 checksum, for snapshots recorded with it. Not injective: never for new ones."""
         raise NotImplementedError
 
+    def deep_check(self, ref: TableRef) -> str | None:
+        """What is wrong with a snapshot's stored data beyond its fingerprint, or None. Only
+        where the fingerprint is an identity (Iceberg): copies are fully read by `checksum`."""
+        return None
+
     def copy_check(self, ref: TableRef) -> Checksum:
         """What a fresh copy and its source are compared by, at one consistency point and with
         identical structure. The fingerprint unless the engine has something cheaper."""

@@ -223,6 +223,22 @@ class IcebergAdapter(Adapter):
         ident = json.dumps([location, meta.current_snapshot_id, snap.manifest_list if snap else None])
         return Checksum(rows, hashlib.sha256(ident.encode()).hexdigest()[:32], IDENTITY)
 
+    def deep_check(self, ref: TableRef) -> str | None:
+        """Read every data file of the snapshot: each must exist and the rows read must equal the
+        snapshot's recorded total (orphan-file cleanup or a lost object shows up here)."""
+        from pyiceberg.table import StaticTable
+
+        held = self._ref(ref)
+        if held is None:
+            return "not a snapshot reference"
+        table = StaticTable.from_metadata(held["metadata_location"])
+        expected = self._identity(ref).rows
+        try:
+            rows = table.scan().to_arrow().num_rows if table.metadata.current_snapshot_id else 0
+        except Exception as exc:  # a missing or unreadable data file
+            return f"its data cannot be read: {exc}"
+        return None if rows == expected else f"{rows} rows read, {expected} recorded"
+
     # -- snapshot references ----------------------------------------------------------------
     def _ref(self, ref: TableRef) -> dict[str, Any] | None:
         rows = self.query(

@@ -205,14 +205,18 @@ def restore_cmd(
     """
   etlguard verify
   etlguard verify gold.moveouts --json
+  etlguard verify --deep                  # Iceberg: also read every data file of each snapshot
 """,
 )
 @config_option
 @json_option
+@click.option(
+    "--deep", is_flag=True, help="Iceberg: also read each snapshot's data files and count their rows."
+)
 @click.argument("tables", nargs=-1)
-def verify_cmd(config_path: Path | None, as_json: bool, tables: tuple[str, ...]) -> None:
+def verify_cmd(config_path: Path | None, as_json: bool, deep: bool, tables: tuple[str, ...]) -> None:
     """Recompute every verified snapshot's checksum (of TABLES, if given); exit 1 on a mismatch."""
-    results = guard_for(config_path).verify(tables)
+    results = guard_for(config_path).verify(tables, deep=deep)
     bad = [r for r in results if not r.ok]
     if as_json:
         emit_json([r.as_dict() for r in results])
