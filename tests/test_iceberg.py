@@ -225,3 +225,14 @@ def test_verify_deep_reads_the_data_files(lake: dict[str, Any]) -> None:
     (deep,) = g.verify(deep=True)
     assert not deep.ok
     assert "cannot be read" in deep.actual
+
+
+def test_demo_iceberg_rolls_back_data_and_schema() -> None:
+    exe = str(Path(sys.executable).parent / "etlguard")
+    done = subprocess.run([exe, "demo", "--iceberg"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "exit 10: the ETL exited with status 1; rolled back 2 tables" in done.stdout
+    states = [line.strip() for line in lines if line.strip().startswith("gold.orders:")]
+    assert states[0] == "gold.orders: 1000 rows (id, name); gold.customers: 100 rows (id, name)"
+    assert states[-1].startswith(states[0])

@@ -327,8 +327,10 @@ def prune_cmd(config_path: Path | None, as_json: bool, dry_run: bool) -> None:
   etlguard demo
   etlguard demo --path /tmp/demo.duckdb --keep
   etlguard demo --dbt .venvs/dbt-duckdb/bin/dbt --project examples/warehouse   # what make demo runs
+  etlguard demo --iceberg                 # Iceberg tables in a local SQL catalog (etlguard[iceberg])
 """,
 )
+@click.option("--iceberg", is_flag=True, help="Tour Iceberg tables in a local SQL catalog instead.")
 @click.option(
     "--path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -344,8 +346,18 @@ def prune_cmd(config_path: Path | None, as_json: bool, dry_run: bool) -> None:
 @click.option(
     "--project", type=click.Path(path_type=Path), help="The example dbt project (examples/warehouse)."
 )
-def demo_cmd(path: Path | None, keep: bool, dbt_bin: Path | None, project: Path | None) -> None:
+def demo_cmd(
+    iceberg: bool, path: Path | None, keep: bool, dbt_bin: Path | None, project: Path | None
+) -> None:
     """A one-minute tour on an embedded DuckDB warehouse: snapshot, damage, diff, restore."""
+    if iceberg:
+        import tempfile
+
+        from ..demo_iceberg import run_iceberg_demo
+
+        with tempfile.TemporaryDirectory(prefix="etlguard-demo-iceberg-") as tmp:
+            run_iceberg_demo(out, Path(tmp))
+        return
     from ..demo import run_demo
 
     run_demo(out, path, keep, dbt_bin, project)
