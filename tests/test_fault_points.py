@@ -64,7 +64,8 @@ def test_every_fault_point_in_the_code_is_declared_and_covered() -> None:
     for path in SRC.rglob("*.py"):
         called |= set(re.findall(r'\bfault\("([a-z_.]+)"\)', path.read_text(encoding="utf-8")))
     assert called == set(POINTS)
-    assert set(SCENARIOS) == set(POINTS)
+    # the Iceberg adapter's own point is covered by test_iceberg.py's kill-at-every-point test
+    assert set(SCENARIOS) == set(POINTS) - {"iceberg.before_pointer_swap"}
 
 
 def _prepare(rig: Rig, op: str) -> tuple[object, object]:
