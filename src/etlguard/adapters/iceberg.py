@@ -302,16 +302,17 @@ class IcebergAdapter(Adapter):
             f"DELETE FROM {self.quote(_REFS)} WHERE ref_schema = ? AND ref_name = ?", [ref.schema, ref.name]
         )
 
+    def is_view(self, ref: TableRef) -> bool:
+        """pyiceberg's SQL catalog keeps no views, so no protected name can have become one."""
+        return False
+
     # -- restore: move every pointer in one transaction, compare-and-swap per row ---------------
     def swap(self, swaps: Sequence[Swap]) -> None:
-        moves = []
-        for s in swaps:
-            held = self._ref(s.staging)
-            if held is None or (held["namespace"], held["table_name"]) != (s.live.schema, s.live.name):
-                raise IcebergError(f"snapshot {s.staging.name} is not a snapshot of {s.live}")
-            tagged = self._tag(s.live, s.displaced) if s.displaced else None
-            current = tagged[0] if tagged else str(self._load(s.live).metadata_location)
-            moves.append((s, tagged, current, held["metadata_location"]))
+        """Every pointer moves in one transaction. A swap with no staging (a table the failed
+        run created) moves the table aside: its catalog row goes, its files stay, held by the
+        displaced reference; a live table with no catalog row (moved aside earlier) is
+        registered again at the snapshot's metadata file."""
+        moves = [self._plan_move(s) for s in swaps]
         fault("iceberg.before_pointer_swap")
         with self.transaction():
             for s, tagged, current, target in moves:
@@ -319,13 +320,42 @@ class IcebergAdapter(Adapter):
                     self._record(s.live, s.displaced, tagged)
                 self._move(s.live, current, target)
 
-    def _move(self, live: TableRef, current: str, target: str) -> None:
+    def _plan_move(
+        self, s: Swap
+    ) -> tuple[Swap, tuple[str, int | None, str | None] | None, str | None, str | None]:
+        """(swap, displaced tag, the pointer now, the pointer wanted); None for no catalog row."""
+        target = None
+        if s.staging is not None:
+            held = self._ref(s.staging)
+            if held is None or (held["namespace"], held["table_name"]) != (s.live.schema, s.live.name):
+                raise IcebergError(f"snapshot {s.staging.name} is not a snapshot of {s.live}")
+            target = str(held["metadata_location"])
+        if s.live.name not in self.list_tables(s.live.schema):
+            if target is None:
+                raise IcebergError(f"{s.live} is not in the catalog; nothing to move aside")
+            return s, None, None, target
+        tagged = self._tag(s.live, s.displaced) if s.displaced else None
+        current = tagged[0] if tagged else str(self._load(s.live).metadata_location)
+        return s, tagged, current, target
+
+    def _move(self, live: TableRef, current: str | None, target: str | None) -> None:
         """Compare-and-swap on the catalog row: move only from the state etlguard tagged."""
-        changed = self.execute(
-            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? "
-            "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?",
-            [target, current, self.catalog_name, live.schema, live.name, current],
-        )
+        if current is None:
+            self.execute(
+                "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, "
+                "previous_metadata_location) VALUES (?, ?, ?, ?, NULL)",
+                [self.catalog_name, live.schema, live.name, target],
+            )
+            return
+        where = "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?"
+        key = [self.catalog_name, live.schema, live.name, current]
+        if target is None:
+            changed = self.execute(f"DELETE FROM iceberg_tables {where}", key)
+        else:
+            changed = self.execute(
+                f"UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? {where}",
+                [target, current, *key],
+            )
         if changed != 1:
             raise IcebergError(f"{live} was written to during the restore; nothing was moved")
 
