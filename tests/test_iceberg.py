@@ -275,3 +275,27 @@ def test_a_table_the_failed_run_created_under_a_glob_is_moved_aside_and_can_come
     assert (displaced.status, displaced.row_count) == ("verified", 7)
     g.restore(["gold.b"], snapshot_ids=[displaced.id])
     assert golden(cat, "gold", "b")[0] == 7
+
+
+@pytest.mark.parametrize(
+    "point", ["iceberg.before_pointer_swap", "restore.after_swap", "restore.before_verify"]
+)
+def test_killed_around_a_move_aside_then_recover_settles_it(lake: dict[str, Any], point: str) -> None:
+    """Killed around the pointer transaction that moves a new table aside: recover leaves the
+    pre-run catalog (the new table out of it, exactly once) and a second recover changes nothing."""
+    cat = lake["catalog"]
+    make_table(cat, "gold", "a", 40)
+    before = golden(cat, "gold", "a")
+    config = write_config(lake, ["gold.*"])
+    code = CREATING_ETL.format(tests=str(TESTS), db=str(lake["db"]))
+    proc = etlguard(config, "run", "--", sys.executable, "-c", code, fault=f"{point}:kill")
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, point
+    for _ in range(2):
+        rec = etlguard(config, "recover")
+        _, err = rec.communicate(timeout=300)
+        assert rec.returncode == 0, err
+        assert golden(cat, "gold", "a") == before
+        assert ("gold", "b") not in cat.list_tables("gold")
+    displaced = [s for s in guard(lake, ["gold.*"]).snapshots("gold.b") if s.kind == "displaced"]
+    assert [(s.status, s.row_count) for s in displaced if s.status == "verified"] == [("verified", 7)]
