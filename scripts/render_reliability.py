@@ -57,6 +57,10 @@ def main(figures_path: str, suite_summary: str) -> str:
             f"{int(f.get('hostile_inputs_tried', 0))} / {int(f.get('unsafe_statements_executed', 0))}",
         ),
         (
+            "kill -9 of etlguard with a writing grandchild: trials / writes after the rollback (must be 0)",
+            f"{int(f.get('kill9_trials', 0))} / {int(f.get('writes_after_rollback', 0))}",
+        ),
+        (
             "places searched for the URL's password / secrets found (must be 0)",
             f"{int(f.get('secret_places_checked', 0))} / {int(f.get('secrets_found', 0))}",
         ),
@@ -93,6 +97,10 @@ Fault points not reached by the loop: {", ".join(missing) if missing else "none"
 | 16: the URL's password in logs, output, catalog, report, `ps` | `tests/test_locks_and_secrets.py` |
 | 17: paired writes during a snapshot: both or neither | `tests/test_server_faults.py` |
 | 25 (PostgreSQL): row-level security, inheritance, a TRUNCATE + reload racing the snapshot, seven structure changes and a dropped table rolled back exactly, `serial` tables, in named schemas and `public` | `tests/test_postgres_correctness.py` |
+| 20: the lock session closed mid-run (wait_timeout=4, idle_session_timeout=4s, KILL, pg_terminate_backend) | `tests/test_supervision.py` |
+| 21: kill -9 and SIGHUP of etlguard with a wrapper's grandchild writing | `tests/test_supervision.py` |
+| 22: a runaway statement stopped before the rollback | `tests/test_supervision.py` |
+| 24: two configurations with different catalogs protecting one table | `tests/test_supervision.py` |
 | 26: fingerprint collisions, a CRC32 forgery, 1,000 random mutations; time zone, date style and float digits changed between snapshot and restore | `tests/test_fingerprint.py` |
 
 ## How the invariant is checked

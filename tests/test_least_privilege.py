@@ -68,3 +68,35 @@ def test_each_missing_grant_is_reported_before_the_etl(limited, which: str, priv
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not marker.exists()
     assert rig.state() == pre
+
+
+def test_grants_through_a_default_role_are_recognised(maria: Backend) -> None:
+    rig = Rig(maria)
+    user, role, inner = f"lr_{maria.tag}", f"etl_role_{maria.tag}", f"cat_role_{maria.tag}"
+    password = f"pw-{uuid.uuid4().hex[:10]}"
+    maria.sql(f"CREATE ROLE {inner}")  # nested: the catalog grants come through a role of the role
+    maria.sql(f"GRANT {', '.join(CATALOG)} ON {maria.q(maria.catalog_schema)}.* TO {inner}")
+    maria.sql(f"CREATE ROLE {role}")
+    for schema in (rig.schema, maria.snapshot_schema):
+        maria.sql(f"GRANT {', '.join(SWAPPED)} ON {maria.q(schema)}.* TO {role}")
+    maria.sql(f"GRANT {inner} TO {role}")
+    maria.sql(f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'")
+    maria.sql(f"GRANT {role} TO '{user}'@'%'")
+    maria.sql(f"SET DEFAULT ROLE {role} FOR '{user}'@'%'")
+    settings = yaml.safe_load(rig.config.read_text())
+    settings["target"] = f"mariadb+pymysql://{user}:{password}@127.0.0.1:{maria.port}"
+    rig.config.write_text(yaml.safe_dump(settings))
+    try:
+        pre = rig.state()
+        failed = rig.etlguard("run", "--", *rig.etl_command("fail"))
+        assert failed.returncode == EXIT_ETL_FAILED, failed.stderr
+        assert rig.state() == pre
+        maria.sql(f"REVOKE LOCK TABLES ON {maria.q(rig.schema)}.* FROM {role}")
+        refused = rig.etlguard("run", "--", *rig.etl_command("ok"))
+        assert (
+            refused.returncode == EXIT_USAGE and f"lacks LOCK TABLES on schema {rig.schema}" in refused.stderr
+        )
+    finally:
+        maria.sql(f"DROP USER IF EXISTS '{user}'@'%'")
+        maria.sql(f"DROP ROLE IF EXISTS {role}")
+        maria.sql(f"DROP ROLE IF EXISTS {inner}")

@@ -33,6 +33,8 @@ _STATUS_OUTCOMES = {
     "audit_failed": {"rolled_back", "audit_failed"},
     "snapshot_failed": {"snapshot_failed"},
     "rollback_failed": {"rollback_failed"},
+    "lock_lost": {"rollback_failed"},  # a person must act, like a failed rollback
+    "interrupted": {"snapshot_failed"},  # stopped before the ETL started; nothing changed
 }
 _HEADLINE = {
     "ok": "succeeded",
@@ -40,6 +42,8 @@ _HEADLINE = {
     "audit_failed": "ROLLED BACK",
     "snapshot_failed": "SNAPSHOT FAILED, ETL not run",
     "rollback_failed": "ROLLBACK FAILED, ACTION NEEDED",
+    "lock_lost": "LOCK LOST, ACTION NEEDED",
+    "interrupted": "INTERRUPTED before the ETL started",
 }
 _LOG_PREFIX = re.compile(r"^\S+ \S+ - [A-Z]+ - ")  # apprise's "date time - LEVEL - "
 
@@ -175,8 +179,8 @@ def _timing(result: RunResult) -> str:
 
 def _next_step(config: Config, result: RunResult) -> str:
     show = _cli(config, f"etlguard show {result.run_id}")
-    if result.status == "rollback_failed":
-        restore = _cli(config, result.recovery_command or "etlguard restore --latest")
+    if result.status in ("rollback_failed", "lock_lost"):
+        restore = _cli(config, result.recovery_command or "etlguard recover")
         return f"ACTION NEEDED: run `{restore}`, then check the tables with `{show}`."
     if result.status in ("etl_failed", "audit_failed"):
         return (
@@ -191,6 +195,8 @@ def _next_step(config: Config, result: RunResult) -> str:
 def _cli(config: Config, command: str) -> str:
     """`etlguard SUB ...` with --config when the run used a config file other than ./etlguard.yml."""
     path = config.path
+    if "--config" in command.split():  # already as the run printed it
+        return command
     if path is None or (not path.is_absolute() and path == Path("etlguard.yml")):
         return command
     head, _, rest = command.partition(" ")

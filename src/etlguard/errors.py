@@ -17,6 +17,8 @@ EXIT_ETL_FAILED = 10  # the ETL failed; the protected set was rolled back and ve
 EXIT_AUDIT_FAILED = 11  # the ETL exited 0 but an audit failed; rolled back and verified
 EXIT_SNAPSHOT_FAILED = 12  # the snapshot failed; the ETL never ran
 EXIT_ROLLBACK_FAILED = 20  # the rollback failed, or a restore is unverified: a person must act
+EXIT_LOCK_LOST = 21  # the run's lock was lost during the ETL: nothing committed or rolled back; recover
+EXIT_INTERRUPTED = 130  # Ctrl-C, SIGTERM or SIGHUP before the ETL started: partial work removed
 
 
 class EtlguardError(Exception):
@@ -122,6 +124,16 @@ class RestoreUnverified(RollbackFailed):
     """The swap happened but a restored table does not match its snapshot (structure or data):
     a person must look (exit 20, like a failed rollback). The replaced tables are kept as
     `displaced` snapshots."""
+
+
+class LockLost(EtlguardError):
+    """The run's lock was lost during the ETL: nothing was committed or rolled back."""
+
+    exit_code = EXIT_LOCK_LOST
+
+    def __init__(self, message: str, result: object = None) -> None:
+        self.result = result
+        super().__init__(message)
 
 
 class ValidationFailed(EtlguardError):

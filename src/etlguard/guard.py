@@ -29,6 +29,7 @@ from .errors import (
     AuditFailed,
     ConfigError,
     EtlguardError,
+    LockLost,
     RollbackFailed,
     SnapshotNotFound,
     UnfinishedOperation,
@@ -293,6 +294,8 @@ class Guard:
             check_privileges(
                 db, list(chosen), self.config.snapshot_schema, self.config.catalog_schema, swaps=True
             )
+            if not dry_run:  # a run of another catalog protecting these tables must not be swapped under
+                db.lock_tables(sorted(chosen), "etlguard restore")
             steps = _restore.plan_restore(db, catalog, chosen, self.config.snapshot_schema, keep_snapshot)
             if dry_run:
                 return _restore.RestoreResult(steps, dry_run=True)
@@ -411,11 +414,13 @@ class Guard:
         echo: Callable[[str], None] | None = None,
         auto_recover: bool = False,
         drill: bool = False,
+        pass_env: Sequence[str] = (),
     ) -> RunResult:
         """Lock, snapshot the protected set, run `command`, audit, then commit or roll back.
         Problems found before the command would start raise (nothing touched, command not
-        run); everything after is reported in the returned RunResult and its exit_code."""
-        return guarded_run(self, command, timeout, json_report, echo, auto_recover, drill)
+        run); everything after is reported in the returned RunResult and its exit_code. The
+        command does not see the target URL's variables unless named in `pass_env`."""
+        return guarded_run(self, command, timeout, json_report, echo, auto_recover, drill, pass_env)
 
     @contextlib.contextmanager
     def protect(self, echo: Callable[[str], None] | None = None) -> Iterator[RunResult]:
@@ -431,24 +436,27 @@ class Guard:
             yield run.result
         except BaseException as exc:
             result = run.finish(False, f"the ETL raised {type(exc).__name__}: {exc}")
-            if result.status == "rollback_failed":
-                raise RollbackFailed(result.message, result) from exc
+            if result.status in _MUST_ACT:
+                raise _MUST_ACT[result.status](result.message, result) from exc
             raise
         result = run.finish(True)
-        if result.status == "rollback_failed":
-            raise RollbackFailed(result.message, result)
-        if result.status == "audit_failed":
-            raise AuditFailed(result.message, result)
+        failed = {**_MUST_ACT, "audit_failed": AuditFailed}.get(result.status)
+        if failed is not None:
+            raise failed(result.message, result)
 
     def drill(self, command: Sequence[str] = (), echo: Callable[[str], None] | None = None) -> DrillReport:
         """The design note's Testing Plan against this setup (see drill.py); data ends as a
         normal night would leave it."""
         return run_drill(self, command, echo)
 
-    def recover(self, dry_run: bool = False) -> RecoveryReport:
-        """Finish or undo whatever interrupted operations left behind (see recover.py)."""
+    def recover(
+        self, dry_run: bool = False, force: bool = False, echo: Callable[[str], None] | None = None
+    ) -> RecoveryReport:
+        """Finish or undo what interrupted operations left (see recover.py); never under a live
+        ETL. `force` vouches for an ETL that ran on another host, unseen from here."""
+        grace, quiet = self.config.statement_grace_seconds, echo or (lambda _m: None)
         with self.session("recover", check_journal=False) as (db, catalog):
-            return Recovery(db, catalog, self.config.snapshot_schema).run(dry_run)
+            return Recovery(db, catalog, self.config.snapshot_schema, force, grace, quiet).run(dry_run)
 
     def runs(self, run_id: int | None = None) -> list[dict[str, Any]]:
         with self.session("runs", lock=False, check_journal=False) as (_, catalog):
@@ -468,7 +476,7 @@ class Guard:
 
     def prune(self, dry_run: bool = False, now: dt.datetime | None = None) -> list[PruneDecision]:
         with self.session("prune") as (db, catalog):
-            return apply_prune(db, catalog, self.config.retention, now or utcnow(), dry_run)
+            return apply_prune(db, catalog, self.config.retention, now or db.server_now(), dry_run)
 
     # -- guarded transactions (etlguard.transaction) ----------------------------------------
     def transaction(self, timeout: float | None = None, dry_run: bool = False) -> Any:
@@ -506,3 +514,6 @@ def _to_utc(when: dt.datetime | None) -> dt.datetime | None:
     if when.tzinfo is None:
         when = when.astimezone()
     return when.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+_MUST_ACT: dict[str, type[EtlguardError]] = {"rollback_failed": RollbackFailed, "lock_lost": LockLost}

@@ -11,15 +11,18 @@ idempotent: a second run finds nothing to do.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .adapters.base import Adapter
 from .catalog import Catalog
-from .errors import EtlguardError, RollbackFailed
+from .errors import EXIT_ROLLBACK_FAILED, EtlguardError, RollbackFailed, UnfinishedOperation
+from .execute import group_alive, start_ticks
 from .faults import fault
 from .restore import live_matches, plan_aside, plan_restore, run_restore, settle_consumed
+from .sessions import settle_sessions
 from .snapshot import Membership
 from .tables import TableRef, plural
 
@@ -37,14 +40,28 @@ class RecoveryReport:
 
 
 class Recovery:
-    def __init__(self, db: Adapter, catalog: Catalog, snapshot_schema: str) -> None:
+    def __init__(
+        self,
+        db: Adapter,
+        catalog: Catalog,
+        snapshot_schema: str,
+        force: bool = False,
+        grace: float = 10.0,
+        echo: Callable[[str], None] = lambda _m: None,
+    ) -> None:
         self.db = db
         self.catalog = catalog
         self.snapshot_schema = snapshot_schema
+        self.force = force  # act on a run whose ETL ran on another host, unseen from here
+        self.grace = grace
+        self.echo = echo
         self.report = RecoveryReport()
 
     def run(self, dry_run: bool = False) -> RecoveryReport:
         pending = self.catalog.unfinished()
+        for entry in pending:  # never act under a live ETL or a live etlguard
+            if entry["op"] == "run":
+                self._refuse_if_alive(entry)
         # operations inside a run (its snapshot, its rollback) are settled before the run itself
         ordered = [e for e in pending if e["op"] != "run"] + [e for e in pending if e["op"] == "run"]
         handlers: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -65,6 +82,32 @@ class Recovery:
             self.report.actions.append(f"{entry['op']} (journal {entry['id']}): {outcome}")
             fault("recover.after_step")
         return self.report
+
+    def _refuse_if_alive(self, entry: dict[str, Any]) -> None:
+        """Refuse while the run's etlguard or ETL may still be running. Same host: look at the
+        process and the process group. Another host: refuse unless --force."""
+        payload, run_id = entry["payload"], entry["run_id"]
+        guard = payload.get("guard") or {}
+        if entry.get("host") == _hostname() and guard.get("start_ticks") and not payload.get("handed_over"):
+            if start_ticks(int(entry["pid"])) == guard["start_ticks"]:
+                raise UnfinishedOperation(
+                    f"run {run_id} is still being run by etlguard pid {entry['pid']}; let it finish"
+                )
+        etl = payload.get("etl")
+        if not etl:
+            return
+        alive = group_alive(etl, wait=5.0)  # the watchdog of a killed etlguard may be at work
+        if alive:
+            raise UnfinishedOperation(
+                f"run {run_id}'s ETL (process group {etl['pgid']}) is still running; recover will not "
+                f"roll back under it: wait for it to end, or stop it with `kill -TERM -{etl['pgid']}`"
+            )
+        if alive is None and not self.force:
+            raise UnfinishedOperation(
+                f"run {run_id}'s ETL ran on host {etl.get('host')} (process group {etl['pgid']}), where "
+                "this etlguard cannot see whether it still runs; make sure it has ended, then run "
+                "`etlguard recover --force`"
+            )
 
     # -- helpers --------------------------------------------------------------------------------
     def _drop_ours(self, ref: TableRef) -> bool:
@@ -193,53 +236,89 @@ class Recovery:
     # -- run: before the ETL nothing to undo; after it, roll back; at commit, keep --------------
     def _run(self, entry: dict[str, Any]) -> str:
         run_id = entry["run_id"]
-        phase = entry["payload"].get("phase")
+        payload = entry["payload"]
+        phase = payload.get("phase")
         if phase == "snapshot":
             self._close(entry, run_id, "aborted", "the run died while snapshotting; the ETL never started")
             return "the ETL never started; nothing to roll back"
         if phase == "commit":
             self._close(entry, run_id, "ok", "the run died after its audits passed; recover kept its result")
             return "the run had passed its audits; its result is kept"
-        done = [
-            e
-            for e in self.catalog.entries(run_id)
-            if e["op"] == "rollback" and e["state"] in ("done", "recovered")
-        ]
-        if done:
-            self._close(entry, run_id, "rolled_back", "the run's rollback had completed; recover closed it")
-            return "the run had already been rolled back"
-        ids = entry["payload"].get("snapshot_ids", [])
         chosen = {}
-        for sid in ids:
+        for sid in payload.get("snapshot_ids", []):
             snap = self.catalog.snapshot(sid)
-            if snap is None or not snap.verified:
+            if snap is None or not (snap.verified or snap.status == "restored"):
                 raise EtlguardError(f"run {run_id}'s snapshot {sid} is not usable; restore by hand")
-            chosen[snap.table] = snap
+            chosen[snap.table] = snap  # `restored`: the rollback swapped it in; only a check is left
+        why = (
+            "its lock was lost during the ETL"
+            if payload.get("lock_lost")
+            else f"it died in its {phase} phase"
+        )
+        if chosen and all(self._matches(s) for s in chosen.values()):
+            self._close(
+                entry, run_id, "rolled_back", f"recover found every table back at its snapshot ({why})"
+            )
+            return "every table was already back at its snapshot; the run is closed as rolled back"
+        consumed = sorted(str(t) for t, s in chosen.items() if not s.verified)
+        if consumed:  # swapped back already, and not what the snapshot recorded: a person must look
+            message = f"recover found {', '.join(consumed)} swapped back, but not matching its snapshot"
+            self._record(run_id, "rollback_failed", message, [])
+            raise RollbackFailed(
+                f"run {run_id}: {message}; the replaced tables are kept as displaced snapshots"
+            )
+        tables = sorted(chosen)
+        self.db.lock_tables(tables, f"etlguard recover of run {run_id}")
+        stopped = settle_sessions(self.db, tables, self.grace, self.echo)
         steps = plan_restore(self.db, self.catalog, chosen, self.snapshot_schema)
         hidden = [self.snapshot_schema, self.catalog.schema]
-        membership = Membership.from_journal(entry["payload"])
-        aside = plan_aside(self.db, self.catalog, membership, self.snapshot_schema, hidden, len(steps))
-        result = run_restore(
-            self.db, self.catalog, steps, self.snapshot_schema, run_id=run_id, op="rollback", aside=aside
+        aside = plan_aside(
+            self.db, self.catalog, Membership.from_journal(payload), self.snapshot_schema, hidden, len(steps)
         )
-        bad = [str(s.table) for s in steps if str(s.table) not in result.verified]
-        if bad:  # swapped back, but not the snapshot: say so, keep what was replaced
-            message = f"recover rolled back, but {', '.join(bad)} does not match its snapshot"
-            self._close(entry, run_id, "rollback_failed", message)
-            raise RollbackFailed(f"{message}; the replaced tables are kept as displaced snapshots")
+        try:
+            result = run_restore(
+                self.db, self.catalog, steps, self.snapshot_schema, run_id=run_id, op="rollback", aside=aside
+            )
+        except EtlguardError as exc:
+            self._record(run_id, "rollback_failed", f"recover could not roll the run back: {exc}", stopped)
+            raise RollbackFailed(f"run {run_id}: the rollback failed again: {exc}") from exc
+        unverified = sorted(str(s.table) for s in steps if str(s.table) not in result.verified)
+        if unverified:
+            message = f"recover rolled back, but {', '.join(unverified)} did not match its snapshot"
+            self._record(run_id, "rollback_failed", message, stopped)
+            raise RollbackFailed(f"run {run_id}: {message}")
         self._close(
             entry,
             run_id,
             "rolled_back",
-            f"recover rolled back {plural(len(steps), 'table')} after the run died",
+            f"recover rolled back {plural(len(steps), 'table')} after {why}",
+            stopped,
         )
-        return f"the run died during its {phase} phase; rolled back {plural(len(result.verified), 'table')} and verified them"
+        return f"{why}; rolled back {plural(len(result.verified), 'table')} and verified them"
 
-    def _close(self, entry: dict[str, Any], run_id: int, status: str, message: str) -> None:
+    def _matches(self, snap: Any) -> bool:
+        return self.db.table_exists(snap.table) and live_matches(self.db, snap, snap.table)
+
+    def _record(self, run_id: int, status: str, message: str, stopped: list[str]) -> None:
+        """What really happened, in the run record; the journal entry stays open."""
+        rows = self.catalog.runs(run_id)
+        details = rows[0]["details"] if rows else {}
+        details.update(message=message, stopped_sessions=stopped)
+        self.catalog.finish_run(run_id, status, EXIT_ROLLBACK_FAILED, details)
+
+    def _close(
+        self, entry: dict[str, Any], run_id: int, status: str, message: str, stopped: list[str] | None = None
+    ) -> None:
         rows = self.catalog.runs(run_id)
         details = rows[0]["details"] if rows else {}
         details["message"] = message
+        if stopped:
+            details["stopped_sessions"] = stopped
         if status == "rolled_back":
             details["rolled_back"] = details.get("protected", [])
         self.catalog.finish_run(run_id, status, 0 if status == "ok" else 1, details)
         self.catalog.finish(entry["id"], "recovered")
+
+
+def _hostname() -> str:
+    return socket.gethostname()

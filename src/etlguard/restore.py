@@ -273,7 +273,7 @@ def run_restore(
                     snapshot=s.displaced,
                     kind="displaced",
                     status="creating",
-                    taken_at=utcnow(),
+                    taken_at=db.server_now(),
                     row_count=None,
                     size_bytes=None,
                     checksum=None,

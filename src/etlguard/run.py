@@ -4,8 +4,9 @@ The same state machine serves `etlguard run -- COMMAND` and the Python context m
 `Guard.protect()`. A failure before the ETL starts touches nothing and the ETL never runs; a
 failure after it puts the whole protected set back in one atomic swap and proves it by checksum.
 
-Why this module is long: it is the run's state machine (lock, preflight, snapshot, execute,
-audit, commit or roll back), whose phases share one journal entry and one RunResult.
+Why this module is long: the state machine keeps every phase's bookkeeping in one place (the
+journal payload recover reads, the lock proof before acting, the lost-lock and interrupted
+endings), so that no phase can be changed without seeing what the others record.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
+import shlex
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +33,8 @@ from .catalog import Catalog, Snapshot, utcnow
 from .errors import (
     EXIT_AUDIT_FAILED,
     EXIT_ETL_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_LOCK_LOST,
     EXIT_OK,
     EXIT_ROLLBACK_FAILED,
     EXIT_SNAPSHOT_FAILED,
@@ -35,12 +42,13 @@ from .errors import (
     EtlguardError,
     SnapshotFailed,
 )
-from .execute import EtlOutcome, run_command
+from .execute import EtlOutcome, EtlProcess, boot_id, check_command, etl_environment, run_command, start_ticks
 from .faults import fault
 from .grants import check_privileges
 from .others import OthersReport, WriteWatch
 from .restore import AsideStep, RestoreStep, plan_aside, plan_restore, run_restore
 from .retention import prune
+from .sessions import settle_sessions
 from .snapshot import Membership, check_tables, take_snapshots
 from .tables import TableRef, plural
 
@@ -48,12 +56,14 @@ if TYPE_CHECKING:
     from .guard import Guard
 
 Echo = Callable[[str], None]
+KEEPALIVE_SECONDS = 30.0  # a round trip on the lock session this often while the ETL runs
 
 
 @dataclass
 class RunResult:
     run_id: int | None
-    status: str  # ok | etl_failed | audit_failed | snapshot_failed | rollback_failed
+    # ok | etl_failed | audit_failed | snapshot_failed | rollback_failed | lock_lost | interrupted
+    status: str
     exit_code: int
     command: list[str]
     target: str
@@ -77,6 +87,8 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     others_source: str | None = None  # how writes by other clients were watched for
     others_wrote: list[dict[str, Any]] = field(default_factory=list)  # tables other clients wrote
+    stopped_sessions: list[str] = field(default_factory=list)  # other sessions killed before a rollback
+    etl_process: dict[str, Any] | None = None  # the ETL's process group, host and start time
 
     @property
     def ok(self) -> bool:
@@ -105,6 +117,8 @@ class RunResult:
                 "seconds": round(self.etl.seconds, 3),
                 "timed_out": self.etl.timed_out,
                 "interrupted_by": self.etl.interrupted_by,
+                "stragglers_killed": self.etl.stragglers,
+                "process": self.etl_process,
             },
             "dbt_failures": [n.as_dict() for n in self.dbt_failures],
             "audits": [a.as_dict() for a in self.audits],
@@ -116,6 +130,7 @@ class RunResult:
             "audit_seconds": round(self.audit_seconds, 3),
             "rollback_seconds": round(self.rollback_seconds, 3),
             "total_seconds": round(self.total_seconds, 3),
+            "stopped_sessions": self.stopped_sessions,
             "notes": self.notes,
             "others_source": self.others_source,
             "others_wrote": self.others_wrote,
@@ -132,12 +147,14 @@ class GuardedRun:
         echo: Echo | None = None,
         auto_recover: bool = False,
         drill: bool = False,
+        pass_env: Sequence[str] = (),
     ) -> None:
         self.guard = guard
+        self.pass_env = list(pass_env)
         self.drill = drill  # roll a good run back on purpose, to prove the rollback on real data
         self.auto_recover = auto_recover
         self.config = guard.config
-        self.echo: Echo = echo or (lambda _msg: None)
+        self.echo: Echo = _quiet_on_hangup(echo or (lambda _msg: None))
         self.command = list(command)
         self.db: Adapter = adapter_for(self.config.target, self.config.lock_wait_seconds)
         self.catalog = Catalog(self.db, self.config.catalog_schema)
@@ -145,6 +162,8 @@ class GuardedRun:
         self.membership = Membership()
         self.counts_before: dict[TableRef, int] = {}
         self.journal: int | None = None
+        self.payload: dict[str, Any] = {}  # the run's journal entry, as recover reads it
+        self.interrupted: str | None = None
         self.started = time.monotonic()
         self.etl_started_wall = 0.0
         self.watch: WriteWatch | None = None
@@ -170,13 +189,17 @@ class GuardedRun:
         if self.auto_recover and self.catalog.unfinished():
             from .recover import Recovery
 
-            for action in Recovery(self.db, self.catalog, self.config.snapshot_schema).run().actions:
+            recovery = Recovery(
+                self.db, self.catalog, self.config.snapshot_schema, grace=self.config.statement_grace_seconds
+            )
+            for action in recovery.run().actions:
                 self.echo(f"recovered first: {action}")
         self.guard._refuse_unfinished(self.catalog)
         self.membership = self.guard.protected_set(self.db, self.command)
         tables = self.membership.tables
         self.result.new = [str(t) for t in self.membership.new]
         check_tables(self.db, tables)
+        self.db.lock_tables(tables, f"etlguard run since {utcnow():%Y-%m-%d %H:%M:%S} UTC")
         check_privileges(self.db, tables, self.config.snapshot_schema, self.config.catalog_schema, swaps=True)
         _audits.preflight(self.db, self.config.audits, self.membership.new)
         self._check_space(tables)
@@ -199,30 +222,36 @@ class GuardedRun:
 
     def _snapshot(self) -> None:
         self.result.run_id = self.catalog.start_run(self.command)
-        self.journal = self.catalog.begin("run", self._journal("snapshot"), self.result.run_id)
+        self.payload = {"phase": "snapshot", "guard": _guard_process(), **self.membership.as_journal()}
+        self.journal = self.catalog.begin("run", self.payload, self.result.run_id)
         began = time.monotonic()
         try:
-            self.snapshots = (
-                take_snapshots(
-                    self.db,
-                    self.catalog,
-                    self.tables,
-                    self.config.snapshot_schema,
-                    self.result.run_id,
-                    self.guard.progress,
+            with self._interruptible():
+                self.snapshots = (
+                    take_snapshots(
+                        self.db,
+                        self.catalog,
+                        self.tables,
+                        self.config.snapshot_schema,
+                        self.result.run_id,
+                        self.guard.progress,
+                    )
+                    if self.tables
+                    else []  # a first build: nothing exists yet, so nothing to copy
                 )
-                if self.tables
-                else []  # a first build: nothing exists yet, so nothing to copy
-            )
         except SnapshotFailed as exc:
-            self.result.status, self.result.exit_code = "snapshot_failed", EXIT_SNAPSHOT_FAILED
-            self.result.message = f"{exc}; the ETL was not started"
+            if not self.interrupted:
+                self.result.status, self.result.exit_code = "snapshot_failed", EXIT_SNAPSHOT_FAILED
+                self.result.message = f"{exc}; the ETL was not started"
             self._close_run()
             raise
+        if self.interrupted:
+            self._close_run()
+            raise SnapshotFailed(self.result.message)
         self.result.snapshot_seconds = time.monotonic() - began
         self.result.snapshot_ids = [s.id for s in self.snapshots]
         self.result.snapshot_bytes = sum(s.size_bytes or 0 for s in self.snapshots)
-        self.catalog.note(self.journal, self._journal("etl"))
+        self._note(phase="etl", snapshot_ids=self.result.snapshot_ids)
         self.echo(
             f"snapshotted {plural(len(self.snapshots), 'table')} in {self.result.snapshot_seconds:.2f} s "
             f"(snapshots {_ids(self.result.snapshot_ids)}); run {self.result.run_id} starts the ETL"
@@ -233,6 +262,37 @@ class GuardedRun:
             self.db.close()
         self.etl_started_wall = time.time()
 
+    @contextlib.contextmanager
+    def _interruptible(self) -> Iterator[None]:
+        """Ctrl-C, SIGTERM or SIGHUP while snapshotting: stop the copy at once (cancel our own
+        statement, so the server stops too), let the snapshot drop its partial tables, and end
+        the run as `interrupted`, with nothing left in the journal."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, _frame: Any) -> None:
+            if self.interrupted is None:
+                self.interrupted = signal.Signals(signum).name
+                self.result.status, self.result.exit_code = "interrupted", EXIT_INTERRUPTED
+                self.result.message = (
+                    f"interrupted by {self.interrupted} while snapshotting; the partial snapshot was "
+                    "removed and the ETL was not started"
+                )
+                self.db.cancel_own_statement()
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _note(self, **values: Any) -> None:
+        assert self.journal is not None
+        self.payload.update(values)
+        self.catalog.note(self.journal, self.payload)
+
     # -- phase 2: the ETL -------------------------------------------------------------------------
     def execute(self, timeout: float | None = None) -> EtlOutcome:
         command = self.command
@@ -240,7 +300,17 @@ class GuardedRun:
             command = _dbt.with_fail_fast(command)
             self.result.command = command
         self._watch_others()
-        outcome = run_command(command, timeout or self.config.timeout_seconds, on_start=self._etl_started)
+        env = etl_environment(self.config.target_env, self.pass_env)
+        pinger = _Keepalive(self.db)
+        try:
+            outcome = run_command(
+                command,
+                timeout or self.config.timeout_seconds,
+                env=env,
+                on_start=lambda p: self._started(p, pinger),
+            )
+        finally:
+            pinger.stop()
         self.result.etl = outcome
         return outcome
 
@@ -251,10 +321,6 @@ class GuardedRun:
             connect = functools.partial(adapter_for, self.config.target, self.config.lock_wait_seconds)
             self.watch = WriteWatch(connect, [*self.tables, *self.membership.new]).start()
 
-    def _etl_started(self, pid: int) -> None:
-        if self.watch is not None:
-            self.watch.etl_pid = pid
-
     def _stop_watch(self) -> OthersReport | None:
         if self.watch is None:
             return None
@@ -262,11 +328,32 @@ class GuardedRun:
         self.result.others_source = report.source or f"not watched: {report.error}"
         return report
 
+    def _started(self, etl: EtlProcess, pinger: _Keepalive) -> None:
+        """Record who the ETL is before it can write: recover checks it has ended. The write
+        watch learns its pid, to tell the ETL's sessions from other clients'."""
+        if self.watch is not None:
+            self.watch.etl_pid = etl.pgid
+        self.result.etl_process = etl.as_dict()
+        if self.db.name != "duckdb":
+            self._note(etl=etl.as_dict())
+            pinger.start()
+        else:  # the connection is closed while the ETL runs; the note waits for the reconnect
+            self.payload["etl"] = etl.as_dict()
+
     # -- phase 3: audit, then commit or roll back -------------------------------------------------
     def finish(self, etl_ok: bool, failure: str = "") -> RunResult:
         fault("run.after_etl")
+        with _hangup_ignored():
+            return self._finish(etl_ok, failure)
+
+    def _finish(self, etl_ok: bool, failure: str) -> RunResult:
         try:
+            if not self.db.holds_lock():
+                self._lock_lost(etl_ok, failure)
+                return self.result
             self.db.connect()
+            if "etl" in self.payload and self.db.name == "duckdb":
+                self._note(phase="etl")
             reasons = self._etl_failure(failure) if not etl_ok else self._audit()
             others = self._stop_watch()
             if self.drill and not reasons:
@@ -309,6 +396,24 @@ class GuardedRun:
                 + f" ({writers[0].describe()})"
             )
 
+    def _lock_lost(self, etl_ok: bool, failure: str) -> None:
+        """The lock session died during the ETL (a server or proxy timeout, a failover, a KILL).
+        Another etlguard may have acted meanwhile, so neither commit nor roll back blindly:
+        record the facts, alert, and leave the run to `etlguard recover`."""
+        self.db.close()
+        self.db.connect()
+        what = "exited 0" if etl_ok else failure.removeprefix("the ETL ").strip()
+        self.result.status, self.result.exit_code = "lock_lost", EXIT_LOCK_LOST
+        self.result.recovery_command = self._cli("etlguard recover")
+        self.result.message = (
+            f"the run's lock was lost while the ETL ran (its session ended); the ETL {what}. Nothing was "
+            f"committed or rolled back; a person must act: run `{self.result.recovery_command}` "
+            "(it checks that the ETL has ended, then rolls the run back)"
+        )
+        with contextlib.suppress(EtlguardError):
+            self._note(lock_lost=True, etl_outcome=("ok" if etl_ok else failure))
+        self._close_run()
+
     def _audit(self) -> list[str]:
         began = time.monotonic()  # timed so the report can show what the audits add to a night
         reasons = self._dbt_audit()
@@ -346,19 +451,23 @@ class GuardedRun:
         return [f"dbt node {n.unique_id} {n.status}" for n in self.result.dbt_failures]
 
     def _commit(self) -> None:
-        assert self.journal is not None
-        self.catalog.note(self.journal, self._journal("commit"))
+        self._note(phase="commit")
         fault("run.before_commit")
         self.result.status, self.result.exit_code = "ok", EXIT_OK
         self.result.message = (
             f"run {self.result.run_id} succeeded; {plural(len(self.snapshots), 'table')} protected"
         )
+        self._prune()
+
+    def _prune(self) -> None:
+        """Retention after every run that ends cleanly, rolled back ones included: a night of
+        failures must not pile up snapshots. The newest verified snapshot of a table stays."""
         try:
-            decisions = prune(self.db, self.catalog, self.config.retention, utcnow())
+            decisions = prune(self.db, self.catalog, self.config.retention, self.db.server_now())
             pruned = [d.snapshot.id for d in decisions if d.delete]
             if pruned:
                 self.result.notes.append(f"pruned snapshots {_ids(pruned)}")
-        except EtlguardError as exc:  # retention must never turn a good run into a failed one
+        except EtlguardError as exc:  # retention must never turn a run's outcome into another
             self.result.notes.append(f"prune failed: {exc}")
 
     def _rollback(self, reasons: list[str], audit: bool) -> None:
@@ -367,9 +476,10 @@ class GuardedRun:
         what = "" if reasons[0].startswith("drill:") else ("audit failed: " if audit else "ETL failed: ")
         self.echo(f"{what}{reasons[0]}; rolling back")
         began = time.monotonic()
-        assert self.journal is not None
-        self.catalog.note(self.journal, self._journal("rollback"))
+        self._note(phase="rollback")
         try:
+            stopped = settle_sessions(self.db, self.tables, self.config.statement_grace_seconds, self.echo)
+            self.result.stopped_sessions = stopped
             chosen = {s.table: s for s in self.snapshots}
             steps = plan_restore(self.db, self.catalog, chosen, self.config.snapshot_schema)
             hidden = [self.config.snapshot_schema, self.config.catalog_schema]
@@ -402,6 +512,7 @@ class GuardedRun:
                 "etlguard snapshots " + " ".join(sorted(restored.unverified)),
             )
             return
+        self._prune()
         self.result.message = (
             f"{reasons[0]}; rolled back {plural(len(steps), 'table')} to snapshots {_ids(self.result.snapshot_ids)} "
             f"in one swap and verified them"
@@ -409,18 +520,13 @@ class GuardedRun:
             + (f" (and {len(reasons) - 1} more problems)" if len(reasons) > 1 else "")
         )
 
-    def _journal(self, phase: str) -> dict[str, Any]:
-        """What recover needs to finish this run: the phase, the snapshots, and the membership
-        (to move aside the tables a failed run created)."""
-        return {"phase": phase, "snapshot_ids": self.result.snapshot_ids, **self.membership.as_journal()}
-
     def _rollback_failed(self, message: str, command: str | None = None) -> None:
         """Exit 20. The command to run next: restore the run's snapshots, or, when they were
         swapped in but did not verify (consumed, so nothing to restore again), inspect them."""
         self.result.status, self.result.exit_code = "rollback_failed", EXIT_ROLLBACK_FAILED
-        self.result.recovery_command = command or "etlguard restore " + " ".join(
-            f"--snapshot {i}" for i in self.result.snapshot_ids
-        )
+        # the run's journal entry stays open, so `restore` would refuse (exit 4): recover first,
+        # which finishes the run's rollback from its snapshots and records what really happened
+        self.result.recovery_command = command or self._cli("etlguard recover")
         self.result.message = f"{message}; a person must act: run `{self.result.recovery_command}`"
 
     def _close_run(self) -> None:
@@ -432,9 +538,19 @@ class GuardedRun:
                     self.result.run_id, self.result.status, self.result.exit_code, self.result.as_dict()
                 )
         fault("run.before_close")
-        if self.journal is not None and self.result.status != "rollback_failed":
+        if self.journal is not None and self.result.status in ("rollback_failed", "lock_lost"):
+            with contextlib.suppress(EtlguardError):  # this etlguard is done with it: recover's turn
+                self._note(handed_over=True)
+        if self.journal is not None and self.result.status not in ("rollback_failed", "lock_lost"):
             with contextlib.suppress(EtlguardError):
                 self.catalog.finish(self.journal, self.result.status)
+
+    def _cli(self, command: str) -> str:
+        """The command as a person can paste it: with --config when the run had one."""
+        path = self.config.path
+        if path is None or (not path.is_absolute() and path == Path("etlguard.yml")):
+            return command
+        return f"{command} --config {shlex.quote(str(path.resolve()))}"
 
     def release(self) -> None:
         with contextlib.suppress(EtlguardError):
@@ -450,8 +566,12 @@ def guarded_run(
     echo: Echo | None = None,
     auto_recover: bool = False,
     drill: bool = False,
+    pass_env: Sequence[str] = (),
 ) -> RunResult:
-    run = GuardedRun(guard, command, echo, auto_recover, drill)
+    check_command(command)  # a missing program is found before anything is locked or copied
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"the timeout must be a number of seconds above 0, not {timeout:g}")
+    run = GuardedRun(guard, command, echo, auto_recover, drill, pass_env)
     try:
         run.start()
     except SnapshotFailed:
@@ -461,6 +581,58 @@ def guarded_run(
     result = run.finish(outcome.ok, outcome.describe())
     _write_report(result, json_report)
     return result
+
+
+class _Keepalive:
+    """A round trip on the lock session every KEEPALIVE_SECONDS while the ETL runs, so that a
+    proxy's or NAT's idle timeout never ends it. Only this thread uses the connection then."""
+
+    def __init__(self, db: Adapter) -> None:
+        self.db = db
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="etlguard-keepalive", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.done.wait(KEEPALIVE_SECONDS):
+            try:
+                self.db.keep_alive()
+            except EtlguardError:
+                return  # the session is gone: finish() proves the lock before acting
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+
+def _quiet_on_hangup(echo: Echo) -> Echo:
+    """Progress lines must not stop a rollback when the terminal is gone (a dropped ssh)."""
+
+    def safe(message: str) -> None:
+        with contextlib.suppress(OSError):
+            echo(message)
+
+    return safe
+
+
+@contextlib.contextmanager
+def _hangup_ignored() -> Iterator[None]:
+    """A dropped terminal must not kill etlguard halfway through a rollback or a commit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _guard_process() -> dict[str, Any]:
+    return {"pid": os.getpid(), "start_ticks": start_ticks(os.getpid()), "boot_id": boot_id()}
 
 
 def _write_report(result: RunResult, path: Path | None) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .adapters.base import Adapter, Copy, Progress
-from .catalog import Catalog, Snapshot, utcnow
+from .catalog import Catalog, Snapshot
 from .errors import EtlguardError, SnapshotFailed, TableNotFound, UnsupportedTable
 from .faults import fault
 from .tables import TableRef
@@ -35,6 +35,11 @@ def require_table(db: Adapter, ref: TableRef, also: str = "") -> None:
     db.check_identifier(ref.schema)  # a name the server cannot hold is not "missing"
     db.check_identifier(ref.name)
     if not db.table_exists(ref):
+        kind = db.object_kind(ref)
+        if kind is not None:
+            raise UnsupportedTable(
+                f"{ref} is {kind}, not a base table etlguard can snapshot; remove it from protect:"
+            )
         hint = "check the name" if db.schema_exists(ref.schema) else f"schema {ref.schema} does not exist"
         raise TableNotFound(str(ref), hint + (f"; {also}" if also else ""))
 
@@ -103,7 +108,7 @@ def take_snapshots(
     check_tables(db, tables)
     db.ensure_schema(snapshot_schema)
     first = catalog.next_snapshot_id()
-    taken_at = utcnow()
+    taken_at = db.server_now()
     snaps = [
         Snapshot(
             id=first + i,

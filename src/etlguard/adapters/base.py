@@ -12,6 +12,7 @@ adapter author would have to piece the contract together from several files.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import logging
 import time
@@ -106,6 +107,22 @@ class Activity:
 
 
 Progress = Callable[[TableRef, int], None]
+
+
+@dataclass(frozen=True)
+class Session:
+    """Another client's database session that works on a protected table."""
+
+    id: int
+    user: str
+    host: str
+    seconds: int
+    statement: str
+
+    def __str__(self) -> str:
+        text = " ".join(self.statement.split())
+        text = text if len(text) <= 80 else text[:77] + "..."
+        return f"session {self.id} ({self.user}@{self.host}, {self.seconds} s: {text or 'idle in a transaction'})"
 
 
 class DatabaseError(EtlguardError):
@@ -230,6 +247,11 @@ class Adapter:
 
     def columns(self, ref: TableRef) -> list[Column]:
         raise NotImplementedError
+
+    def object_kind(self, ref: TableRef) -> str | None:
+        """What a name that is not a base table is (a view, a sequence...), or None if nothing
+        of that name exists: so that an error can say what it is rather than 'does not exist'."""
+        return None
 
     def structure(self, ref: TableRef) -> str:
         """The table's DDL with its own name taken out, so that two tables compare equal."""
@@ -426,6 +448,11 @@ class Adapter:
         """(schema, privilege) pairs the connected user lacks, for databases that have grants."""
         return []
 
+    def server_now(self) -> dt.datetime:
+        """The target's clock (naive UTC). Snapshot dates and retention use it, so a machine
+        whose own clock is days behind cannot date fresh snapshots as old ones."""
+        return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
     def free_bytes(self) -> int | None:
         """Free space where snapshots will be written, where the database can tell."""
         return None
@@ -438,6 +465,33 @@ class Adapter:
 
     def unlock(self) -> None:
         raise NotImplementedError
+
+    def lock_tables(self, tables: Sequence[TableRef], holder: str) -> None:
+        """Take one lock per protected table (server + schema + table), in sorted order and
+        without waiting, so that two etlguards protecting one table exclude each other
+        whatever their catalogs. Released by `unlock`, or when the session dies."""
+
+    def holds_lock(self) -> bool:
+        """Prove that the locks taken by `lock` and `lock_tables` are still this session's."""
+        raise NotImplementedError
+
+    def keep_alive(self) -> None:
+        """A cheap round trip, so that a proxy or NAT never sees the lock session idle."""
+        self.query("SELECT 1")
+
+    def cancel_own_statement(self) -> None:
+        """From a signal handler: stop this session's running statement (Ctrl-C mid-copy)."""
+
+    # -- other clients' sessions (stopped before a rollback) --------------------------------
+    def sessions_on(self, tables: Sequence[TableRef]) -> list[Session]:
+        """Other sessions that run statements against, or hold locks on, these tables."""
+        return []
+
+    def cancel_session(self, session_id: int) -> None:
+        """Stop a session's running statement (KILL QUERY, pg_cancel_backend)."""
+
+    def terminate_session(self, session_id: int) -> None:
+        """End a session (KILL, pg_terminate_backend)."""
 
     # -- catalog support: generic DML built from quoted names -------------------------------
     column_types: ClassVar[dict[str, str]] = {}

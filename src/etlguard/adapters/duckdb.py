@@ -181,6 +181,17 @@ class DuckDBAdapter(Adapter):
         )
         return [r[0] for r in rows]
 
+    def object_kind(self, ref: TableRef) -> str | None:
+        for kind, catalog, column in (
+            ("a view", "duckdb_views()", "view_name"),
+            ("a sequence", "duckdb_sequences()", "sequence_name"),
+        ):
+            if self.query(
+                f"SELECT 1 FROM {catalog} WHERE schema_name = ? AND {column} = ?", [ref.schema, ref.name]
+            ):
+                return kind
+        return None
+
     def columns(self, ref: TableRef) -> list[Column]:
         rows = self.query(
             "SELECT column_name, is_generated FROM information_schema.columns "
@@ -474,6 +485,22 @@ class DuckDBAdapter(Adapter):
             return self.lock_path.read_text(encoding="utf-8").strip()
         except OSError:
             return ""
+
+    def holds_lock(self) -> bool:
+        """The flock dies only with our descriptor; it is ours while the file is the same one."""
+        if self._lock_file is None:
+            return False
+        try:
+            return os.fstat(self._lock_file).st_ino == os.stat(self.lock_path).st_ino
+        except OSError:
+            return False
+
+    def keep_alive(self) -> None:
+        """A file lock needs no keeping; the connection is closed while the ETL runs."""
+
+    def cancel_own_statement(self) -> None:
+        if self.conn is not None:
+            self.conn.interrupt()
 
     def unlock(self) -> None:
         if self._lock_file is not None:

@@ -6,14 +6,17 @@ under `LOCK TABLES ... READ` so every table of one call shares one consistency p
 are one multi-pair `RENAME TABLE`, which the server applies atomically: all pairs or none.
 
 Why this module is long: it is the whole MySQL boundary. All of etlguard's MySQL SQL text lives
-here (copies, the fingerprint, swaps, locks, grants), so that no other module speaks MySQL.
+here (copies, the fingerprint, swaps, locks and their proof, grants, other sessions stopped
+before a rollback), so that no other module speaks MySQL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -21,7 +24,7 @@ from typing import Any, ClassVar
 import pymysql
 import pymysql.cursors
 
-from ..errors import EtlguardError, LockHeld, TargetError, TargetUnreachable
+from ..errors import EtlguardError, IdentifierError, LockHeld, TargetError, TargetUnreachable
 from ..faults import fault
 from ..tables import TableRef
 from .base import (
@@ -35,6 +38,7 @@ from .base import (
     CopyResult,
     DatabaseError,
     Progress,
+    Session,
     Swap,
     fingerprint_of,
     with_retries,
@@ -79,14 +83,18 @@ class MySQLAdapter(Adapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn: pymysql.connections.Connection | None = None
-        self._lock_name: str | None = None
         self._history: bool | None = None
+        self._locks: list[str] = []  # GET_LOCK names this session holds
+        self._lock_lost = False  # the session that held them died
+        self.session_id: int | None = None
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> None:
         if self.conn is not None:
             return
         self.conn = with_retries(self.target, self._open)
+        self.session_id = self.conn.thread_id()
+        _tcp_keepalive(self.conn)
         self._setup_session()
 
     def _open(self) -> Any:
@@ -119,6 +127,8 @@ class MySQLAdapter(Adapter):
 
     def _setup_session(self) -> None:
         self.execute(f"SET SESSION lock_wait_timeout = {int(self.lock_wait_seconds)}")
+        if not self._row_binlog_possible():
+            return  # REPEATABLE READ: the copy runs under LOCK TABLES ... READ, so it costs nothing
         # A locking INSERT ... SELECT under REPEATABLE READ stalls writers for the whole copy.
         self.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
         self._pin_session()
@@ -139,6 +149,19 @@ class MySQLAdapter(Adapter):
             if self.conn is not None:
                 self._pin_session()
 
+    def _row_binlog_possible(self) -> bool:
+        """READ COMMITTED writes need row or mixed binary logging: with binlog_format=STATEMENT
+        every InnoDB write fails (error 1665). Switch this session to MIXED where the user
+        may (SUPER or BINLOG ADMIN); otherwise stay at the server's REPEATABLE READ."""
+        fmt, log_bin = self.query("SELECT @@SESSION.binlog_format, @@GLOBAL.log_bin")[0]
+        if not log_bin or str(fmt).upper() != "STATEMENT":
+            return True
+        try:
+            self.execute("SET SESSION binlog_format = 'MIXED'")
+        except EtlguardError:
+            return False
+        return True
+
     def close(self) -> None:
         if self.conn is not None:
             try:
@@ -146,7 +169,8 @@ class MySQLAdapter(Adapter):
             except pymysql.err.Error:
                 pass
             self.conn = None
-            self._lock_name = None
+            self._locks = []
+            self._lock_lost = False
 
     def _cursor(self) -> Any:
         if self.conn is None:
@@ -177,7 +201,7 @@ class MySQLAdapter(Adapter):
         if isinstance(exc, pymysql.err.OperationalError | pymysql.err.InterfaceError):
             if (exc.args and exc.args[0] in (2006, 2013, 0)) or isinstance(exc, pymysql.err.InterfaceError):
                 self.conn = None  # the session is gone; so is every lock it held
-                self._lock_name = None
+                self._lock_lost = self._lock_lost or bool(self._locks)
                 return DatabaseError(f"lost the connection to {self.target.redacted}: {_message(exc)}")
         return DatabaseError(f"{self.name} error: {_message(exc)}")
 
@@ -199,6 +223,23 @@ class MySQLAdapter(Adapter):
             [schema],
         )
         return sorted(r[1] for r in rows if r[0] == schema)
+
+    def check_identifier(self, name: str) -> None:
+        super().check_identifier(name)
+        if any(ord(ch) > 0xFFFF for ch in name):  # identifiers are utf8mb3: no emoji, no astral plane
+            raise IdentifierError(
+                f"name {name!r} has a character outside Unicode's basic plane, which {self.name} "
+                "cannot hold in a table or schema name; rename it"
+            )
+
+    def object_kind(self, ref: TableRef) -> str | None:
+        rows = self.query(
+            "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            [ref.schema, ref.name],
+        )
+        kinds = {"VIEW": "a view", "SYSTEM VERSIONED": "a system-versioned table", "SEQUENCE": "a sequence"}
+        kind = [r[1] for r in rows if r[0] == ref.name]
+        return kinds.get(str(kind[0]), str(kind[0]).lower()) if kind else None
 
     def columns(self, ref: TableRef) -> list[Column]:
         rows = self.query(
@@ -327,7 +368,7 @@ class MySQLAdapter(Adapter):
 
     def missing_privileges(self, required: dict[str, set[str]]) -> list[tuple[str, str]]:
         """Read the user's global and schema-level grants from information_schema (which shows a
-        user its own) and report what `required` lacks. Grants through roles are not seen."""
+        user its own), add those of its enabled roles, and report what `required` lacks."""
         user, _, host = str(self.query("SELECT CURRENT_USER()")[0][0]).rpartition("@")
         grantee = f"'{user}'@'{host}'"
         held_global = {
@@ -342,6 +383,11 @@ class MySQLAdapter(Adapter):
             [grantee],
         ):
             by_pattern.setdefault(pattern, set()).add(priv)
+        for pattern, privs in self._role_grants():
+            if pattern == "*":
+                held_global |= privs
+            else:
+                by_pattern.setdefault(pattern, set()).update(privs)
         missing = []
         for schema, privs in sorted(required.items()):
             held = set(held_global)
@@ -350,6 +396,25 @@ class MySQLAdapter(Adapter):
                     held |= granted
             missing += [(schema, p) for p in sorted(privs - held)]
         return missing
+
+    def server_now(self) -> Any:
+        return self.query("SELECT UTC_TIMESTAMP(6)")[0][0]
+
+    def _role_grants(self) -> list[tuple[str, set[str]]]:
+        """(schema pattern or '*', privileges) granted through the session's enabled roles
+        (default roles included, nested roles too): information_schema does not list them.
+        MariaDB's SHOW GRANTS includes the enabled roles' grants; MySQL 8 needs USING."""
+        try:
+            roles = [r[0] for r in self.query("SELECT ROLE_NAME FROM information_schema.ENABLED_ROLES")]
+        except EtlguardError:
+            return []
+        if not roles:
+            return []
+        lines = [r[0] for r in self.query("SHOW GRANTS")]
+        for role in roles:
+            with contextlib.suppress(EtlguardError):
+                lines += [r[0] for r in self.query(f"SHOW GRANTS FOR {self.quote(role)}")]
+        return [g for g in (_parse_grant(line) for line in lines) if g is not None]
 
     def size_bytes(self, ref: TableRef) -> int:
         rows = self.query(
@@ -509,12 +574,49 @@ class MySQLAdapter(Adapter):
     # -- the target lock --------------------------------------------------------------------
     def lock(self, name: str, holder: str) -> None:
         self.connect()
-        key = name[:64]
+        # the lock lives as long as this session: keep the session through the longest ETL
+        self.execute("SET SESSION wait_timeout = 31536000, interactive_timeout = 31536000")
+        self._take(name[:64])
+
+    def lock_tables(self, tables: Sequence[TableRef], holder: str) -> None:
+        for key in sorted({_table_lock_key(t) for t in tables}):
+            self._take(key)
+
+    def _take(self, key: str) -> None:
         (got,) = self.query("SELECT GET_LOCK(%s, 0)", [key])[0]
         if got != 1:
             (session,) = self.query("SELECT IS_USED_LOCK(%s)", [key])[0]
             raise LockHeld(self._describe_session(session))
-        self._lock_name = key
+        self._locks.append(key)
+
+    def holds_lock(self) -> bool:
+        if self._lock_lost or not self._locks or self.conn is None:
+            return False
+        proofs = ", ".join(["IS_USED_LOCK(%s) = CONNECTION_ID()"] * len(self._locks))
+        try:
+            row = self.query(f"SELECT {proofs}", self._locks)[0]
+        except EtlguardError:
+            return False
+        return all(r == 1 for r in row)
+
+    def cancel_own_statement(self) -> None:
+        if self.session_id is not None:
+            self._side_statement(f"KILL QUERY {int(self.session_id)}")
+
+    def _side_statement(self, sql: str) -> None:
+        """Run one statement on a second connection (to stop a statement of the first)."""
+        t = self.target
+        try:
+            side = pymysql.connect(
+                host=t.host, port=t.port or 3306, user=t.user, password=t.password, connect_timeout=5
+            )
+            try:
+                with side.cursor() as cur:
+                    cur.execute(sql)
+            finally:
+                side.close()
+        except pymysql.err.Error:
+            pass
 
     def _describe_session(self, session: Any) -> str:
         rows = self.query(
@@ -526,9 +628,46 @@ class MySQLAdapter(Adapter):
         return f"connection {session} ({user}@{host}, connected for {seconds}s)"
 
     def unlock(self) -> None:
-        if self._lock_name and self.conn is not None:
-            self.query("SELECT RELEASE_LOCK(%s)", [self._lock_name])
-        self._lock_name = None
+        if self._locks and self.conn is not None and not self._lock_lost:
+            self.query("SELECT RELEASE_ALL_LOCKS()")
+        self._locks = []
+
+    # -- other clients' sessions ------------------------------------------------------------
+    def sessions_on(self, tables: Sequence[TableRef]) -> list[Session]:
+        """Sessions whose running statement names a protected table, plus holders of its
+        metadata locks where performance_schema is on (it is off by default on MariaDB)."""
+        rows = self.query(
+            "SELECT ID, USER, HOST, DB, TIME, INFO FROM information_schema.PROCESSLIST "
+            "WHERE ID <> CONNECTION_ID() AND COMMAND NOT IN ('Daemon', 'Binlog Dump')"
+        )
+        holders = self._metadata_lock_holders(tables)
+        found = []
+        for sid, user, host, db, seconds, info in rows:
+            statement = info.decode() if isinstance(info, bytes) else (info or "")
+            if int(sid) in holders or any(_names(statement, db, t) for t in tables):
+                found.append(Session(int(sid), str(user), str(host), int(seconds or 0), statement))
+        return found
+
+    def _metadata_lock_holders(self, tables: Sequence[TableRef]) -> set[int]:
+        marks = " OR ".join(["(m.OBJECT_SCHEMA = %s AND m.OBJECT_NAME = %s)"] * len(tables))
+        try:
+            rows = self.query(
+                "SELECT t.PROCESSLIST_ID FROM performance_schema.metadata_locks m JOIN "
+                "performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID "
+                f"WHERE t.PROCESSLIST_ID <> CONNECTION_ID() AND ({marks})",
+                [v for t in tables for v in (t.schema, t.name)],
+            )
+        except EtlguardError:  # performance_schema disabled or not readable
+            return set()
+        return {int(r[0]) for r in rows if r[0] is not None}
+
+    def cancel_session(self, session_id: int) -> None:
+        with contextlib.suppress(EtlguardError):
+            self.execute(f"KILL QUERY {int(session_id)}")
+
+    def terminate_session(self, session_id: int) -> None:
+        with contextlib.suppress(EtlguardError):
+            self.execute(f"KILL {int(session_id)}")
 
     # -- guarded transactions and stored procedures (etlguard.transaction, etlguard.procedures)
     def set_statement_timeout(self, seconds: float) -> str:
@@ -582,6 +721,48 @@ def _client(host: str) -> str:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+_GRANT_LINE = re.compile(r"^GRANT (.+?) ON (\*|`(?:[^`]|``)*`|[^.\s`]+)\.\* TO ")
+_ALL = {"SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "LOCK TABLES", "INDEX"}
+
+
+def _parse_grant(line: str) -> tuple[str, set[str]] | None:
+    """`GRANT SELECT, INSERT ON `db%`.* TO ...` as ('db%', {'SELECT', 'INSERT'})."""
+    m = _GRANT_LINE.match(line)
+    if m is None or m.group(1).startswith("`"):  # a role grant, not a privilege
+        return None
+    privs = {p.strip().upper() for p in m.group(1).split(",")}
+    if "ALL PRIVILEGES" in privs or "ALL" in privs:
+        privs |= _ALL
+    where = m.group(2)
+    pattern = where[1:-1].replace("``", "`") if where.startswith("`") else where
+    return pattern, privs
+
+
+def _table_lock_key(ref: TableRef) -> str:
+    """A GET_LOCK name (64 characters at most) for one table of this server."""
+    return "etlguard:table:" + hashlib.sha256(f"{ref.schema}\x00{ref.name}".encode()).hexdigest()[:40]
+
+
+def _names(statement: str, db: str | None, ref: TableRef) -> bool:
+    """Does this statement text refer to the table? Bare names count in the table's schema."""
+    text = statement.lower()
+    if not text or ref.name.lower() not in text:
+        return False
+    return ref.schema.lower() in text or (db or "").lower() == ref.schema.lower()
+
+
+def _tcp_keepalive(conn: Any) -> None:
+    """TCP keepalives, so that a NAT or load balancer does not drop an idle lock session."""
+    sock = getattr(conn, "_sock", None)
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
 
 
 def _optional_int(value: str) -> int | None:

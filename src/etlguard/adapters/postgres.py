@@ -14,6 +14,10 @@ replaced is rebuilt: a copy of the snapshot is made first, then the live table i
 into the snapshot schema and the copy renamed into its place, with its index and constraint
 names, defaults, sequences, owner and grants put back and dependent views recreated, all in
 the same transaction; readers wait only for those renames.
+
+Why this module is long: it is the whole PostgreSQL boundary. All of etlguard's PostgreSQL SQL
+text lives here (copies, the fingerprint, refills and rebuilds, advisory locks and their proof,
+other sessions stopped before a rollback), so that no other module speaks PostgreSQL.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from .base import (
     CopyResult,
     DatabaseError,
     Progress,
+    Session,
     Swap,
     fingerprint_of,
     with_retries,
@@ -84,7 +89,8 @@ class PostgresAdapter(PostgresStructure):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.conn: Any = None
-        self._lock_key: int | None = None
+        self._lock_keys: list[int] = []  # advisory locks this session holds
+        self._lock_lost = False  # the session that held them died
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> None:
@@ -107,6 +113,10 @@ class PostgresAdapter(PostgresStructure):
                 dbname=t.database or "postgres",
                 autocommit=True,
                 connect_timeout=int(t.option("connect_timeout", "10")),
+                keepalives=1,  # a NAT or load balancer must not drop an idle lock session
+                keepalives_idle=60,
+                keepalives_interval=10,
+                keepalives_count=6,
             )
         except psycopg.OperationalError as exc:
             text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -138,7 +148,8 @@ class PostgresAdapter(PostgresStructure):
             with contextlib.suppress(Exception):
                 self.conn.close()
             self.conn = None
-            self._lock_key = None
+            self._lock_keys = []
+            self._lock_lost = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         self.connect()
@@ -172,6 +183,7 @@ class PostgresAdapter(PostgresStructure):
             and self.conn.closed
         ):
             self.conn = None
+            self._lock_lost = self._lock_lost or bool(self._lock_keys)
             return DatabaseError(f"lost the connection to {self.target.redacted}: {first}")
         return DatabaseError(f"postgresql error: {first}")
 
@@ -189,6 +201,22 @@ class PostgresAdapter(PostgresStructure):
             [schema],
         )
         return [r[0] for r in rows]
+
+    def object_kind(self, ref: TableRef) -> str | None:
+        rows = self.query(
+            "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            [ref.schema, ref.name],
+        )
+        kinds = {
+            "S": "a sequence",
+            "v": "a view",
+            "m": "a materialized view",
+            "p": "a partitioned table",
+            "f": "a foreign table",
+            "r": "a table",
+        }
+        return kinds.get(str(rows[0][0]), "not a table") if rows else None
 
     def columns(self, ref: TableRef) -> list[Column]:
         rows = self.query(
@@ -273,6 +301,9 @@ class PostgresAdapter(PostgresStructure):
         if triggers[0][0]:
             return "it has triggers, which would fire on the restore's refill"
         return None
+
+    def server_now(self) -> Any:
+        return self.query("SELECT (clock_timestamp() AT TIME ZONE 'UTC')")[0][0]
 
     def size_bytes(self, ref: TableRef) -> int:
         return int(self.query("SELECT pg_total_relation_size(%s::regclass)", [self.qualify(ref)])[0][0])
@@ -428,7 +459,19 @@ class PostgresAdapter(PostgresStructure):
     # -- the target lock --------------------------------------------------------------------
     def lock(self, name: str, holder: str) -> None:
         self.connect()
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        # the lock lives as long as this session: no idle timeout may end it during the ETL
+        for setting in ("idle_session_timeout", "idle_in_transaction_session_timeout"):
+            with contextlib.suppress(EtlguardError):  # idle_session_timeout is PostgreSQL 14+
+                self.execute(f"SET {setting} = 0")
+        self._take(_advisory_key(name))
+
+    def lock_tables(self, tables: Sequence[TableRef], holder: str) -> None:
+        database = self.target.database or "postgres"
+        keys = {_advisory_key(f"table\x00{database}\x00{t.schema}\x00{t.name}") for t in tables}
+        for key in sorted(keys):
+            self._take(key)
+
+    def _take(self, key: int) -> None:
         if not self.query("SELECT pg_try_advisory_lock(%s)", [key])[0][0]:
             rows = self.query(
                 "SELECT a.pid, a.usename, a.client_addr, now() - a.backend_start FROM pg_locks l "
@@ -442,9 +485,55 @@ class PostgresAdapter(PostgresStructure):
                 else "another session"
             )
             raise LockHeld(who)
-        self._lock_key = key
+        self._lock_keys.append(key)
+
+    def holds_lock(self) -> bool:
+        if self._lock_lost or not self._lock_keys or self.conn is None:
+            return False
+        try:
+            (held,) = self.query(
+                "SELECT count(DISTINCT (l.classid::bigint << 32 | l.objid::bigint)) FROM pg_locks l "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.pid = pg_backend_pid() "
+                "AND (l.classid::bigint << 32 | l.objid::bigint) = ANY("
+                "SELECT k & x'ffffffffffffffff'::bigint FROM unnest(%s::bigint[]) k)",
+                [self._lock_keys],
+            )[0]
+        except EtlguardError:
+            return False
+        return int(held) == len(set(self._lock_keys))
+
+    def cancel_own_statement(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.cancel()
 
     def unlock(self) -> None:
-        if self._lock_key is not None and self.conn is not None:
-            self.query("SELECT pg_advisory_unlock(%s)", [self._lock_key])
-        self._lock_key = None
+        if self._lock_keys and self.conn is not None and not self._lock_lost:
+            for key in self._lock_keys:
+                self.query("SELECT pg_advisory_unlock(%s)", [key])
+        self._lock_keys = []
+
+    # -- other clients' sessions ------------------------------------------------------------
+    def sessions_on(self, tables: Sequence[TableRef]) -> list[Session]:
+        rows = self.query(
+            "SELECT DISTINCT a.pid, a.usename, COALESCE(host(a.client_addr), 'local'), "
+            "EXTRACT(EPOCH FROM now() - COALESCE(a.query_start, a.backend_start))::int, "
+            "CASE WHEN a.state = 'active' THEN a.query ELSE '' END "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'relation' AND a.pid <> pg_backend_pid() "
+            "AND l.relation = ANY(%s::text[]::regclass[])",
+            [[self.qualify(t) for t in tables if self.table_exists(t)]],
+        )
+        return [Session(int(r[0]), str(r[1]), str(r[2]), int(r[3] or 0), str(r[4] or "")) for r in rows]
+
+    def cancel_session(self, session_id: int) -> None:
+        with contextlib.suppress(EtlguardError):
+            self.query("SELECT pg_cancel_backend(%s)", [session_id])
+
+    def terminate_session(self, session_id: int) -> None:
+        with contextlib.suppress(EtlguardError):
+            self.query("SELECT pg_terminate_backend(%s)", [session_id])
+
+
+def _advisory_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..catalog import Snapshot
-from ..errors import EXIT_FAILED, EXIT_USAGE, EtlguardError
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, EtlguardError
 from ..guard import Guard
 from ..tables import TableRef
 from . import logs
@@ -137,7 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EtlguardError as exc:
         error_line(str(exc))
         return exc.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click's own translation of Ctrl-C
+            err.print("etlguard: interrupted", markup=False)
+            return EXIT_INTERRUPTED
         err.print("etlguard: aborted", markup=False)
         return EXIT_FAILED
     except click.ClickException as exc:
@@ -150,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("etlguard: interrupted", markup=False)
-        return 130
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -32,12 +32,27 @@ from .app import (
 Exit codes: 0 ok; 10 the ETL failed and the protected set was rolled back and verified;
 11 an audit failed and it was rolled back; 12 the snapshot failed and the ETL never ran;
 2 bad configuration (nothing touched, the ETL never ran); 5 the target was unreachable after
-retries (transient: nothing touched, retry later); 3 another etlguard holds the
-target; 20 the rollback failed: a person must act (the command to run is printed).
+retries (transient: nothing touched, retry later); 3 another etlguard holds the target or one
+of its tables; 20 the rollback failed, 21 the run's lock was lost during the ETL (nothing
+committed or rolled back): a person must act, the command to run is printed; 130 interrupted
+while snapshotting (partial snapshot removed, the ETL never ran).
+The ETL does not see ETLGUARD_URL nor the variables the target URL reads; --pass-env NAME
+passes one on.
 """,
 )
 @config_option
-@click.option("--timeout", type=float, help="Stop the ETL after this many seconds (then roll back).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop the ETL's whole process group after this many seconds (then roll back).",
+)
+@click.option(
+    "--pass-env",
+    "pass_env",
+    multiple=True,
+    metavar="NAME",
+    help="Pass this variable on to the ETL although the target URL reads it (repeatable).",
+)
 @click.option(
     "--json-report",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -52,6 +67,7 @@ target; 20 the rollback failed: a person must act (the command to run is printed
 def run_cmd(
     config_path: Path | None,
     timeout: float | None,
+    pass_env: tuple[str, ...],
     json_report: Path | None,
     auto_recover: bool,
     command: tuple[str, ...],
@@ -64,7 +80,12 @@ def run_cmd(
 
     with progress_bar(guard, "snapshot"):
         result = guard.run(
-            list(command), timeout=timeout, json_report=json_report, echo=echo, auto_recover=auto_recover
+            list(command),
+            timeout=timeout,
+            json_report=json_report,
+            echo=echo,
+            auto_recover=auto_recover,
+            pass_env=pass_env,
         )
     for audit in result.audits:
         echo(f"audit {audit}")

@@ -198,6 +198,11 @@ def restore_cmd(
             f"swap took {result.swap_seconds * 1000:.1f} ms; verified {len(result.verified)} of "
             f"{plural(len(result.steps), 'table')} against the snapshot checksums"
         )
+        if len(result.verified) < len(result.steps):  # a restore is done only when every table verified
+            err.print(
+                "etlguard: error: not every restored table verified; see `etlguard verify`", markup=False
+            )
+            raise click.exceptions.Exit(EXIT_FAILED)
 
 
 @command(
@@ -372,10 +377,21 @@ def demo_cmd(
 )
 @config_option
 @click.option("--dry-run", is_flag=True, help="Say what is unfinished; change nothing.")
-def recover_cmd(config_path: Path | None, dry_run: bool) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Act on a run whose ETL ran on another host, once you know it has ended there.",
+)
+def recover_cmd(config_path: Path | None, dry_run: bool, force: bool) -> None:
     """Finish or undo what an interrupted snapshot, restore, run or prune left behind. Every
-    protected table ends wholly in its old or wholly in its new state. Safe to run twice."""
-    report = guard_for(config_path).recover(dry_run)
+    protected table ends wholly in its old or wholly in its new state. Safe to run twice.
+    Refuses (exit 4) while a run's etlguard or ETL process group is still alive; exit 20
+    if a run's rollback fails again (the run record says so)."""
+
+    def echo(message: str) -> None:
+        err.print(f"etlguard: {message}", markup=False)
+
+    report = guard_for(config_path).recover(dry_run, force, echo)
     for action in report.actions:
         out.print(action, markup=False)
     if report.nothing_to_do:

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..tables import TableRef, parse_table
 from ..target import Target, parse_target
 from . import schema
-from .env import MIN_SECRET, interpolate
+from .env import MIN_SECRET, interpolate, referenced_variables
 from .notify import AlertSettings, MetricSettings, Secrets, build_alerts, build_metrics
 from .problems import one_line
 from .report import Prices, ReportSettings
@@ -52,6 +52,8 @@ class Config:
     audits: tuple[AuditSpec, ...] = ()
     dbt: DbtSettings = field(default_factory=DbtSettings)
     timeout_seconds: float | None = None
+    statement_grace_seconds: float = 10.0  # before a rollback, other sessions' statements get this long
+    target_env: tuple[str, ...] = ()  # variables the target URL reads: not passed on to the ETL
     job_name: str = "etlguard"
     alerts: AlertSettings = field(default_factory=AlertSettings)
     metrics: MetricSettings = field(default_factory=MetricSettings)
@@ -150,6 +152,8 @@ def build(parsed: schema.ConfigFile, path: Path | None = None) -> Config:
             displaced_days=parsed.retention.displaced_days,
         ),
         lock_wait_seconds=float(parsed.lock_wait_seconds),
+        statement_grace_seconds=float(parsed.statement_grace_seconds),
+        target_env=referenced_variables(parsed.target or ""),
         job_name=parsed.job_name or "etlguard",
         alerts=build_alerts(parsed.alerts),
         metrics=build_metrics(parsed.metrics),

@@ -36,6 +36,12 @@ def _value(m: re.Match[str], key: str) -> str:
     raise ConfigError(f"{key} refers to ${{{m.group(1)}}}, which is not set in the environment")
 
 
+def referenced_variables(value: str) -> tuple[str, ...]:
+    """The variables `value` reads: for the target URL, etlguard's credentials, which the ETL
+    child does not inherit unless passed on by name (`run --pass-env`)."""
+    return tuple(m.group(1) for m in ENV_REF.finditer(value))
+
+
 def interpolate_secret(value: str, key: str) -> tuple[str, tuple[str, ...]]:
     """`interpolate`, plus the values it took from the environment (long enough to scrub)."""
     names = [m.group(1) for m in ENV_REF.finditer(value)]

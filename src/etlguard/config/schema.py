@@ -211,6 +211,11 @@ class ConfigFile(Section):
     catalog_schema: SchemaName = "etlguard"
     retention: Retention = Retention()
     lock_wait_seconds: float = Field(60.0, ge=1)
+    statement_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="Before a rollback, other sessions' statements on the protected tables get this long.",
+    )
     # validated item by item by audits.parse_audits, whose messages name the audit; described here
     audits: Annotated[list[Any] | None, WithJsonSchema(_audits_schema())] = None
     dbt: Dbt = Dbt()
