@@ -644,7 +644,7 @@ class MySQLAdapter(Adapter):
         found = []
         for sid, user, host, db, seconds, info in rows:
             statement = info.decode() if isinstance(info, bytes) else (info or "")
-            if int(sid) in holders or any(_names(statement, db, t) for t in tables):
+            if int(sid) in holders or any(_statement_names(statement, db, t) for t in tables):
                 found.append(Session(int(sid), str(user), str(host), int(seconds or 0), statement))
         return found
 
@@ -745,7 +745,7 @@ def _table_lock_key(ref: TableRef) -> str:
     return "etlguard:table:" + hashlib.sha256(f"{ref.schema}\x00{ref.name}".encode()).hexdigest()[:40]
 
 
-def _names(statement: str, db: str | None, ref: TableRef) -> bool:
+def _statement_names(statement: str, db: str | None, ref: TableRef) -> bool:
     """Does this statement text refer to the table? Bare names count in the table's schema."""
     text = statement.lower()
     if not text or ref.name.lower() not in text:
