@@ -26,31 +26,45 @@ def _snapshot_row(backend: Backend, snapshot_id: int) -> dict[str, object]:
     return row
 
 
-def test_a_tampered_snapshot_is_never_passed_off_as_a_restore(backend: Backend) -> None:
+def test_a_tampered_snapshot_is_refused_by_a_restore_with_every_live_table_untouched(
+    backend: Backend,
+) -> None:
     gold, t = _facts(backend)
     guard = backend.guard([f"{gold}.facts"])
     [snap] = guard.snapshot()
     backend.sql(f"UPDATE {t} SET name = 'damaged'")
     damaged = backend.golden(gold, "facts")
     backend.sql(f"UPDATE {backend.table(snap.snapshot.schema, snap.snapshot.name)} SET name = 'tampered'")
-
-    if backend.kind != "mariadb":  # a staging copy or refill is checked before the swap
-        with pytest.raises(ChecksumMismatch):
-            guard.restore([f"{gold}.facts"], latest=True)
-        assert backend.golden(gold, "facts") == damaged
-        return
-    with pytest.raises(RollbackFailed) as failed:
+    with pytest.raises(ChecksumMismatch):  # a restore by hand proves the snapshot before the swap
         guard.restore([f"{gold}.facts"], latest=True)
+    assert backend.golden(gold, "facts") == damaged
+    assert _snapshot_row(backend, snap.id)["status"] == "verified"
+
+
+def test_a_rollback_that_swapped_in_a_tampered_snapshot_is_exit_20_with_the_etl_table_kept(
+    backend: Backend,
+) -> None:
+    if backend.kind != "mariadb":
+        pytest.skip("only a snapshot renamed into place is proven after the swap")
+    gold, t = _facts(backend)
+    guard = backend.guard([f"{gold}.facts"])
+    with pytest.raises(RollbackFailed) as failed, guard.protect() as run:
+        [sid] = run.snapshot_ids
+        [row] = [r for r in catalog_rows(backend) if r["id"] == sid]
+        backend.sql(f"UPDATE {t} SET name = 'damaged'")
+        damaged = backend.golden(gold, "facts")
+        backend.sql(
+            f"UPDATE {backend.table(row['snapshot_schema'], row['snapshot_table'])} SET name = 'tampered'"
+        )
+        raise RuntimeError("the ETL failed")
     assert failed.value.exit_code == EXIT_ROLLBACK_FAILED
-    assert "restored, but not verified" in str(failed.value) and "its data" in str(failed.value)
-    [step] = failed.value.result.steps  # type: ignore[attr-defined]
-    displaced = _snapshot_row(backend, step.displaced_id)
+    assert "rolled back, but not verified" in str(failed.value) and "its data" in str(failed.value)
+    result = failed.value.result
+    [displaced_id] = result.displaced_ids  # type: ignore[attr-defined]
+    displaced = _snapshot_row(backend, displaced_id)
     assert (displaced["kind"], displaced["status"]) == ("displaced", "verified")
     assert backend.golden(displaced["snapshot_schema"], displaced["snapshot_table"]) == damaged
-    assert _snapshot_row(backend, snap.id)["status"] == "restored"
-    # the displaced table restores what the failed restore replaced
-    guard.restore(snapshot_ids=[step.displaced_id])
-    assert backend.golden(gold, "facts") == damaged
+    assert _snapshot_row(backend, sid)["status"] == "restored"
 
 
 def test_a_restore_consumes_its_snapshot_unless_asked_to_keep_it(backend: Backend) -> None:

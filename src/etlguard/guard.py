@@ -299,7 +299,9 @@ class Guard:
             steps = _restore.plan_restore(db, catalog, chosen, self.config.snapshot_schema, keep_snapshot)
             if dry_run:
                 return _restore.RestoreResult(steps, dry_run=True)
-            result = _restore.run_restore(db, catalog, steps, self.config.snapshot_schema, self.progress)
+            result = _restore.run_restore(
+                db, catalog, steps, self.config.snapshot_schema, self.progress, prove_first=True
+            )
             _restore.require_verified(result)
             return result
 

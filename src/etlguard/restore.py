@@ -46,6 +46,7 @@ class RestoreStep:
     consume: bool = False  # the snapshot table itself is renamed into place (no staging copy)
     recopy: TableRef | None = None  # after a consuming swap, the snapshot is copied back here
     refill: bool = False  # the live table is kept and refilled from the snapshot (PostgreSQL)
+    proven: bool = False  # a consumed snapshot fingerprinted before the swap (RENAME keeps data)
     structure: str = ""  # what the restored table must look like: the catalog's record
 
     def as_dict(self) -> dict[str, object]:
@@ -241,7 +242,12 @@ def run_restore(
     run_id: int | None = None,
     op: str = "restore",
     aside: Sequence[AsideStep] = (),
+    prove_first: bool = False,
 ) -> RestoreResult:
+    """`prove_first` (a restore by hand): a snapshot that is renamed into place is fingerprinted
+    before the swap, so a damaged or tampered one is refused with every live table untouched.
+    A rollback swaps first: its snapshots were taken minutes ago under the run's lock, and the
+    tables are back at once; the proof follows the swap."""
 
     started = time.perf_counter()
     check_swappable(db, steps, aside)
@@ -249,7 +255,7 @@ def run_restore(
     entry = catalog.begin(op, _payload("staging", steps, aside), run_id)
     fault("restore.after_intent")
     try:
-        _stage(db, steps, progress)
+        _stage(db, steps, progress, prove_first)
     except BaseException as exc:
         for s in steps:
             if not (s.consume or s.refill):  # never drop the snapshot itself
@@ -322,11 +328,13 @@ def _counters_ahead(db: Adapter, pairs: Sequence[tuple[TableRef, TableRef]], mar
         db.raise_counter(table, ahead_of, margin)
 
 
-def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None) -> None:
+def _stage(
+    db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None, prove_first: bool = False
+) -> None:
     """Build what the swap needs without touching a live table: staging copies (checked against
     the catalog, so a damaged snapshot is refused here), and for --keep-snapshot a copy of the
-    snapshot table that outlives its consumption. A consumed snapshot is only checked to exist:
-    it is proven after the swap, once the table is already back."""
+    snapshot table that outlives its consumption. A consumed snapshot is only checked to exist
+    (it is proven after the swap, once the table is already back) unless `prove_first`."""
     for s in steps:
         s.structure = s.snapshot.structure or _own_structure(db, s.snapshot)
     copying = [s for s in steps if not (s.consume or s.refill)]
@@ -352,8 +360,9 @@ def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None)
             )
         checked.append((s, r.fingerprint))
     for s in steps:
-        if s.refill:
+        if s.refill or (prove_first and s.consume and s.recopy is None):
             checked.append((s, db.checksum(s.snapshot.snapshot, s.snapshot.fingerprint)))
+            s.proven = s.consume
             if progress:
                 progress(s.table, s.snapshot.row_count or 0)
     for s, actual in checked:
@@ -400,7 +409,7 @@ def _verify(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
     refill's data was proved inside the swap's own transaction (other clients may write as soon
     as it commits), so only its structure is read again here."""
     for s in steps:
-        proved_in_swap = s.refill and _expected_sum(s) is not None
+        proved_in_swap = (s.refill and _expected_sum(s) is not None) or s.proven
         problem = _mismatch(db, s, data=not proved_in_swap)
         if s.consume:
             settle_consumed(catalog, s.snapshot, s.table, s.recopy, problem is None)
