@@ -23,7 +23,7 @@ from .execute import group_alive, start_ticks
 from .faults import fault
 from .restore import live_matches, plan_aside, plan_restore, run_restore, settle_consumed
 from .sessions import settle_sessions
-from .snapshot import Membership
+from .snapshot import Membership, created_by_run
 from .tables import TableRef, plural
 
 # s12_ab3de9xz (snapshot), r12_... (MySQL staging), _etlguard_r12_... (DuckDB staging)
@@ -255,7 +255,10 @@ class Recovery:
             if payload.get("lock_lost")
             else f"it died in its {phase} phase"
         )
-        if chosen and all(self._matches(s) for s in chosen.values()):
+        created = created_by_run(
+            self.db, Membership.from_journal(payload), [self.snapshot_schema, self.catalog.schema]
+        )
+        if chosen and not created and all(self._matches(s) for s in chosen.values()):
             self._close(
                 entry, run_id, "rolled_back", f"recover found every table back at its snapshot ({why})"
             )

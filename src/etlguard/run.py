@@ -140,6 +140,8 @@ class RunResult:
 class GuardedRun:
     """One run's state. `start` (lock, preflight, snapshot), then the ETL, then `finish`."""
 
+    checks_command = False  # `guarded_run`: the command must exist (not for Guard.protect's code)
+
     def __init__(
         self,
         guard: Guard,
@@ -196,6 +198,8 @@ class GuardedRun:
                 self.echo(f"recovered first: {action}")
         self.guard._refuse_unfinished(self.catalog)
         self.membership = self.guard.protected_set(self.db, self.command)
+        if self.checks_command:  # a missing program is found before anything is locked or copied
+            check_command(self.command)
         tables = self.membership.tables
         self.result.new = [str(t) for t in self.membership.new]
         check_tables(self.db, tables)
@@ -568,10 +572,10 @@ def guarded_run(
     drill: bool = False,
     pass_env: Sequence[str] = (),
 ) -> RunResult:
-    check_command(command)  # a missing program is found before anything is locked or copied
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"the timeout must be a number of seconds above 0, not {timeout:g}")
     run = GuardedRun(guard, command, echo, auto_recover, drill, pass_env)
+    run.checks_command = True
     try:
         run.start()
     except SnapshotFailed:
