@@ -150,7 +150,7 @@ def test_diff_reports_added_and_removed_rows_by_primary_key(
     assert "rows:      4 -> 5" in text.out and "checksum:  different" in text.out
     assert "- only in the snapshot, + only in the live table" in text.out
 
-    guard.restore([f"{gold}.facts"], latest=True)
+    guard.restore([f"{gold}.facts"], latest=True, keep_snapshot=True)  # MySQL consumes it otherwise
     after = cli(capsys, "diff", f"{gold}.facts", "-c", str(config))
     assert "identical" in after.out
 
