@@ -508,7 +508,7 @@ def test_alert_test_without_channels_says_what_to_add(
 ) -> None:
     path = duck.write_config(tmp_path / "etlguard.yml", ["gold.x"])
     result = cli(capsys, "alert", "test", "-c", str(path))
-    assert result.code == 1
+    assert result.code == 2  # a configuration problem (exit 2), not a failed send
     assert result.err_lines == [
         "etlguard: error: no alert channels configured; add them under alerts: channels: in the config"
     ]
