@@ -242,12 +242,13 @@ def run_restore(
     run_id: int | None = None,
     op: str = "restore",
     aside: Sequence[AsideStep] = (),
-    prove_first: bool = False,
+    prove_first: bool = True,
 ) -> RestoreResult:
-    """`prove_first` (a restore by hand): a snapshot that is renamed into place is fingerprinted
-    before the swap, so a damaged or tampered one is refused with every live table untouched.
-    A rollback swaps first: its snapshots were taken minutes ago under the run's lock, and the
-    tables are back at once; the proof follows the swap."""
+    """`prove_first`: a snapshot that is renamed into place is fingerprinted before the swap, so
+    a damaged or tampered one is refused with every live table untouched, and the live table is
+    not read again for data after the RENAME (which keeps data), so another client writing the
+    moment the table is back cannot make a good restore look unverified. Its structure is still
+    compared after the swap. `prove_first=False` swaps first and proves the data afterwards."""
 
     started = time.perf_counter()
     check_swappable(db, steps, aside)
