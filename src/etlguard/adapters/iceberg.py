@@ -380,6 +380,18 @@ class IcebergAdapter(Adapter):
                 os.close(self._lock_file)
             self._lock_file = None
 
+    def holds_lock(self) -> bool:
+        """The flock dies only with our descriptor; it is ours while the file is the same one."""
+        if self._lock_file is None:
+            return False
+        try:
+            return os.fstat(self._lock_file).st_ino == os.stat(f"{self.path}.etlguard.lock").st_ino
+        except OSError:
+            return False
+
+    def keep_alive(self) -> None:
+        """A file lock needs no keeping."""
+
 
 def _file_exists(location: str) -> bool:
     from pyiceberg.io import load_file_io
