@@ -478,7 +478,7 @@ def test_a_v1_snapshot_still_verifies_and_restores_after_the_upgrade(db: Backend
     assert old.fingerprint == LEGACY_FINGERPRINT
     assert [r.ok for r in guard.verify()] == [True]
     db.sql(f"UPDATE {t} SET name = 'changed'")
-    result = guard.restore([f"{gold}.facts"], latest=True)  # takes the lock: migrates the catalog
+    result = guard.restore([f"{gold}.facts"], latest=True, keep_snapshot=True)  # migrates the catalog
     assert result.verified == [f"{gold}.facts"]
     assert db.golden(gold, "facts") == before
     by_id = {s.id: s for s in guard.snapshots()}
@@ -490,7 +490,7 @@ def test_a_v1_snapshot_still_verifies_and_restores_after_the_upgrade(db: Backend
         f"SELECT value FROM {db.table(db.catalog_schema, 'meta')} WHERE {db.q('key')} = 'schema_version'"
     )
     assert meta == [("2",)]
-    kept = by_id[snap.id].snapshot  # MariaDB renamed it into place and copied it back
+    kept = by_id[snap.id].snapshot  # --keep-snapshot copied it aside before the swap
     db.sql(f"UPDATE {db.table(kept.schema, kept.name)} SET amount = 9")
     assert not all(r.ok for r in guard.verify())  # the old algorithm still sees a change
 
