@@ -69,7 +69,7 @@ def test_restore_from_a_second_mariadb_server(
 
     assert result.code == 0, result.err
     assert sorted(maria.sql(f"SELECT * FROM {table}")) == expected
-    assert "verified 1 of 1 tables" in result.out
+    assert "verified 1 of 1 table against" in result.out
     snaps = {s["kind"]: s for s in _snapshots(capsys, config)}
     assert snaps["imported"]["rows"] == 300 and snaps["imported"]["status"] in ("verified", "restored")
     displaced = snaps["displaced"]
