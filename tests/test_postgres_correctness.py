@@ -228,7 +228,9 @@ def test_restore_refuses_a_swap_when_another_table_now_references_it(pg: Backend
     child = place.table("child")
     pg.sql(f"CREATE TABLE {child} (id INT REFERENCES {t} (id))")
     state = (pg.golden(place.schema, name), shape(pg, place.schema, name))
-    with pytest.raises(EtlguardError, match="(depends on it; drop that dependency|it has foreign keys.*nothing was changed)"):
+    with pytest.raises(
+        EtlguardError, match=r"(depends on it; drop that dependency|it has foreign keys.*nothing was changed)"
+    ):
         guard.restore([place.ref(name)], latest=True)
     assert (pg.golden(place.schema, name), shape(pg, place.schema, name)) == state
 
