@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from etlguard.errors import EXIT_AUDIT_FAILED, EXIT_ETL_FAILED, EXIT_OK, EXIT_USAGE
+from etlguard.errors import EXIT_AUDIT_FAILED, EXIT_ETL_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 
 from conftest import Backend
 from pipeline import Pipeline
@@ -156,10 +156,13 @@ def test_preflight_failure_never_starts_the_command(pipeline: Pipeline, problem:
         ),
     }[problem]()
     proc = pipeline.etlguard("run", "--", "touch", str(marker), config=config)
-    assert proc.returncode == EXIT_USAGE, proc.stderr
+    expected = EXIT_UNREACHABLE if problem == "unreachable" else EXIT_USAGE  # transient vs a mistake
+    assert proc.returncode == expected, proc.stderr
     assert not marker.exists()
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("etlguard: error:"), proc.stderr
+    errors = [line for line in lines if line.startswith("etlguard: error:")]
+    retries = [line for line in lines if "; retry " in line]  # the unreachable server's backoff
+    assert len(errors) == 1 and lines[-1] == errors[0] and len(lines) == 1 + len(retries), proc.stderr
     assert pipeline.goldens() == before
 
 
