@@ -271,9 +271,10 @@ def run_command(
     if on_start is not None:
         on_start(etl)
     previous = _stop_on_signals(sup)
-    timer = _start_timer(sup, timeout) if timeout else None
-    fault("run.during_etl")
-    try:
+    timer = None
+    try:  # whatever happens, the ETL's group is stopped and our signal handlers are put back
+        timer = _start_timer(sup, timeout) if timeout else None
+        fault("run.during_etl")
         sup.stream(tail_lines)
     finally:
         if timer:
