@@ -377,6 +377,23 @@ def _own_structure(db: Adapter, snap: Snapshot) -> str:
     return db.structure(snap.snapshot) if db.table_exists(snap.snapshot) else ""
 
 
+def _mark_displaced(
+    db: Adapter, catalog: Catalog, table: TableRef, sid: int, structure: str, auto_increment: int | None
+) -> None:
+    """A table the swap moved into the snapshot schema becomes a verified `displaced` snapshot."""
+    cs = db.checksum(table)
+    catalog.update_snapshot(
+        sid,
+        status="verified",
+        row_count=cs.rows,
+        checksum=cs.digest,
+        fingerprint=cs.algorithm,
+        structure=structure,
+        size_bytes=db.size_bytes(table),
+        auto_increment=auto_increment,
+    )
+
+
 def _expected_sum(s: RestoreStep) -> Checksum | None:
     if s.snapshot.row_count is None or s.snapshot.checksum is None:
         return None
@@ -392,17 +409,7 @@ def _record_displaced(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep
     restore can be undone the same way (and a failed verification keeps what it replaced)."""
     for s in steps:
         if s.displaced is not None and s.displaced_id is not None:
-            cs = db.checksum(s.displaced)
-            catalog.update_snapshot(
-                s.displaced_id,
-                status="verified",
-                row_count=cs.rows,
-                checksum=cs.digest,
-                fingerprint=cs.algorithm,
-                structure=s.live_structure,
-                size_bytes=db.size_bytes(s.displaced),
-                auto_increment=s.live_auto_increment,
-            )
+            _mark_displaced(db, catalog, s.displaced, s.displaced_id, s.live_structure, s.live_auto_increment)
 
 
 def _verify(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result: RestoreResult) -> None:
@@ -496,17 +503,7 @@ def _add_aside(
 
 def _finish_aside(db: Adapter, catalog: Catalog, aside: Sequence[AsideStep]) -> None:
     for a in aside:
-        cs = db.checksum(a.displaced)
-        catalog.update_snapshot(
-            a.displaced_id,
-            status="verified",
-            row_count=cs.rows,
-            checksum=cs.digest,
-            fingerprint=cs.algorithm,
-            structure=a.structure,
-            size_bytes=db.size_bytes(a.displaced),
-            auto_increment=a.auto_increment,
-        )
+        _mark_displaced(db, catalog, a.displaced, a.displaced_id, a.structure, a.auto_increment)
 
 
 def _payload(phase: str, steps: Sequence[RestoreStep], aside: Sequence[AsideStep]) -> dict[str, object]:
