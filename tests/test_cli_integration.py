@@ -410,3 +410,48 @@ def test_runs_listing_formats(duck: Backend, capsys: pytest.CaptureFixture[str])
     assert rows[0] == ["run", "started (UTC)", "status", "exit", "seconds", "tables", "rolled back"]
     assert [(r[2], r[3], r[5]) for r in rows[1:]] == [("ok", "0", "1")]
     assert [r["status"] for r in json.loads(as_json.out)] == ["ok"]
+
+
+def test_verify_diff_and_prune_listings_keep_whole_values_when_piped(
+    duck: Backend, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    gold = duck.create_schema("gold")
+    name = "customer_lifetime_value_by_region_monthly"
+    table = duck.table(gold, name)
+    duck.sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, region_description_in_full VARCHAR)")
+    duck.sql(f"INSERT INTO {table} VALUES (1, 'north-north-east of the river delta, upstream')")
+    config = duck.write_config(
+        duck.tmp_path / "etlguard.yml", [f"{gold}.*"], retention={"keep_last": 1, "days": None}
+    )
+    assert cli(capsys, "snapshot", "-c", config).code == 0
+    duck.sql(
+        f"UPDATE {table} SET region_description_in_full = 'south-south-west of the river delta, downstream'"
+    )
+
+    verify = cli(capsys, "verify", "--format", "tsv", "-c", config)
+    assert verify.code == 0, verify.err
+    lines = [line.split("\t") for line in verify.out.splitlines()]
+    assert lines[0] == ["id", "table", "state", "detail"]
+    assert [(r[1], r[2]) for r in lines[1:]] == [(f"{gold}.{name}", "ok")]
+
+    diff = cli(capsys, "diff", f"{gold}.{name}", "--exit-code", "-c", config)  # piped: plain
+    assert diff.code == 1
+    assert "north-north-east of the river delta, upstream" in diff.out
+    assert "south-south-west of the river delta, downstream" in diff.out
+    assert "…" not in diff.out
+    rows = cli(capsys, "diff", f"{gold}.{name}", "--format", "tsv", "-c", config)
+    header, *differing = [line.split("\t") for line in rows.out.splitlines()]
+    assert header == ["side", "id", "region_description_in_full"]
+    assert sorted(differing) == [
+        ["+", "1", "south-south-west of the river delta, downstream"],
+        ["-", "1", "north-north-east of the river delta, upstream"],
+    ]
+
+    assert cli(capsys, "snapshot", "-c", config).code == 0
+    pruned = cli(capsys, "prune", "--dry-run", "--format", "tsv", "-c", config)
+    assert pruned.code == 0, pruned.err
+    actions = [line.split("\t") for line in pruned.out.splitlines()]
+    assert actions[0] == ["id", "table", "action", "reason"]
+    assert sorted(r[2] for r in actions[1:]) == ["kept", "would delete"]
+    assert all(r[1] == f"{gold}.{name}" for r in actions[1:])

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
 
 from ..config.env import interpolate
 from ..errors import EXIT_FAILED, EtlguardError
@@ -220,16 +219,30 @@ def restore_cmd(
 )
 @config_option
 @json_option
+@format_option
 @click.option(
     "--deep", is_flag=True, help="Iceberg: also read each snapshot's data files and count their rows."
 )
 @click.argument("tables", nargs=-1)
-def verify_cmd(config_path: Path | None, as_json: bool, deep: bool, tables: tuple[str, ...]) -> None:
+def verify_cmd(
+    config_path: Path | None, as_json: bool, fmt: str | None, deep: bool, tables: tuple[str, ...]
+) -> None:
     """Recompute every verified snapshot's checksum (of TABLES, if given); exit 1 on a mismatch."""
     results = guard_for(config_path).verify(tables, deep=deep)
     bad = [r for r in results if not r.ok]
-    if as_json:
+    if as_json or fmt == "json":
         emit_json([r.as_dict() for r in results])
+    elif fmt is not None:  # asked for a listing: one row per snapshot
+        rows = [
+            (
+                str(r.snapshot.id),
+                str(r.snapshot.table),
+                "ok" if r.ok else "MISMATCH",
+                "" if r.ok else f"catalog {r.snapshot.row_count} rows/{r.snapshot.checksum}, now {r.actual}",
+            )
+            for r in results
+        ]
+        show_listing(fmt, ("id", "table", "state", "detail"), rows, right=0b1)
     else:
         for r in results:
             state = (
@@ -254,6 +267,7 @@ def verify_cmd(config_path: Path | None, as_json: bool, deep: bool, tables: tupl
 )
 @config_option
 @json_option
+@format_option
 @click.argument("table")
 @click.option("--snapshot", "snapshot_id", type=int, help="Snapshot id (default: the newest verified).")
 @click.option("--limit", default=20, show_default=True, help="At most this many differing rows.")
@@ -263,6 +277,7 @@ def verify_cmd(config_path: Path | None, as_json: bool, deep: bool, tables: tupl
 def diff_cmd(
     config_path: Path | None,
     as_json: bool,
+    fmt: str | None,
     table: str,
     snapshot_id: int | None,
     limit: int,
@@ -271,15 +286,26 @@ def diff_cmd(
     """Compare a live table with a snapshot: rows, checksums, structure, rows added, removed and
     changed (by primary key), and the differing rows themselves."""
     d = guard_for(config_path).diff(table, snapshot_id, limit)
-    if as_json:
+    fmt = listing_format(fmt, as_json)
+    if fmt == "json":
         emit_json(d.as_dict())
+    elif fmt == "tsv":
+        _diff_rows(d, fmt)
     else:
-        _print_diff(d)
+        _print_diff(d, fmt)
     if exit_code and not d.identical:
         raise click.exceptions.Exit(EXIT_FAILED)
 
 
-def _print_diff(d: DiffResult) -> None:
+def _diff_rows(d: DiffResult, fmt: str) -> None:
+    """The differing rows, a side column first (- only in the snapshot, + only live)."""
+    rows = [
+        ("-" if side == "-" else "+", *["NULL" if v is None else str(v) for v in row]) for side, row in d.rows
+    ]
+    show_listing(fmt, ("side", *d.columns), rows)
+
+
+def _print_diff(d: DiffResult, fmt: str) -> None:
     out.print(
         f"{d.table} now vs snapshot {d.snapshot.id} ({d.snapshot.taken_at:%Y-%m-%d %H:%M:%S} UTC)",
         markup=False,
@@ -294,10 +320,7 @@ def _print_diff(d: DiffResult) -> None:
         out.print("  identical")
         return
     if d.rows:
-        grid = Table("", *d.columns)
-        for side, row in d.rows:
-            grid.add_row("-" if side == "-" else "+", *["NULL" if v is None else str(v) for v in row])
-        out.print(grid)
+        _diff_rows(d, fmt)
         out.print("- only in the snapshot, + only in the live table", markup=False)
 
 
@@ -310,13 +333,22 @@ def _print_diff(d: DiffResult) -> None:
 )
 @config_option
 @json_option
+@format_option
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
-def prune_cmd(config_path: Path | None, as_json: bool, dry_run: bool) -> None:
+def prune_cmd(config_path: Path | None, as_json: bool, fmt: str | None, dry_run: bool) -> None:
     """Delete snapshots that retention no longer keeps. The newest verified snapshot of each
     table is never deleted."""
     decisions = guard_for(config_path).prune(dry_run)
-    if as_json:
+    if as_json or fmt == "json":
         emit_json([d.as_dict() for d in decisions])
+        return
+    if fmt is not None:  # asked for a listing: every decision, kept ones too, one row each
+        verb = "would delete" if dry_run else "deleted"
+        rows = [
+            (str(d.snapshot.id), str(d.snapshot.table), verb if d.delete else "kept", d.reason)
+            for d in decisions
+        ]
+        show_listing(fmt, ("id", "table", "action", "reason"), rows, right=0b1)
         return
     doomed = [d for d in decisions if d.delete]
     for d in doomed:
