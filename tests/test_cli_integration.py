@@ -6,6 +6,7 @@ without channels, diff counts and --exit-code, plurals, and JSON log lines."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import uuid
 from collections.abc import Iterator
@@ -455,3 +456,48 @@ def test_verify_diff_and_prune_listings_keep_whole_values_when_piped(
     assert actions[0] == ["id", "table", "action", "reason"]
     assert sorted(r[2] for r in actions[1:]) == ["kept", "would delete"]
     assert all(r[1] == f"{gold}.{name}" for r in actions[1:])
+
+
+def test_a_guarded_run_logs_only_json_lines_and_quiet_keeps_only_errors(
+    duck: Backend, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gold = duck.create_schema("gold")
+    duck.sql(f"CREATE TABLE {duck.table(gold, 'facts')} (id INTEGER PRIMARY KEY)")
+    config = duck.write_config(duck.tmp_path / "etlguard.yml", [f"{gold}.*"])
+    fail = [sys.executable, "-c", "raise SystemExit(3)"]
+
+    failed = cli(capsys, "--log-format", "json", "run", "-c", config, "--", *fail)
+
+    assert failed.code == 10
+    records = [json.loads(line) for line in failed.err_lines]  # every stderr line is one object
+    assert records and all(set(r) == {"time", "level", "logger", "message"} for r in records)
+    assert records[0]["message"].startswith("snapshotted 1 table")
+    assert records[-1]["level"] == "error" and "rolled back 1 table" in records[-1]["message"]
+
+    ok = cli(capsys, "-q", "run", "-c", config, "--", sys.executable, "-c", "pass")
+    assert ok.code == 0 and ok.err == ""
+    quiet_failure = cli(capsys, "-q", "run", "-c", config, "--", *fail)
+    assert quiet_failure.code == 10
+    assert quiet_failure.err_lines == [quiet_failure.err_lines[-1]]
+    assert quiet_failure.err_lines[-1].startswith(
+        "etlguard: error: the ETL exited with status 3; rolled back"
+    )
+
+
+def test_the_library_reports_through_stdlib_logging(
+    duck: Backend, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(logging.getLogger("etlguard"), "propagate", True)  # a CLI test may have routed it
+    gold = duck.create_schema("gold")
+    duck.sql(f"CREATE TABLE {duck.table(gold, 'facts')} (id INTEGER PRIMARY KEY)")
+    guard = duck.guard([f"{gold}.*"])
+
+    with caplog.at_level("INFO", logger="etlguard"):
+        result = guard.run([sys.executable, "-c", "raise SystemExit(3)"])
+
+    assert result.exit_code == 10
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert ("etlguard.run", messages[0][1]) == messages[0] and messages[0][1].startswith(
+        "snapshotted 1 table"
+    )
+    assert any(name == "etlguard.run" and "rolling back" in text for name, text in messages)

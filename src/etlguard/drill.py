@@ -16,6 +16,7 @@ Run it when nothing but the ETL writes to the protected tables, as the ETL itsel
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from .alerts import send_test
 from .errors import EtlguardError
 from .tables import plural
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -55,7 +58,7 @@ class DrillReport:
 def run_drill(
     guard: Guard, command: Sequence[str] = (), echo: Callable[[str], None] | None = None
 ) -> DrillReport:
-    say = echo or (lambda _m: None)
+    say = echo or log.info
     report = DrillReport()
     for step in (_restore_drill, _rollback_drill, _alert_drill):
         check = step(guard, command, say)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from .snapshot import Membership, check_tables, match_pattern, require_table, ta
 from .tables import TableRef, parse_table
 from .target import Target, parse_target
 from .transaction import guarded_transaction
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -456,7 +459,7 @@ class Guard:
     ) -> RecoveryReport:
         """Finish or undo what interrupted operations left (see recover.py); never under a live
         ETL. `force` vouches for an ETL that ran on another host, unseen from here."""
-        grace, quiet = self.config.statement_grace_seconds, echo or (lambda _m: None)
+        grace, quiet = self.config.statement_grace_seconds, echo or log.info
         with self.session("recover", check_journal=False) as (db, catalog):
             return Recovery(db, catalog, self.config.snapshot_schema, force, grace, quiet).run(dry_run)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError, EtlguardError
 from .tables import TableRef
 from .target import Target
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -84,7 +87,7 @@ def point_in_time_restore(
 ) -> RestoreResult:
     """Journal the clone, make it, restore --from it, delete it; the journal entry stays open
     only if a crash (or a failed delete) leaves a clone behind, for `recover` to delete."""
-    say = options.echo or (lambda _m: None)
+    say = options.echo or log.info
     clone = new_clone(cluster, options.region)
     rds = options.rds if options.rds is not None else rds_client(options.region)
     entry = journal_clone(guard, clone)

@@ -10,6 +10,7 @@ idempotent: a second run finds nothing to do.
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from .restore import live_matches, plan_aside, plan_restore, run_restore, settle
 from .sessions import settle_sessions
 from .snapshot import Membership, created_by_run
 from .tables import TableRef, plural
+
+log = logging.getLogger(__name__)
 
 # s12_ab3de9xz (snapshot), r12_... (MySQL staging), _etlguard_r12_... (DuckDB staging)
 _OURS = re.compile(r"^(?:s|r|_etlguard_r)\d+_[a-z0-9]{8}$")
@@ -47,14 +50,14 @@ class Recovery:
         snapshot_schema: str,
         force: bool = False,
         grace: float = 10.0,
-        echo: Callable[[str], None] = lambda _m: None,
+        echo: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog
         self.snapshot_schema = snapshot_schema
         self.force = force  # act on a run whose ETL ran on another host, unseen from here
         self.grace = grace
-        self.echo = echo
+        self.echo = echo or log.info
         self.report = RecoveryReport()
 
     def run(self, dry_run: bool = False) -> RecoveryReport:

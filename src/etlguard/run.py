@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import shlex
 import signal
@@ -51,6 +52,8 @@ from .retention import prune
 from .sessions import settle_sessions
 from .snapshot import Membership, check_tables, take_snapshots
 from .tables import TableRef, plural
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .guard import Guard
@@ -156,7 +159,7 @@ class GuardedRun:
         self.drill = drill  # roll a good run back on purpose, to prove the rollback on real data
         self.auto_recover = auto_recover
         self.config = guard.config
-        self.echo: Echo = _quiet_on_hangup(echo or (lambda _msg: None))
+        self.echo: Echo = _quiet_on_hangup(echo or log.info)
         self.command = list(command)
         self.db: Adapter = adapter_for(self.config.target, self.config.lock_wait_seconds)
         self.catalog = Catalog(self.db, self.config.catalog_schema)

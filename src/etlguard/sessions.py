@@ -9,12 +9,14 @@ their statement (KILL QUERY, pg_cancel_backend) and, if that is not enough, end 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 
 from .adapters.base import Adapter, Session
 from .tables import TableRef
 
+log = logging.getLogger(__name__)
 _STEP_SECONDS = 5.0  # how long a cancelled statement gets to go before its session is ended
 
 
@@ -22,13 +24,14 @@ def settle_sessions(
     db: Adapter,
     tables: Sequence[TableRef],
     grace: float,
-    echo: Callable[[str], None] = lambda _m: None,
+    echo: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Wait up to `grace` seconds for other sessions on `tables` to finish, then stop them.
     Returns one line per session that had to be stopped."""
     found = db.sessions_on(tables)
     if not found:
         return []
+    echo = echo or log.info
     echo(f"waiting up to {grace:g} s for {len(found)} database sessions still on the protected tables")
     found = _still_working(db, tables, grace)
     notes = []

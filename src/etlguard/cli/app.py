@@ -61,7 +61,7 @@ def command(name: str, examples: str) -> Callable[[Callable[..., Any]], click.Co
     help="Config file, before or after the command (default: $ETLGUARD_CONFIG, then ./etlguard.yml).",
 )
 @click.option("--verbose", "-v", count=True, help="Say more (repeat for debug detail).")
-@click.option("--quiet", "-q", is_flag=True, help="Only errors on stderr.")
+@click.option("--quiet", "-q", is_flag=True, help="Only warnings and errors on stderr.")
 @click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
@@ -127,7 +127,7 @@ def progress_bar(guard: Guard, what: str, enabled: bool = True) -> Iterator[None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logs.state["format"] = "text"
+    logs.state.update(format="text", quiet=False)
     try:
         code = cli.main(
             args=list(argv) if argv is not None else None, prog_name="etlguard", standalone_mode=False
@@ -139,9 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Abort as exc:
         if isinstance(exc.__cause__, KeyboardInterrupt):  # click's own translation of Ctrl-C
-            err.print("etlguard: interrupted", markup=False)
+            logs.say("interrupted", "error")
             return EXIT_INTERRUPTED
-        err.print("etlguard: aborted", markup=False)
+        logs.say("aborted", "error")
         return EXIT_FAILED
     except click.ClickException as exc:
         # one line, like every other error: a 03:00 job log should not need a usage screen
@@ -152,17 +152,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("etlguard: interrupted", markup=False)
+        logs.say("interrupted", "error")
         return EXIT_INTERRUPTED
     return 0
 
 
 def error_line(text: str) -> None:
     """The one line an error ends with: text, or a JSON object under --log-format json."""
-    if logs.json_errors():
-        logs.log.error(text)
-    else:
-        err.print(f"etlguard: error: {text}", markup=False)
+    logs.say(text, "error")
 
 
 def run_main() -> None:

@@ -9,9 +9,9 @@ import json
 import logging
 import sys
 
-LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}
+LEVELS = {-1: logging.WARNING, 0: logging.WARNING, 1: logging.INFO}  # -q drops the info lines of say()
 log = logging.getLogger("etlguard.cli")
-state = {"format": "text"}
+state: dict[str, object] = {"format": "text", "quiet": False}
 
 
 class JsonLines(logging.Formatter):
@@ -38,8 +38,26 @@ def configure(verbosity: int, log_format: str) -> None:
     root.setLevel(LEVELS.get(verbosity, logging.DEBUG))
     root.propagate = False
     state["format"] = log_format
+    state["quiet"] = verbosity < 0
 
 
 def json_errors() -> bool:
     """Whether the final error line goes out as JSON too, so stderr stays parseable."""
     return state["format"] == "json"
+
+
+def say(message: str, level: str = "info") -> None:
+    """A line for whoever watches stderr: what a command is doing, and how it ended. Text
+    (`etlguard: ...`, `etlguard: error: ...`) or, under --log-format json, one JSON object, so
+    that every line a command writes to stderr parses. --quiet keeps only warnings and errors."""
+    if state["quiet"] and level == "info":
+        return
+    if json_errors():
+        record = logging.LogRecord(
+            "etlguard.cli", logging.getLevelName(level.upper()), "", 0, message, None, None
+        )
+        sys.stderr.write(JsonLines().format(record) + "\n")
+        sys.stderr.flush()
+    else:
+        sys.stderr.write(f"etlguard: {'' if level == 'info' else level + ': '}{message}\n")
+        sys.stderr.flush()

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
+from . import logs
 from .app import (
     command,
     config_option,
     emit_json,
-    err,
     format_option,
     guard_for,
     json_option,
@@ -75,9 +75,7 @@ def run_cmd(
     """Snapshot the protected set, run COMMAND, audit, and commit or roll everything back."""
     guard = guard_for(config_path)
 
-    def echo(message: str) -> None:
-        err.print(f"etlguard: {message}", markup=False)
-
+    echo = logs.say
     with progress_bar(guard, "snapshot"):
         result = guard.run(
             list(command),
@@ -91,8 +89,10 @@ def run_cmd(
         echo(f"audit {audit}")
     for note in result.notes:
         echo(note)
-    level = "ok" if result.ok else "error"
-    err.print(f"etlguard: {level}: {result.message}", markup=False)
+    if result.ok:
+        echo(f"ok: {result.message}")
+    else:
+        logs.say(result.message, "error")
     if result.exit_code:
         raise click.exceptions.Exit(result.exit_code)
 
@@ -196,7 +196,7 @@ def drill_cmd(config_path: Path | None, as_json: bool, command: tuple[str, ...])
 
     def echo(message: str) -> None:
         if not as_json:
-            err.print(f"etlguard: {message}", markup=False)
+            logs.say(message)
 
     report = guard.drill(list(command), echo)
     if as_json:

@@ -9,6 +9,7 @@ import click
 
 from ..config.schema import json_schema_text
 from ..errors import EXIT_FAILED, ConfigError
+from . import logs
 from .app import (
     Command,
     Group,
@@ -16,7 +17,6 @@ from .app import (
     command,
     config_option,
     emit_json,
-    err,
     guard_for,
     json_option,
     out,
@@ -72,7 +72,5 @@ def alert_test_cmd(config_path: Path | None, as_json: bool) -> None:
     failed = [d for d in deliveries if not d.ok]
     if failed:
         if not as_json:
-            err.print(
-                f"etlguard: error: {len(failed)} of {len(deliveries)} alert channels failed", markup=False
-            )
+            logs.say(f"{len(failed)} of {len(deliveries)} alert channels failed", "error")
         raise click.exceptions.Exit(EXIT_FAILED)

@@ -18,13 +18,13 @@ from ..guard import DiffResult, Guard
 from ..pitr import DEFAULT_INSTANCE_CLASS, parse_when
 from ..restore_from import parse_schema_map
 from ..tables import plural
+from . import logs
 from .app import (
     SNAPSHOT_COLUMNS,
     SNAPSHOT_RIGHT,
     command,
     config_option,
     emit_json,
-    err,
     format_option,
     given_config,
     guard_for,
@@ -203,9 +203,7 @@ def restore_cmd(
             f"{plural(len(result.steps), 'table')} against the snapshot checksums"
         )
         if len(result.verified) < len(result.steps):  # a restore is done only when every table verified
-            err.print(
-                "etlguard: error: not every restored table verified; see `etlguard verify`", markup=False
-            )
+            logs.say("not every restored table verified; see `etlguard verify`", "error")
             raise click.exceptions.Exit(EXIT_FAILED)
 
 
@@ -425,9 +423,7 @@ def recover_cmd(config_path: Path | None, dry_run: bool, force: bool) -> None:
     Refuses (exit 4) while a run's etlguard or ETL process group is still alive; exit 20
     if a run's rollback fails again (the run record says so)."""
 
-    def echo(message: str) -> None:
-        err.print(f"etlguard: {message}", markup=False)
-
+    echo = logs.say
     report = guard_for(config_path).recover(dry_run, force, echo)
     for action in report.actions:
         out.print(action, markup=False)
@@ -479,9 +475,7 @@ def pitr_cmd(
     (copy-on-write for 'latest'; RDS clones no other time), copy TABLES from it (verified, one atomic swap, replaced tables kept), and
     delete the clone, also after a failure or Ctrl-C. `etlguard recover` deletes a clone a crash left."""
 
-    def echo(message: str) -> None:
-        err.print(f"etlguard: {message}", markup=False)
-
+    echo = logs.say
     guard = guard_for(config_path)
     result = guard.pitr(
         tables,
