@@ -98,7 +98,7 @@ def with_fail_fast(command: Sequence[str]) -> list[str]:
     return [*cmd, "--fail-fast"]
 
 
-def _flag(command: Sequence[str], name: str) -> str | None:
+def flag(command: Sequence[str], name: str) -> str | None:
     for i, arg in enumerate(command):
         if arg == name and i + 1 < len(command):
             return command[i + 1]
@@ -109,13 +109,13 @@ def _flag(command: Sequence[str], name: str) -> str | None:
 
 def project_dir(settings: DbtSettings, command: Sequence[str] = (), cwd: Path | None = None) -> Path:
     base = cwd or Path.cwd()
-    chosen = _flag(command, "--project-dir") or settings.project_dir or os.environ.get("DBT_PROJECT_DIR")
+    chosen = flag(command, "--project-dir") or settings.project_dir or os.environ.get("DBT_PROJECT_DIR")
     return (base / chosen) if chosen else base
 
 
 def target_dir(settings: DbtSettings, command: Sequence[str] = (), cwd: Path | None = None) -> Path:
     project = project_dir(settings, command, cwd)
-    chosen = _flag(command, "--target-path") or settings.target_path or os.environ.get("DBT_TARGET_PATH")
+    chosen = flag(command, "--target-path") or settings.target_path or os.environ.get("DBT_TARGET_PATH")
     if not chosen:
         return project / "target"
     path = Path(chosen)

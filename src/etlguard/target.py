@@ -3,6 +3,7 @@ for a Glue job), and always printable without the password."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -28,6 +29,8 @@ class Target:
     password: str = field(default="", repr=False)
     database: str = ""  # for duckdb: the file path, or ":memory:"
     options: tuple[tuple[str, str], ...] = ()
+    # makes the password at each connect (an RDS IAM token lives 15 minutes); see credentials.py
+    token: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.redacted
@@ -37,10 +40,14 @@ class Target:
         """The URL with the password replaced: the only form that is ever printed or stored."""
         if self.dialect in ("duckdb", "iceberg"):
             return f"{self.dialect}:///{self.database}"
-        auth = self.user + (":***" if self.password else "")
+        auth = self.user + (":***" if self.password or self.token else "")
         port = f":{self.port}" if self.port else ""
         db = f"/{self.database}" if self.database else ""
         return f"{self.dialect}://{auth}@{self.host}{port}{db}"
+
+    def login_password(self) -> str:
+        """The password to send now: a fresh token when the target has a token source."""
+        return self.token() if self.token else self.password
 
     def option(self, name: str, default: str = "") -> str:
         return dict(self.options).get(name, default)

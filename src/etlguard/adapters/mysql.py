@@ -104,7 +104,7 @@ class MySQLAdapter(Adapter):
                 host=t.host,
                 port=t.port or 3306,
                 user=t.user,
-                password=t.password,
+                password=t.login_password(),
                 charset="utf8mb4",
                 autocommit=True,
                 connect_timeout=int(t.option("connect_timeout", "10")),
@@ -121,7 +121,7 @@ class MySQLAdapter(Adapter):
         if code in _LOGIN_ERRORS:
             return TargetError(
                 f"{where} {_LOGIN_ERRORS[code]} user {self.target.user!r}: check the user "
-                "name and password (the password is read from the URL or ${VAR} in it)"
+                "name and password (from the URL, ${VAR} in it, or the credentials block)"
             )
         return TargetUnreachable(f"cannot reach {where}: {_message(exc)}; check host, port and network")
 
@@ -608,7 +608,12 @@ class MySQLAdapter(Adapter):
         t = self.target
         try:
             side = pymysql.connect(
-                host=t.host, port=t.port or 3306, user=t.user, password=t.password, connect_timeout=5
+                host=t.host,
+                port=t.port or 3306,
+                user=t.user,
+                password=t.login_password(),
+                connect_timeout=5,
+                ssl=_ssl(t.option("ssl_ca")),
             )
             try:
                 with side.cursor() as cur:

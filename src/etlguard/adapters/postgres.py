@@ -109,8 +109,10 @@ class PostgresAdapter(PostgresStructure):
                 host=t.host,
                 port=t.port or 5432,
                 user=t.user or None,
-                password=t.password or None,
+                password=t.login_password() or None,
                 dbname=t.database or "postgres",
+                sslmode=t.option("sslmode") or None,
+                sslrootcert=t.option("ssl_ca") or None,
                 autocommit=True,
                 connect_timeout=int(t.option("connect_timeout", "10")),
                 keepalives=1,  # a NAT or load balancer must not drop an idle lock session

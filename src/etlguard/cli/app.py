@@ -100,8 +100,9 @@ def given_config(config_path: Path | None) -> Path | None:
     return ctx.meta.get("etlguard.config") if ctx is not None else None
 
 
-def guard_for(config_path: Path | None) -> Guard:
-    return Guard.from_config(given_config(config_path))
+def guard_for(config_path: Path | None, command: Sequence[str] = ()) -> Guard:
+    """The guard of the config file; `command` is the ETL a `run` wraps (for `target: dbt`)."""
+    return Guard.from_config(given_config(config_path), command=tuple(command))
 
 
 @contextmanager

@@ -73,7 +73,7 @@ def run_cmd(
     command: tuple[str, ...],
 ) -> None:
     """Snapshot the protected set, run COMMAND, audit, and commit or roll everything back."""
-    guard = guard_for(config_path)
+    guard = guard_for(config_path, command)
 
     echo = logs.say
     with progress_bar(guard, "snapshot"):

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import ValidationError
 
+from .. import credentials, profiles
 from ..audits import AuditSpec, parse_audits
 from ..dbt import DbtSettings, parse_selector
 from ..errors import ConfigError
@@ -68,27 +70,33 @@ class Config:
         return target + self.alerts.secrets + self.metrics.secrets
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
-        """Read `path` (default: ./etlguard.yml). `ETLGUARD_URL` overrides the target."""
+    def load(
+        cls, path: str | os.PathLike[str] | None = None, *, command: Sequence[str] = (), **overrides: Any
+    ) -> Config:
+        """Read `path` (default: ./etlguard.yml). `ETLGUARD_URL` overrides the target. `command`
+        is the ETL command to be run: with `target: dbt`, its --profiles-dir, --profile,
+        --target and --project-dir say which connection of profiles.yml it uses."""
         file = Path(path) if path else Path(os.environ.get("ETLGUARD_CONFIG") or DEFAULT_FILE)
         if file.is_dir():
             raise ConfigError(f"config path {file} is a directory; give the etlguard.yml file inside it")
         if not file.exists():
             if path is None and not os.environ.get("ETLGUARD_CONFIG") and os.environ.get("ETLGUARD_URL"):
-                return cls.from_dict({}, **overrides)
+                return cls.from_dict({}, command=command, **overrides)
             raise ConfigError(
                 f"config file {file} not found; create one with `etlguard init` or pass --config"
             )
-        return cls.from_dict(read_file(file), path=file, **overrides)
+        return cls.from_dict(read_file(file), path=file, command=command, **overrides)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], path: Path | None = None, **overrides: Any) -> Config:
+    def from_dict(
+        cls, raw: dict[str, Any], path: Path | None = None, *, command: Sequence[str] = (), **overrides: Any
+    ) -> Config:
         data = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
         try:
             parsed = schema.ConfigFile.model_validate(data)
         except ValidationError as exc:
             raise one_line(exc) from None
-        return build(parsed, path)
+        return build(parsed, path, command)
 
 
 class _Loader(yaml.SafeLoader):
@@ -134,15 +142,17 @@ def read_file(file: Path) -> dict[str, Any]:
     return raw
 
 
-def build(parsed: schema.ConfigFile, path: Path | None = None) -> Config:
+def build(parsed: schema.ConfigFile, path: Path | None = None, command: Sequence[str] = ()) -> Config:
     """The settings a validated file describes, with `${VAR}` interpolated and values interpreted."""
     tables, selectors = _protect(parsed.protect)
+    dbt = DbtSettings(**parsed.dbt.model_dump(exclude={"profiles_dir", "profile", "target"}))
+    target, target_env = _build_target(parsed, dbt, command)
     return Config(
-        target=parse_target(_target_url(parsed.target)),
+        target=target,
         protect=tables,
         protect_dbt=selectors,
         audits=parse_audits(parsed.audits),
-        dbt=DbtSettings(**parsed.dbt.model_dump()),
+        dbt=dbt,
         timeout_seconds=parsed.timeout_seconds,
         snapshot_schema=parsed.snapshot_schema,
         catalog_schema=parsed.catalog_schema,
@@ -153,13 +163,49 @@ def build(parsed: schema.ConfigFile, path: Path | None = None) -> Config:
         ),
         lock_wait_seconds=float(parsed.lock_wait_seconds),
         statement_grace_seconds=float(parsed.statement_grace_seconds),
-        target_env=referenced_variables(parsed.target or ""),
+        target_env=target_env,
         job_name=parsed.job_name or "etlguard",
         alerts=build_alerts(parsed.alerts),
         metrics=build_metrics(parsed.metrics),
         report=ReportSettings(parsed.report.url, Prices(**parsed.report.prices.model_dump())),
         path=path,
     )
+
+
+def _build_target(
+    parsed: schema.ConfigFile, dbt: DbtSettings, command: Sequence[str]
+) -> tuple[Target, tuple[str, ...]]:
+    """The target and the variables it reads (kept from the ETL child). From ETLGUARD_URL, the
+    URL in `target:`, or with `target: dbt` the dbt profile (whose variables dbt needs too);
+    then the `credentials:` block supplies the password."""
+    env: tuple[str, ...] = ()
+    if not os.environ.get("ETLGUARD_URL") and profiles.is_dbt_target(parsed.target):
+        choice = profiles.ProfileChoice(parsed.dbt.profiles_dir, parsed.dbt.profile, parsed.dbt.target)
+        target, url_has_host = profiles.dbt_target(dbt, choice, command), True
+    else:
+        url = _target_url(parsed.target)
+        target, env = parse_target(url), referenced_variables(parsed.target or "")
+        url_has_host = "://" in url and bool(_url_host(url))
+    if parsed.credentials is None:
+        return target, env
+    c = parsed.credentials
+    creds = credentials.Credentials(
+        password_env=c.password_env,
+        password=interpolate(c.password, "credentials.password") if c.password is not None else None,
+        secret_arn=interpolate(c.secret_arn, "credentials.secret_arn") if c.secret_arn else None,
+        iam_auth=c.iam_auth,
+        region=interpolate(c.region, "credentials.region") if c.region else None,
+        ssl_ca=interpolate(c.ssl_ca, "credentials.ssl_ca") if c.ssl_ca else None,
+    )
+    kept = (*env, c.password_env) if c.password_env else env
+    return credentials.apply(target, creds, url_has_host), kept
+
+
+def _url_host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 def _target_url(written: str | None) -> str:

@@ -77,12 +77,41 @@ class Retention(Section):
 class Dbt(Section):
     fail_fast: bool = True
     project_dir: str | None = None
+    profiles_dir: str | None = Field(
+        None, description="Where profiles.yml is (target: dbt); default: as dbt looks for it."
+    )
+    profile: str | None = Field(None, description="The profile (target: dbt); default: dbt_project.yml's.")
+    target: str | None = Field(None, description="The profile's target (target: dbt); default: its own.")
     target_path: str | None = None
     check_results: bool = Field(True, description="A failed, errored or skipped dbt node fails the run.")
     wrapper: bool = Field(
         False,
         description="The command is a script that runs dbt: its run_results.json is audited and "
         "required. (`dbt`, `python -m dbt` and `uv run dbt` are recognised without it.)",
+    )
+
+
+class Credentials(Section):
+    """Where the target's password comes from, instead of the URL. At most one source."""
+
+    password_env: str | None = Field(
+        None, min_length=1, description="The environment variable holding the password (any characters)."
+    )
+    password: str | None = Field(
+        None, min_length=1, description="The password itself. Discouraged: prefer password_env or secret_arn."
+    )
+    secret_arn: str | None = Field(
+        None,
+        min_length=1,
+        description="AWS Secrets Manager secret: JSON with username/password (and host, port, dbname) "
+        "as RDS writes it, or the bare password.",
+    )
+    iam_auth: bool = Field(False, description="Log in with an RDS IAM authentication token; needs ssl_ca.")
+    region: str | None = Field(None, min_length=1, description="AWS region of the secret or cluster.")
+    ssl_ca: str | None = Field(
+        None,
+        min_length=1,
+        description="CA bundle file for TLS (the RDS global-bundle.pem); TLS is then required.",
     )
 
 
@@ -203,7 +232,11 @@ class ConfigFile(Section):
         json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
     )
 
-    target: str | None = Field(None, description="SQLAlchemy-style URL; ${VAR} is read from the environment.")
+    target: str | None = Field(
+        None,
+        description="SQLAlchemy-style URL; ${VAR} is read from the environment. "
+        "`dbt`: the connection of the dbt project's profiles.yml.",
+    )
     protect: Annotated[
         list[ProtectItem], BeforeValidator(_listed, json_schema_input_type=list[ProtectItem] | str)
     ] = Field(default_factory=list, description="Tables, globs (gold.*) and {dbt: selector} picks.")
@@ -218,6 +251,7 @@ class ConfigFile(Section):
     )
     # validated item by item by audits.parse_audits, whose messages name the audit; described here
     audits: Annotated[list[Any] | None, WithJsonSchema(_audits_schema())] = None
+    credentials: Credentials | None = None
     dbt: Dbt = Dbt()
     timeout_seconds: float | None = Field(None, ge=1)
     job_name: str | None = Field(None, min_length=1, max_length=255, pattern=r"\S")
