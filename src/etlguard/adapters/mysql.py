@@ -123,6 +123,11 @@ class MySQLAdapter(Adapter):
                 f"{where} {_LOGIN_ERRORS[code]} user {self.target.user!r}: check the user "
                 "name and password (from the URL, ${VAR} in it, or the credentials block)"
             )
+        if "[SSL" in _message(exc):  # a certificate that does not verify: no retry will help
+            return TargetError(
+                f"TLS to {where} failed: {_message(exc)}; set credentials.ssl_ca to the CA bundle "
+                "that signed the server's certificate"
+            )
         return TargetUnreachable(f"cannot reach {where}: {_message(exc)}; check host, port and network")
 
     def _setup_session(self) -> None:

@@ -24,8 +24,8 @@ from ..tables import TableRef
 from . import logs
 from .logs import configure as configure_logging
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, emoji=False)  # ":secret:" in an ARN is text
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def _examples(self: click.Command, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -218,7 +218,7 @@ def show_listing(
             table.add_row(*row)
         # wider than the terminal rather than a name cut to `nc_gold.custo…`
         needed = sum(max(len(v) for v in c) + 3 for c in zip(columns, *rows, strict=False)) + 1
-        Console(highlight=False, width=max(out.width, needed)).print(table)
+        Console(highlight=False, emoji=False, width=max(out.width, needed)).print(table)
     elif fmt == "tsv":
         for row in (columns, *rows):
             click.echo("\t".join(v.replace("\t", " ").replace("\n", " ") for v in row))
