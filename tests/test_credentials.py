@@ -175,7 +175,7 @@ def test_each_credential_path_connects_and_leaks_nothing(
         output = {
             "type": "mariadb",
             "server": MYSQL_HOST,
-            "port": "{{ env_var('WH_PORT', '%d') | as_number }}" % MYSQL_PORT,
+            "port": "{{ env_var('WH_PORT', '" + str(MYSQL_PORT) + "') | as_number }}",
             "username": maria_user,
             "password": "{{ env_var('WH_PASSWORD') }}",
             "schema": gold,
