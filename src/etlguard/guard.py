@@ -245,13 +245,13 @@ class Guard:
     ) -> Path | None:
         """Create the catalog, and write a starter config file if asked and none exists. The
         file gets `target_text` as typed when it holds `${VAR}` (the password stays in the
-        environment); otherwise the URL with its password replaced by ${DB_PASSWORD}."""
+        environment) or is `dbt` (profiles.yml holds the connection); otherwise the URL with its password replaced by ${DB_PASSWORD}."""
         written = None
         if write_config is not None and not write_config.exists():
             lines = "\n".join(f"  - {p}" for p in protect) or "  - gold.*"
             target = (
                 target_text
-                if "${" in target_text
+                if "${" in target_text or target_text.strip() == "dbt"
                 else self.config.target.redacted.replace(":***", ":${DB_PASSWORD}")
             )
             write_config.write_text(

@@ -43,11 +43,16 @@ from .app import (
     """
   etlguard init --target 'mysql+pymysql://etl:${DB_PASSWORD}@db:3306' --protect 'gold.*'
   etlguard init --target duckdb:///warehouse.duckdb --protect silver.tenant_status_history
+  etlguard init --target dbt --protect 'gold.*'   # the dbt project's profiles.yml, no URL
   etlguard init            # create the catalog for an existing etlguard.yml
 """,
 )
 @config_option
-@click.option("--target", help="Target URL for a new config file (use ${VAR} for the password).")
+@click.option(
+    "--target",
+    help="Target URL for a new config file (use ${VAR} for the password), or dbt: the connection "
+    "of the dbt project's profiles.yml.",
+)
 @click.option("--protect", multiple=True, help="A table or glob for the new config's protected set.")
 def init_cmd(config_path: Path | None, target: str | None, protect: tuple[str, ...]) -> None:
     """Write a commented starter etlguard.yml (if missing) and create the catalog."""

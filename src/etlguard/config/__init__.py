@@ -246,6 +246,8 @@ STARTER = """\
 #   mysql+pymysql://etl:${{DB_PASSWORD}}@aurora-cluster.example:3306
 #   mariadb+pymysql://etl:${{DB_PASSWORD}}@127.0.0.1:3306
 #   duckdb:///warehouse.duckdb
+#   dbt      (the connection in the dbt project's profiles.yml: no URL here)
+# Passwords can also come from a credentials: block (password_env, secret_arn, iam_auth).
 target: {target}
 
 # The protected set: tables and globs, as schema.table.
