@@ -78,8 +78,6 @@ def apply(target: Target, creds: Credentials, url_has_host: bool) -> Target:
         if not target.user:
             raise ConfigError("credentials.iam_auth needs the database user in the target URL")
         target = replace(target, token=iam_token_source(target, creds.region))
-    if target.dialect == "postgresql" and options.get("ssl_ca"):
-        options.setdefault("sslmode", "verify-full")
     return replace(target, options=tuple(options.items()))
 
 

@@ -111,7 +111,7 @@ class PostgresAdapter(PostgresStructure):
                 user=t.user or None,
                 password=t.login_password() or None,
                 dbname=t.database or "postgres",
-                sslmode=t.option("sslmode") or None,
+                sslmode=t.option("sslmode") or ("verify-full" if t.option("ssl_ca") else None),
                 sslrootcert=t.option("ssl_ca") or None,
                 autocommit=True,
                 connect_timeout=int(t.option("connect_timeout", "10")),
