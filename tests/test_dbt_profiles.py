@@ -107,6 +107,11 @@ def test_profile_and_target_come_from_the_wrapped_command_first(
     command = ("dbt", "run", "--project-dir", str(proj), "--profiles-dir", str(profiles), "--target", "dev")
 
     from_command = load(tmp_path, command).target
+    not_dbt = load(
+        tmp_path,
+        ("python", "etl.py", "-t", "dev"),
+        dbt={"project_dir": str(proj), "profiles_dir": str(profiles)},
+    )
     monkeypatch.setenv("DBT_TARGET", "dev")
     monkeypatch.setenv("DBT_PROFILES_DIR", str(profiles))
     from_environment = load(tmp_path, dbt={"project_dir": str(proj)}).target
@@ -115,6 +120,7 @@ def test_profile_and_target_come_from_the_wrapped_command_first(
     )
 
     assert from_command.host == "dev.example"
+    assert not_dbt.target.host == "aurora.example"  # another program's -t is not dbt's --target
     assert from_environment.host == "dev.example"
     assert from_config.target.host == "aurora.example"  # etlguard.yml's dbt.target over DBT_TARGET
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .dbt import DbtSettings, flag, project_dir
+from .dbt import DbtSettings, flag, is_dbt, project_dir
 from .errors import ConfigError
 from .target import Target
 
@@ -47,6 +47,7 @@ def dbt_target(
     """The Target the dbt command would connect to."""
     base = cwd or Path.cwd()
     project = project_dir(settings, command, base)
+    command = command if is_dbt(command) else ()  # `-t` of another program is not dbt's target
     file = find_profiles(project, choice, command, base)
     profiles = _read_yaml(file)
     name = flag(command, "--profile") or choice.profile or _project_profile(project)
@@ -80,7 +81,7 @@ def find_profiles(project: Path, choice: ProfileChoice, command: Sequence[str], 
     project directory, the working directory, then ~/.dbt."""
     given = flag(command, "--profiles-dir") or choice.profiles_dir or os.environ.get("DBT_PROFILES_DIR")
     if given:
-        file = (cwd / given).expanduser() / "profiles.yml"
+        file = cwd / Path(given).expanduser() / "profiles.yml"
         if not file.is_file():
             raise ConfigError(
                 f"no profiles.yml in {file.parent}; fix --profiles-dir, dbt.profiles_dir or DBT_PROFILES_DIR"
