@@ -22,6 +22,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "etlguard"
 SCENARIOS: dict[str, list[tuple[str, str]]] = {
     "snapshot.after_intent": [("snapshot", "pre")],
     "copy.after_create": [("snapshot", "pre"), ("run-fail", "pre"), ("restore-keep", "pre|post")],
+    "copy.after_rows": [("snapshot", "pre"), ("run-fail", "pre"), ("restore-keep", "pre|post")],
     "snapshot.after_copy": [("snapshot", "pre")],
     "snapshot.before_finish": [("snapshot", "pre")],
     "restore.after_intent": [("restore", "pre|post"), ("run-fail", "pre")],

@@ -14,6 +14,7 @@ import signal
 POINTS: tuple[str, ...] = (
     "snapshot.after_intent",  # journal and 'creating' catalog rows written; nothing copied
     "copy.after_create",  # snapshot tables created, still empty (MySQL: committed DDL)
+    "copy.after_rows",  # rows copied; MySQL: locks released, secondary indexes not yet rebuilt
     "snapshot.after_copy",  # copied and checksummed; not yet marked verified
     "snapshot.before_finish",  # marked verified; journal entry still open
     "restore.after_intent",  # journal written; no staging copy yet

@@ -268,7 +268,15 @@ class Guard:
             if not refs:
                 raise ConfigError("no table of the protected set exists yet; nothing to snapshot")
             check_privileges(db, refs, self.config.snapshot_schema, self.config.catalog_schema, swaps=False)
-            return take_snapshots(db, catalog, refs, self.config.snapshot_schema, run_id, self.progress)
+            return take_snapshots(
+                db,
+                catalog,
+                refs,
+                self.config.snapshot_schema,
+                run_id,
+                self.progress,
+                self.config.snapshot.consistency,
+            )
 
     def snapshots(self, table: str | TableRef | None = None, include_deleted: bool = False) -> list[Snapshot]:
         ref = parse_table(table) if isinstance(table, str) else table

@@ -242,6 +242,7 @@ class GuardedRun:
                         self.config.snapshot_schema,
                         self.result.run_id,
                         self.guard.progress,
+                        self.config.snapshot.consistency,
                     )
                     if self.tables
                     else []  # a first build: nothing exists yet, so nothing to copy

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .adapters.base import Adapter, Copy, Progress
+from .adapters.base import CONSISTENCY_SET, Adapter, Copy, Progress
 from .catalog import Catalog, Snapshot
 from .errors import EtlguardError, SnapshotFailed, TableNotFound, UnsupportedTable
 from .faults import fault
@@ -104,6 +104,7 @@ def take_snapshots(
     snapshot_schema: str,
     run_id: int | None = None,
     progress: Progress | None = None,
+    consistency: str = CONSISTENCY_SET,
 ) -> list[Snapshot]:
     check_tables(db, tables)
     db.ensure_schema(snapshot_schema)
@@ -141,7 +142,7 @@ def take_snapshots(
         catalog.add_snapshot(s)
     fault("snapshot.after_intent")
     try:
-        results = db.copy_tables([Copy(s.table, s.snapshot) for s in snaps], progress)
+        results = db.copy_tables([Copy(s.table, s.snapshot) for s in snaps], progress, consistency)
     except BaseException as exc:
         _discard(db, catalog, snaps, entry)
         if isinstance(exc, EtlguardError):

@@ -29,6 +29,12 @@ from ..target import Target
 FINGERPRINT = "v2"  # SHA-256 of an unambiguous row encoding; 128 bits as two sums modulo 2^64
 LEGACY_FINGERPRINT = "v1"  # values joined with '#', one 32/64-bit hash summed: snapshots before v2
 COPY_CHECK = "copy-check"  # an engine checksum, only for comparing a fresh copy with its source
+ROW_COUNT = "row-count"  # rows read by a copy's one consistent read, against the rows it holds
+
+# How the tables of one snapshot call are read (config `snapshot.consistency`).
+CONSISTENCY_SET = "set"  # one point in time for every table of the call
+CONSISTENCY_TABLE = "table"  # each table from its own consistent read, never blocking writers
+CONSISTENCIES = (CONSISTENCY_SET, CONSISTENCY_TABLE)
 
 _MOD64 = 1 << 64
 
@@ -50,6 +56,11 @@ def fingerprint_of(rows: Any, high: Any, low: Any) -> Checksum:
     agree there), as 32 hex digits: a 128-bit digest in which every row counts, duplicates too."""
     digest = f"{int(high or 0) % _MOD64:016x}{int(low or 0) % _MOD64:016x}"
     return Checksum(int(rows), digest, FINGERPRINT)
+
+
+def counted(rows: int) -> Checksum:
+    """A copy check that is only a row count, where no second read sees the copy's state."""
+    return Checksum(int(rows), "", ROW_COUNT)
 
 
 @dataclass(frozen=True)
@@ -317,9 +328,13 @@ class Adapter:
     def ensure_schema(self, schema: str) -> None:
         raise NotImplementedError
 
-    def copy_tables(self, copies: Sequence[Copy], progress: Progress | None = None) -> list[CopyResult]:
-        """Copy each source into a new table of identical structure, all at one consistency
-        point, and checksum source and copy at that same point."""
+    def copy_tables(
+        self, copies: Sequence[Copy], progress: Progress | None = None, consistency: str = CONSISTENCY_SET
+    ) -> list[CopyResult]:
+        """Copy each source into a new table of identical structure and prove each copy equals
+        what it read. `set`: all at one consistency point, source and copy checked at that
+        point. `table`: each source from its own consistent read, without blocking writers,
+        where the database can (see docs/configuration.md, `snapshot.consistency`)."""
         raise NotImplementedError
 
     def checksum(self, ref: TableRef, algorithm: str = FINGERPRINT) -> Checksum:

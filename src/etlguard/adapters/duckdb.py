@@ -325,12 +325,17 @@ class DuckDBAdapter(Adapter):
         finally:
             self.execute(f"SET search_path = {_literal(str(before or ''))}")
 
-    def copy_tables(self, copies: Sequence[Copy], progress: Progress | None = None) -> list[CopyResult]:
+    def copy_tables(
+        self, copies: Sequence[Copy], progress: Progress | None = None, consistency: str = "set"
+    ) -> list[CopyResult]:
+        """One transaction, one consistency point for every table, whatever `consistency` asks:
+        DuckDB has one writer, and while etlguard holds the file nobody else writes to it."""
         results = []
-        with self.transaction():  # one transaction: one consistency point for every table
+        with self.transaction():
             for c in copies:
                 structure = self.structure(c.source)
                 rows = self._copy_table(c.source, c.dest, structure)
+                fault("copy.after_rows")
                 results.append(
                     CopyResult(
                         source=self.copy_check(c.source),

@@ -273,7 +273,9 @@ class IcebergAdapter(Adapter):
             [dest.schema, dest.name, source.schema, source.name, *tagged],
         )
 
-    def copy_tables(self, copies: Sequence[Copy], progress: Progress | None = None) -> list[CopyResult]:
+    def copy_tables(
+        self, copies: Sequence[Copy], progress: Progress | None = None, consistency: str = "set"
+    ) -> list[CopyResult]:
         """A snapshot by reference: a tag per table, no data copied. Source and copy are the
         same immutable metadata file, so the check compares its identity with itself."""
         results = []

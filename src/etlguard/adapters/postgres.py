@@ -315,18 +315,24 @@ class PostgresAdapter(PostgresStructure):
         if not self.schema_exists(schema):
             self.execute(f"CREATE SCHEMA IF NOT EXISTS {self.quote(schema)}")
 
-    def copy_tables(self, copies: Sequence[Copy], progress: Progress | None = None) -> list[CopyResult]:
-        """One REPEATABLE READ transaction whose first statement locks every source in SHARE
-        mode: the transaction's snapshot is taken by the first read, after the lock, so another
-        job's TRUNCATE + reload has either committed (and is seen) or waits for us."""
+    def copy_tables(
+        self, copies: Sequence[Copy], progress: Progress | None = None, consistency: str = "set"
+    ) -> list[CopyResult]:
+        """One REPEATABLE READ transaction whose first statement locks every source in ACCESS
+        SHARE mode: the transaction's snapshot is taken by the first read, after the lock, so
+        another job's TRUNCATE + reload (ACCESS EXCLUSIVE) has either committed and is seen, or
+        waits for us. ACCESS SHARE does not conflict with INSERT, UPDATE or DELETE: writers go on
+        while every table is copied from one point in time, so `set` and `table` are the same
+        here and neither blocks writers. Source and copy are fingerprinted in that snapshot."""
         results = []
         with self._transaction("REPEATABLE READ"):
             sources = ", ".join(dict.fromkeys(self.qualify(c.source) for c in copies))
-            self.execute(f"LOCK TABLE {sources} IN SHARE MODE")
+            self.execute(f"LOCK TABLE {sources} IN ACCESS SHARE MODE")
             for c in copies:
                 self._create_copy(c.source, c.dest)
                 fault("copy.after_create")
                 rows = self._copy_rows(c.source, c.dest)
+                fault("copy.after_rows")
                 source = self.checksum(c.source, c.algorithm)
                 if rows != source.rows:
                     raise DatabaseError(

@@ -43,6 +43,11 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class SnapshotSettings:
+    consistency: str = "set"  # "set": one point in time for the protected set; "table": per table
+
+
+@dataclass(frozen=True)
 class Config:
     target: Target
     protect: tuple[TableRef, ...] = ()
@@ -50,6 +55,7 @@ class Config:
     snapshot_schema: str = "etlguard_snapshots"
     catalog_schema: str = "etlguard"
     retention: Retention = field(default_factory=Retention)
+    snapshot: SnapshotSettings = field(default_factory=SnapshotSettings)
     lock_wait_seconds: float = 60.0
     audits: tuple[AuditSpec, ...] = ()
     dbt: DbtSettings = field(default_factory=DbtSettings)
@@ -161,6 +167,7 @@ def build(parsed: schema.ConfigFile, path: Path | None = None, command: Sequence
             keep_last=parsed.retention.keep_last,
             displaced_days=parsed.retention.displaced_days,
         ),
+        snapshot=SnapshotSettings(consistency=parsed.snapshot.consistency),
         lock_wait_seconds=float(parsed.lock_wait_seconds),
         statement_grace_seconds=float(parsed.statement_grace_seconds),
         target_env=target_env,

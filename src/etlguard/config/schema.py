@@ -74,6 +74,18 @@ class Retention(Section):
     )
 
 
+class SnapshotOptions(Section):
+    """How snapshots are taken."""
+
+    consistency: Literal["set", "table"] = Field(
+        "set",
+        description="set: one point in time for the whole protected set (MySQL/MariaDB: writers "
+        "to the protected tables wait for the copy); table: each table from its own consistent "
+        "read, never blocking writers, with no common point in time across tables. "
+        "PostgreSQL and DuckDB always give one point in time without blocking writers.",
+    )
+
+
 class Dbt(Section):
     fail_fast: bool = True
     project_dir: str | None = None
@@ -243,6 +255,7 @@ class ConfigFile(Section):
     snapshot_schema: SchemaName = "etlguard_snapshots"
     catalog_schema: SchemaName = "etlguard"
     retention: Retention = Retention()
+    snapshot: SnapshotOptions = SnapshotOptions()
     lock_wait_seconds: float = Field(60.0, ge=1)
     statement_grace_seconds: float = Field(
         10.0,
