@@ -514,10 +514,13 @@ class MySQLAdapter(Adapter):
 
     def _copy_each(self, c: Copy) -> tuple[int, CopyResult]:
         """One table from its own consistent read; the counter is read after the copy, so it is
-        past every id the copy holds."""
+        past every id the copy holds. The source's structure is read before and after: an
+        ALTER between the CREATE ... LIKE and the copy could have converted values."""
         structure = self.structure(c.source)
         rows = self._copy_rows(c)
         counter = self._set_counter(c)
+        if self.structure(c.source) != structure:
+            raise DatabaseError(f"{c.source} was altered during its copy; nothing was kept")
         read = counted(rows)
         return rows, CopyResult(read, read, structure, counter, self.size_bytes(c.source))
 
