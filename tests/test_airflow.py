@@ -1,0 +1,166 @@
+"""EtlguardOperator in a real Airflow (2.10, from scripts/setup-airflow): a DAG run with
+`dag.test()` in that virtualenv's Python, against DuckDB and MariaDB. A committed run is a
+successful task with the run summary in XCom; a failed ETL is rolled back (the table is intact)
+and fails the task through its retries; a configuration error fails it at once; a Python
+callable is guarded in-process the same way."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import MYSQL_HOST, MYSQL_PORT, Backend
+
+ROOT = Path(__file__).resolve().parent.parent
+AIRFLOW_PYTHON = Path(os.environ.get("ETLGUARD_TEST_AIRFLOW_PYTHON", ROOT / ".venvs/airflow/bin/python"))
+ROWS = 25
+
+# The ETL, as the DAG's tasks run it: `etl.py add` appends a row; `etl.py wreck` empties the
+# table and then fails, as a run that dies halfway does.
+ETL = """
+import sys
+KIND, TABLE, WHERE = {kind!r}, {table!r}, {where!r}
+
+def connect():
+    if KIND == "duckdb":
+        import duckdb
+        return duckdb.connect(WHERE)
+    import pymysql
+    host, port = WHERE.split(":")
+    return pymysql.connect(host=host, port=int(port), user="root", autocommit=True)
+
+def main(action):
+    conn = connect()
+    cur = conn.cursor()
+    if action == "add":
+        cur.execute(f"INSERT INTO {{TABLE}} VALUES (1000, 'added by the good run')")
+    else:
+        cur.execute(f"DELETE FROM {{TABLE}}")
+    conn.close()
+    if action == "wreck":
+        raise SystemExit("the ETL died halfway")
+
+if __name__ == "__main__":
+    main(sys.argv[1])
+"""
+
+DAG = """
+import datetime as dt, json, sys
+sys.path.insert(0, {here!r})
+from airflow import DAG
+from etlguard.airflow import EtlguardOperator, XCOM_KEY
+import etl
+
+args = {{"retries": 1, "retry_delay": dt.timedelta(seconds=0)}}
+with DAG("etlguard_test", start_date=dt.datetime(2026, 1, 1), schedule=None, catchup=False,
+         default_args=args) as dag:
+    good = EtlguardOperator(task_id="good", config={config!r}, command=[sys.executable, {etl!r}, "add"])
+    bad = EtlguardOperator(task_id="bad", config={config!r}, command=[sys.executable, {etl!r}, "wreck"])
+    callable_bad = EtlguardOperator(task_id="callable_bad", config={config!r},
+                                    python_callable=etl.main, op_args=["wreck"])
+    misconfigured = EtlguardOperator(task_id="misconfigured", config={missing!r}, command=["true"])
+    good >> bad >> callable_bad >> misconfigured
+    for task in (bad, callable_bad, misconfigured):
+        task.trigger_rule = "all_done"
+
+run = dag.test()
+print("RESULT " + json.dumps({{
+    ti.task_id: {{"state": str(ti.state), "tries": ti.try_number,
+                  "xcom": ti.xcom_pull(task_ids=ti.task_id, key=XCOM_KEY),
+                  "returned": ti.xcom_pull(task_ids=ti.task_id)}}
+    for ti in run.get_task_instances()
+}}, default=str))
+"""
+
+
+def airflow_python() -> Path:
+    if not AIRFLOW_PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{AIRFLOW_PYTHON} is missing: run scripts/setup-airflow (make test does)")
+        pytest.skip(f"{AIRFLOW_PYTHON} is missing: run scripts/setup-airflow (make test does)")
+    return AIRFLOW_PYTHON
+
+
+def run_dag(backend: Backend, table: str) -> dict[str, Any]:
+    python = airflow_python()
+    here = backend.tmp_path
+    where = str(backend.path) if backend.kind == "duckdb" else f"{MYSQL_HOST}:{MYSQL_PORT}"
+    (here / "etl.py").write_text(ETL.format(kind=backend.kind, table=table, where=where), encoding="utf-8")
+    config = backend.write_config(here / "etlguard.yml", protect=[table])
+    dag = here / "dag.py"
+    dag.write_text(
+        DAG.format(
+            here=str(here),
+            config=str(config),
+            etl=str(here / "etl.py"),
+            missing=str(here / "no-such-etlguard.yml"),
+        ),
+        encoding="utf-8",
+    )
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(here / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(here),
+        "PYTHONPATH": str(ROOT / "src"),  # the etlguard under test, whatever the venv holds
+    }
+    airflow = python.parent / "airflow"
+    migrated = subprocess.run([str(airflow), "db", "migrate"], env=env, capture_output=True, text=True)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    proc = subprocess.run(
+        [str(python), str(dag)], env=env, cwd=here, capture_output=True, text=True, timeout=600
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
+    result["log"] = proc.stdout + proc.stderr
+    return result
+
+
+def test_dag_commits_a_good_run_and_rolls_back_a_failed_one(backend: Backend) -> None:
+    schema = backend.data_schema()
+    name = backend.unique("moveouts")
+    table = backend.table(schema, name)
+    backend.sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, note VARCHAR(40))")
+    for i in range(ROWS):
+        backend.sql(f"INSERT INTO {table} VALUES ({i}, 'row {i}')")
+    protected = f"{schema}.{name}"
+
+    result = run_dag(backend, protected)
+    good, bad, inproc, wrong = (result[t] for t in ("good", "bad", "callable_bad", "misconfigured"))
+
+    # committed: a successful task whose return value is the run summary
+    assert good["state"] == "success", result["log"][-3000:]
+    summary = good["returned"]
+    assert summary == good["xcom"]
+    assert summary["outcome"] == "committed" and summary["exit_code"] == 0
+    assert isinstance(summary["run_id"], int)
+    assert summary["tables"] == [protected]
+    assert len(summary["snapshot_ids"]) == 1
+    assert summary["timings"]["total"] > 0
+
+    # the failed ETL: rolled back, the task fails, and Airflow's retry ran it (and rolled back) again
+    assert bad["state"] == "failed" and bad["tries"] == 2, result["log"][-3000:]
+    assert bad["returned"] is None
+    assert bad["xcom"]["outcome"] == "rolled_back" and bad["xcom"]["exit_code"] == 10
+    assert bad["xcom"]["rolled_back"] == [protected]
+    assert bad["xcom"]["run_id"] > summary["run_id"]
+
+    # a Python callable that raises: guarded in-process, rolled back the same way
+    assert inproc["state"] == "failed" and inproc["tries"] == 2
+    assert inproc["xcom"]["outcome"] == "rolled_back" and inproc["xcom"]["rolled_back"] == [protected]
+    assert "the ETL died halfway" in inproc["xcom"]["message"]
+
+    # a configuration error cannot be fixed by a retry: failed after one try, nothing ran
+    assert wrong["state"] == "failed" and wrong["tries"] == 1
+    assert wrong["xcom"]["outcome"] == "not_started" and wrong["xcom"]["exit_code"] == 2
+    assert "no-such-etlguard.yml" in wrong["xcom"]["message"]
+
+    # the table is what the good run committed: every failed attempt was undone
+    rows = backend.sql(f"SELECT id FROM {table} ORDER BY id")
+    assert [r[0] for r in rows] == [*range(ROWS), 1000]
