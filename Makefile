@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: all check demo test lint format services dbt chromium reliability clean
+.PHONY: all check demo test lint format services dbt airflow chromium reliability clean
 
 all: check
 
@@ -21,9 +21,9 @@ demo: $(BIN)/.installed
 	scripts/setup-dbt dbt-duckdb
 	$(BIN)/etlguard demo --dbt .venvs/dbt-duckdb/bin/dbt --project examples/warehouse
 
-# Starts MariaDB (installs it if missing), builds the dbt virtualenvs, installs headless Chromium
-# for the report test, runs the whole suite.
-test: $(BIN)/.installed services dbt chromium
+# Starts MariaDB (installs it if missing), builds the dbt and Airflow virtualenvs, installs
+# headless Chromium for the report test, runs the whole suite.
+test: $(BIN)/.installed services dbt airflow chromium
 	$(BIN)/pytest -q
 
 reliability: $(BIN)/.installed services
@@ -34,6 +34,9 @@ services:
 
 dbt:
 	scripts/setup-dbt
+
+airflow:
+	scripts/setup-airflow
 
 chromium:
 	scripts/setup-chromium

@@ -21,7 +21,8 @@ AIRFLOW_PYTHON = Path(os.environ.get("ETLGUARD_TEST_AIRFLOW_PYTHON", ROOT / ".ve
 ROWS = 25
 
 # The ETL, as the DAG's tasks run it: `etl.py add` appends a row; `etl.py wreck` empties the
-# table and then fails, as a run that dies halfway does.
+# table and then fails, as a run that dies halfway does; `etl.py hang` empties it and hangs
+# until Airflow's execution_timeout kills the task.
 ETL = """
 import sys
 KIND, TABLE, WHERE = {kind!r}, {table!r}, {where!r}
@@ -40,10 +41,13 @@ def main(action):
     if action == "add":
         cur.execute(f"INSERT INTO {{TABLE}} VALUES (1000, 'added by the good run')")
     else:
-        cur.execute(f"DELETE FROM {{TABLE}}")
+        cur.execute(f"DELETE FROM {{TABLE}}")  # wreck, hang
     conn.close()
     if action == "wreck":
         raise SystemExit("the ETL died halfway")
+    if action == "hang":
+        import time
+        time.sleep(600)
 
 if __name__ == "__main__":
     main(sys.argv[1])
@@ -64,11 +68,18 @@ with DAG("etlguard_test", start_date=dt.datetime(2026, 1, 1), schedule=None, cat
     callable_bad = EtlguardOperator(task_id="callable_bad", config={config!r},
                                     python_callable=etl.main, op_args=["wreck"])
     misconfigured = EtlguardOperator(task_id="misconfigured", config={missing!r}, command=["true"])
-    good >> bad >> callable_bad >> misconfigured
-    for task in (bad, callable_bad, misconfigured):
+    killed = EtlguardOperator(task_id="killed", config={config!r}, command=[sys.executable, {etl!r}, "hang"],
+                              retries=0, execution_timeout=dt.timedelta(seconds=20))
+    good >> bad >> callable_bad >> misconfigured >> killed
+    for task in (bad, callable_bad, misconfigured, killed):
         task.trigger_rule = "all_done"
 
-run = dag.test()
+try:
+    dag.test()
+except BaseException as exc:  # Airflow 2.10's dag.test() lets the timeout of `killed` out
+    print(f"dag.test() raised {{type(exc).__name__}}")
+from airflow.models import DagRun
+[run] = DagRun.find(dag_id="etlguard_test")
 print("RESULT " + json.dumps({{
     ti.task_id: {{"state": str(ti.state), "tries": ti.try_number,
                   "xcom": ti.xcom_pull(task_ids=ti.task_id, key=XCOM_KEY),
@@ -132,7 +143,9 @@ def test_dag_commits_a_good_run_and_rolls_back_a_failed_one(backend: Backend) ->
     protected = f"{schema}.{name}"
 
     result = run_dag(backend, protected)
-    good, bad, inproc, wrong = (result[t] for t in ("good", "bad", "callable_bad", "misconfigured"))
+    good, bad, inproc, wrong, killed = (
+        result[t] for t in ("good", "bad", "callable_bad", "misconfigured", "killed")
+    )
 
     # committed: a successful task whose return value is the run summary
     assert good["state"] == "success", result["log"][-3000:]
@@ -161,6 +174,46 @@ def test_dag_commits_a_good_run_and_rolls_back_a_failed_one(backend: Backend) ->
     assert wrong["xcom"]["outcome"] == "not_started" and wrong["xcom"]["exit_code"] == 2
     assert "no-such-etlguard.yml" in wrong["xcom"]["message"]
 
-    # the table is what the good run committed: every failed attempt was undone
+    # killed by Airflow (execution_timeout): on_kill had etlguard stop the ETL and roll back
+    assert killed["state"] == "failed" and killed["tries"] == 1
+    assert "asking etlguard to stop the ETL and roll back" in result["log"]
+    last = backend.guard().runs()[-1]  # on_kill waited: the run is finished, not left running
+    assert last["command"][-1] == "hang" and last["exit_code"] in (10, 130), last
+
+    # the table is what the good run committed: every failed or killed attempt was undone
     rows = backend.sql(f"SELECT id FROM {table} ORDER BY id")
     assert [r[0] for r in rows] == [*range(ROWS), 1000]
+
+
+def test_the_example_dag_loads_in_airflow(tmp_path: Path) -> None:
+    """deploy/airflow/dags/etlguard_dbt_aurora.py imports cleanly in a real Airflow, and its task
+    runs `etlguard run` with the settings the DAG gives."""
+    python = airflow_python()
+    check = """
+import json, pathlib
+from airflow.models import DagBag
+bag = DagBag(dag_folder={folder!r}, include_examples=False)
+dag = bag.dags["etlguard_dbt_aurora"]  # not get_dag(): that reads the metadata database
+argv = dag.get_task("dbt_build").argv(pathlib.Path("run.json"))
+print("RESULT " + json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}},
+                              "tasks": sorted(dag.task_ids), "argv": argv[1:]}}))
+"""
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    folder = str(ROOT / "deploy" / "airflow" / "dags")
+    proc = subprocess.run(
+        [str(python), "-c", check.format(folder=folder)], env=env, capture_output=True, text=True
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, proc.stderr[-3000:]
+    loaded = json.loads(lines[-1].removeprefix("RESULT "))
+    assert loaded["errors"] == {}
+    assert loaded["tasks"] == ["dbt_build", "report"]
+    assert loaded["argv"] == [
+        "run", "--json-report", "run.json", "--config", "/opt/etl/etlguard.yml", "--timeout", "10800",
+        "--auto-recover", "--", "dbt", "build", "--target", "prod", "--vars", "{today: '{{ ds }}'}",
+    ]  # fmt: skip
