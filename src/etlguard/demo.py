@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import duckdb
+import yaml
 from rich.console import Console
-from rich.table import Table
 
-from .catalog import Snapshot
-from .config import Config
-from .guard import Guard
-from .tables import plural
+from .demo_dbt import etlguard_cli, find_dbt, run_dbt_tour
 
 PROTECT = ["silver.tenant_status_history", "silver.int_contracts", "gold.*"]
 
@@ -81,17 +77,12 @@ def run_demo(
     if db_path.exists():
         db_path.unlink()
     try:
-        _tour(out, db_path)
-        if dbt is not None and project is not None:
-            from .demo_dbt import run_dbt_tour
-
-            run_dbt_tour(
-                out, lambda n, title, command="": _step(out, n, title, command), dbt, project, workdir
-            )
+        _tour(out, db_path, workdir)
+        found = find_dbt(dbt, project)
+        if isinstance(found, str):
+            out.print(f"\n{found}", markup=False)
         else:
-            out.print(
-                "\n(`make demo` also runs the example dbt pipeline under guard: pass --dbt and --project.)"
-            )
+            run_dbt_tour(out, lambda n, title: _step(out, n, title), *found, workdir)
         _next(out)
     finally:
         if not keep:
@@ -103,32 +94,29 @@ def run_demo(
             out.print(f"\nThe demo warehouse is kept at {db_path}")
 
 
-def _step(out: Console, n: int, title: str, command: str = "") -> None:
+def _step(out: Console, n: int, title: str) -> None:
     out.print(f"\n[bold cyan]{n}. {title}[/]")
-    if command:
-        out.print(f"   [dim]$ {command}[/]", markup=True)
 
 
-def _tour(out: Console, db_path: Path) -> None:
+def _tour(out: Console, db_path: Path, workdir: Path) -> None:
     out.print("[bold]etlguard demo[/]")
     out.print(
         "etlguard wraps your nightly ETL: it snapshots the tables that matter, and when a run\n"
         "fails halfway it puts every protected table back in one atomic swap, in milliseconds,\n"
-        "instead of a 30-minute cluster restore. This tour runs on an embedded DuckDB file."
+        "instead of a 30-minute cluster restore. This tour runs on an embedded DuckDB file;\n"
+        "each `$ etlguard ...` below is the real command, and what it printed."
     )
     _step(out, 1, f"A warehouse shaped like the design note's: bronze -> silver -> gold ({db_path.name})")
     with duckdb.connect(str(db_path)) as conn:
         conn.execute(_WAREHOUSE)
-    guard = Guard(Config.from_dict({"target": f"duckdb:///{db_path}", "protect": PROTECT}))
-    out.print(f"   protected set: {', '.join(PROTECT)}")
+    config = {"target": f"duckdb:///{db_path}", "protect": PROTECT}
+    (workdir / "etlguard.yml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    out.print("   etlguard.yml:", highlight=False)
+    for line in yaml.safe_dump(config, sort_keys=False).splitlines():
+        out.print(f"     {line}", markup=False, highlight=False)
 
-    _step(out, 2, "Before the ETL: snapshot the protected set, verified by checksum", "etlguard snapshot")
-    started = time.perf_counter()
-    snaps = guard.snapshot()
-    out.print(
-        f"   {plural(len(snaps), 'table')} snapshotted at one consistency point in {time.perf_counter() - started:.2f} s"
-    )
-    out.print(_snapshots_table(snaps))
+    _step(out, 2, "Before the ETL: snapshot the protected set, verified by checksum")
+    etlguard_cli(out, workdir, "snapshot")
 
     _step(out, 3, "A bad night: the run dies halfway")
     with duckdb.connect(str(db_path)) as conn:
@@ -140,38 +128,21 @@ def _tour(out: Console, db_path: Path) -> None:
     out.print(f"     tenants with two 'current' rows: {before[0]} -> [bold red]{after[0]}[/]")
     out.print(f"     gold.moveouts rows:              {before[1]} -> [bold red]{after[1]}[/]")
 
-    _step(
-        out,
-        4,
-        "What changed? Compare with the snapshot, row by row",
-        "etlguard diff silver.tenant_status_history --limit 3",
-    )
-    d = guard.diff("silver.tenant_status_history", limit=3)
-    out.print(f"   rows {d.snapshot.row_count} -> {d.live_rows}; first differing rows by primary key:")
-    for side, row in d.rows:
-        out.print(f"     {side} ({', '.join('NULL' if v is None else str(v) for v in row)})", markup=False)
+    _step(out, 4, "What changed? Compare with the snapshot, row by row")
+    etlguard_cli(out, workdir, "diff", "silver.tenant_status_history", "--limit", "3")
 
-    _step(
-        out,
-        5,
-        "Put both tables back, in one atomic swap",
-        "etlguard restore silver.tenant_status_history gold.moveouts --latest",
-    )
-    result = guard.restore(["silver.tenant_status_history", "gold.moveouts"], latest=True)
-    out.print(
-        f"   swap: {result.swap_seconds * 1000:.1f} ms; checksums verified for: {', '.join(result.verified)}"
-    )
+    _step(out, 5, "Put both tables back, in one atomic swap")
+    etlguard_cli(out, workdir, "restore", "silver.tenant_status_history", "gold.moveouts", "--latest")
     with duckdb.connect(str(db_path)) as conn:
         healed = conn.execute(_HEALTH).fetchone()
     assert healed is not None
     out.print(
         f"     tenants with two 'current' rows: [bold green]{healed[0]}[/]; gold.moveouts rows: [bold green]{healed[1]}[/]"
     )
-    kept = ", ".join(str(s.displaced_id) for s in result.steps)
-    out.print(f"   the broken tables are kept as snapshots {kept}: a restore can itself be undone")
+    out.print("   the broken tables are kept as snapshots (kind 'displaced'): a restore can itself be undone")
 
-    _step(out, 6, "The catalog", "etlguard snapshots")
-    out.print(_snapshots_table(guard.snapshots()))
+    _step(out, 6, "The catalog")
+    etlguard_cli(out, workdir, "snapshots")
 
 
 def _next(out: Console) -> None:
@@ -182,12 +153,3 @@ def _next(out: Console) -> None:
         "  etlguard init --target 'mysql+pymysql://etl:${DB_PASSWORD}@host:3306' --protect 'gold.*'",
         markup=False,
     )
-
-
-def _snapshots_table(snaps: list[Snapshot]) -> Table:
-    table = Table(show_edge=False)
-    for col in ("id", "table", "rows", "kind"):
-        table.add_column(col)
-    for s in snaps:
-        table.add_row(str(s.id), str(s.table), f"{s.row_count:,}", s.kind)
-    return table
