@@ -49,7 +49,8 @@ def test_demo_on_duckdb_restores_the_bad_night(tmp_path: Path) -> None:
 
 
 def test_demo_runs_the_dbt_pipeline_under_guard() -> None:
-    proc = _demo("--dbt", str(DBT["duckdb"]), "--project", str(PROJECT))
+    # relative paths, as `make demo` passes them: dbt runs in a copy of the project elsewhere
+    proc = _demo("--dbt", os.path.relpath(DBT["duckdb"]), "--project", os.path.relpath(PROJECT))
     assert proc.returncode == 0, proc.stderr
     assert "$ etlguard run -- dbt run --quiet --vars '{today: 2026-02-02}'" in proc.stdout
     assert "etlguard: ok: run 1 succeeded" in proc.stdout  # printed by `etlguard run` itself

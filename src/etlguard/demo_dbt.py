@@ -67,7 +67,7 @@ def find_dbt(dbt: Path | None, project: Path | None) -> tuple[Path, Path] | str:
             )
     if not dbt.exists() or not (project / "dbt_project.yml").exists():
         raise ConfigError(f"--dbt {dbt} or --project {project} not found; or run `{ENABLE}` and omit both")
-    return dbt, project
+    return dbt.absolute(), project.absolute()  # dbt runs in a copy of the project, elsewhere
 
 
 def _copy_project(project: Path, into: Path) -> Path:
