@@ -29,17 +29,7 @@ def test_demo_on_duckdb_restores_the_bad_night(tmp_path: Path) -> None:
     assert not (tmp_path / "demo.duckdb").exists()  # cleaned up unless --keep
     # the transcripts are the commands' own output
     snapshot = proc.stdout.split("$ etlguard snapshot\n", 1)[1].split("\n\n", 1)[0]
-    assert snapshot.splitlines()[0].split() == [
-        "id",
-        "table",
-        "taken",
-        "at",
-        "(UTC)",
-        "rows",
-        "size",
-        "status",
-        "kind",
-    ]
+    assert snapshot.splitlines()[0].split() == "id table taken at (UTC) rows size status kind".split()
     assert len([line for line in snapshot.splitlines() if line.rstrip().endswith("verified  snapshot")]) == 6
     assert "$ etlguard diff silver.tenant_status_history --limit 3" in proc.stdout
     assert "changes:   80 added, 0 removed, 0 changed" in proc.stdout

@@ -21,21 +21,13 @@ import hcl2
 import pytest
 from moto import mock_aws
 
+from test_terraform import _clean  # python-hcl2's quotes and block marks, stripped
+
 from conftest import Backend
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE = ROOT / "deploy" / "glue"
 SRC = ROOT / "src" / "etlguard"
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items() if k not in ("__is_block__", "__comments__")}
-    return value
 
 
 def load(name: str) -> dict[str, Any]:
