@@ -1238,6 +1238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="etlguard-warehouse-"))
     load0 = os.getloadavg()
     started = time.perf_counter()
+    rows: list[Row] = []
     print(
         f"warehouse benchmark: {args.rows:,} history rows, {args.rounds} rounds, backends {', '.join(backends)}"
     )
@@ -1271,27 +1272,50 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     + f" | {time.perf_counter() - t0:.0f} s"
                 )
-        dbt_result = {}
+            write_report(args, benches, features, scale, load0, started, {}, final=False)
+        dbt_result: dict[str, DbtNight] = {}
         if args.dbt:
             for b in benches:
                 if b.name == "mariadb":
-                    dbt_result[b.name] = dbt_night(b, features, token)
-                    dn = dbt_result[b.name]
+                    dbt_result[b.name] = dn = dbt_night(b, features, token)
                     print(
                         f"dbt night (mariadb): table models copied {size(dn.table_model_bytes)} "
                         f"({dn.copied_models} of {dn.table_models}), incremental {size(dn.incremental_bytes)}, "
                         f"{dn.seconds:.1f} s"
                     )
-        rows = [row for b in benches for row in rows_for(b, features, dbt_result.get(b.name))]
+        rows = write_report(args, benches, features, scale, load0, started, dbt_result, final=True)
     finally:
         for b in benches:
             b.drop()
         shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(plain(rows))
+    passed = sum(r.verdict == "PASS" for r in rows)
+    print(f"\n{passed} of {sum(r.verdict != '-' for r in rows)} targets met; written to {args.out}")
+    return 0
+
+
+def write_report(
+    args: argparse.Namespace,
+    benches: list[Backend],
+    features: Features,
+    scale: Scale,
+    load0: tuple[float, float, float],
+    started: float,
+    dbt_result: dict[str, DbtNight],
+    final: bool,
+) -> list[Row]:
+    """docs/performance.md from the rounds done so far: written after every round, so an
+    interrupted run leaves the figures it has (and says how many rounds they are)."""
+    rows = [row for b in benches for row in rows_for(b, features, dbt_result.get(b.name))]
+    done = min(len(b.rounds) for b in benches)
     load1 = os.getloadavg()
+    backends = ",".join(b.name for b in benches)
     header = [
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `python benchmarks/warehouse.py "
-        f"--rows {args.rows} --rounds {args.rounds} --backends {','.join(backends)}`"
-        f"{' --dbt' if args.dbt else ''}; medians of {args.rounds} interleaved rounds.",
+        f"--rows {args.rows} --rounds {args.rounds} --backends {backends}`"
+        f"{' --dbt' if args.dbt else ''}; medians of {done} interleaved rounds"
+        + ("." if final else f" (interrupted after {done} of {args.rounds} rounds)."),
         "",
         f"- machine: {machine_line()}; load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end "
         "(the machine was shared with other work: figures carry its noise)",
@@ -1312,13 +1336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "growth of the file's used blocks. \"Back\" is from the failing ETL's exit until a reader polling "
         "all six tables every 10 ms first sees none of the failed night's rows. See benchmarks/README.md.",
     ]
-    table = plain(rows)
-    print()
-    print(table)
-    passed = sum(r.verdict == "PASS" for r in rows)
-    print(f"\n{passed} of {sum(r.verdict != '-' for r in rows)} targets met; written to {args.out}")
     Path(args.out).write_text(markdown(header, rows, details))
-    return 0
+    return rows
 
 
 if __name__ == "__main__":
