@@ -73,6 +73,8 @@ from typing import Any
 
 import duckdb
 import pymysql
+from snapshot_restore import connect as mysql_connect
+from snapshot_restore import run
 
 from etlguard import Guard
 from etlguard.config import Config
@@ -404,23 +406,6 @@ def night_main(spec: dict[str, Any]) -> int:
 
 
 # -- small helpers --------------------------------------------------------------------------------
-def mysql_connect(target: Target) -> pymysql.connections.Connection:
-    return pymysql.connect(
-        host=target.host,
-        port=target.port or 3306,
-        user=target.user,
-        password=target.password,
-        charset="utf8mb4",
-        autocommit=True,
-    )
-
-
-def run(conn: pymysql.connections.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    with conn.cursor() as cur:
-        cur.execute(sql, tuple(params) or None)
-        return list(cur.fetchall())
-
-
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
