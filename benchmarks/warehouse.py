@@ -1159,9 +1159,10 @@ def machine_line() -> str:
 
 
 def commit() -> str:
+    """The last commit that changed etlguard's source: the code this run measured."""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(
-            ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
+            ["git", "-C", str(ROOT), "log", "-1", "--format=%h %s", "--", "src"],
             capture_output=True,
             text=True,
             timeout=10,
