@@ -19,6 +19,7 @@ from .adapters.base import CONSISTENCY_SET, Adapter, Copy, Progress
 from .catalog import Catalog, Snapshot
 from .errors import EtlguardError, SnapshotFailed, TableNotFound, UnsupportedTable
 from .faults import fault
+from .progress import watching
 from .tables import TableRef
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -142,7 +143,8 @@ def take_snapshots(
         catalog.add_snapshot(s)
     fault("snapshot.after_intent")
     try:
-        results = db.copy_tables([Copy(s.table, s.snapshot) for s in snaps], progress, consistency)
+        with watching(db, [s.table for s in snaps], progress) as on_table:
+            results = db.copy_tables([Copy(s.table, s.snapshot) for s in snaps], on_table, consistency)
     except BaseException as exc:
         _discard(db, catalog, snaps, entry)
         if isinstance(exc, EtlguardError):

@@ -337,6 +337,27 @@ class Adapter:
         where the database can (see docs/configuration.md, `snapshot.consistency`)."""
         raise NotImplementedError
 
+    # -- copy progress (read by a monitor thread while `copy_tables` runs) -------------------
+    def copy_session(self) -> str | None:
+        """The server's id of the session that copies (passed back to `copy_progress`)."""
+        return None
+
+    def progress_monitor(self) -> Adapter:
+        """What a monitor thread polls from while this session copies: by default a
+        connection of its own to the same target (the caller closes it)."""
+        monitor = type(self)(self.target, self.lock_wait_seconds)
+        monitor.connect()
+        return monitor
+
+    def copy_estimate(self, ref: TableRef) -> tuple[int | None, int | None]:
+        """The server's estimate of `ref`'s rows and bytes (statistics: cheap, approximate)."""
+        return None, None
+
+    def copy_progress(self, session: str, ref: TableRef, rows_estimate: int | None) -> int | None:
+        """Rows the copying `session` has written so far while it copies `ref`, or None where
+        the database cannot tell. Called on the `progress_monitor()`, from another thread."""
+        return None
+
     def checksum(self, ref: TableRef, algorithm: str = FINGERPRINT) -> Checksum:
         """The table's fingerprint by `algorithm`: the current one, or the legacy one that
         snapshots recorded before it (kept only to verify and restore those)."""

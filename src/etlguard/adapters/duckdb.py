@@ -289,6 +289,34 @@ class DuckDBAdapter(Adapter):
         )
         return int(rows[0][0] or 0) if rows else 0
 
+    def copy_session(self) -> str | None:
+        return "" if self.conn is not None else None
+
+    def progress_monitor(self) -> Adapter:
+        # DuckDB runs in this process: the copying connection itself reports how far its
+        # statement is (query_progress may be called from another thread); not printed
+        self.execute("SET enable_progress_bar = true")
+        self.execute("SET enable_progress_bar_print = false")
+        return self
+
+    def copy_estimate(self, ref: TableRef) -> tuple[int | None, int | None]:
+        rows = self.query(
+            "SELECT estimated_size, estimated_size * column_count * 8 FROM duckdb_tables() WHERE "
+            "database_name = current_database() AND schema_name = ? AND table_name = ?",
+            [ref.schema, ref.name],
+        )
+        if not rows or rows[0][0] is None:
+            return None, None
+        return int(rows[0][0]), int(rows[0][1] or 0)
+
+    def copy_progress(self, session: str, ref: TableRef, rows_estimate: int | None) -> int | None:
+        if self.conn is None or rows_estimate is None:
+            return None
+        percent = self.conn.query_progress()  # -1 when no statement runs
+        if percent < 0:
+            return None
+        return int(rows_estimate * min(percent, 100.0) / 100)
+
     def free_bytes(self) -> int | None:
         folder = Path(self.path).resolve().parent
         return shutil.disk_usage(folder).free if folder.exists() else None

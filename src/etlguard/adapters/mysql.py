@@ -434,6 +434,27 @@ class MySQLAdapter(Adapter):
         )
         return int(rows[0][0]) if rows else 0
 
+    def copy_session(self) -> str | None:
+        return None if self.session_id is None else str(self.session_id)
+
+    def copy_estimate(self, ref: TableRef) -> tuple[int | None, int | None]:
+        rows = self.query(
+            "SELECT TABLE_ROWS, COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) "
+            "FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            [ref.schema, ref.name],
+        )
+        if not rows:
+            return None, None
+        return (None if rows[0][0] is None else int(rows[0][0])), int(rows[0][1])
+
+    def copy_progress(self, session: str, ref: TableRef, rows_estimate: int | None) -> int | None:
+        # the copy is one INSERT ... SELECT: InnoDB counts the rows its transaction has written
+        rows = self.query(
+            "SELECT trx_rows_modified FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = %s",
+            [int(session)],
+        )
+        return int(rows[0][0]) if rows else None
+
     # -- data -------------------------------------------------------------------------------
     def ensure_schema(self, schema: str) -> None:
         if not self.schema_exists(schema):

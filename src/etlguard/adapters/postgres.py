@@ -310,6 +310,17 @@ class PostgresAdapter(PostgresStructure):
     def size_bytes(self, ref: TableRef) -> int:
         return int(self.query("SELECT pg_total_relation_size(%s::regclass)", [self.qualify(ref)])[0][0])
 
+    def copy_estimate(self, ref: TableRef) -> tuple[int | None, int | None]:
+        # reltuples is -1 for a table never analysed; rows written by the copy's transaction
+        # are invisible to other sessions, so PostgreSQL reports the estimate only
+        rows = self.query(
+            "SELECT reltuples, pg_total_relation_size(oid) FROM pg_class WHERE oid = %s::regclass",
+            [self.qualify(ref)],
+        )
+        if not rows:
+            return None, None
+        return (int(rows[0][0]) if rows[0][0] is not None and rows[0][0] >= 0 else None), int(rows[0][1])
+
     # -- data -------------------------------------------------------------------------------
     def ensure_schema(self, schema: str) -> None:
         if not self.schema_exists(schema):

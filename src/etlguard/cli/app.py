@@ -14,12 +14,13 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..catalog import Snapshot
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, EtlguardError
 from ..guard import Guard
+from ..progress import Reading, Reporter, interval
 from ..tables import TableRef
 from . import logs
 from .logs import configure as configure_logging
@@ -107,24 +108,47 @@ def guard_for(config_path: Path | None, command: Sequence[str] = ()) -> Guard:
 
 @contextmanager
 def progress_bar(guard: Guard, what: str, enabled: bool = True) -> Iterator[None]:
-    if not enabled or not err.is_terminal:
+    """How far each table's copy is. On a terminal, a bar per table: rows copied against the
+    server's estimate, redrawn every half second. Piped (cron, Airflow), a line through
+    `logs.say` every ETLGUARD_PROGRESS_SECONDS (10 s), so -q and --log-format json apply."""
+    if not enabled:
         yield
+        return
+    if not err.is_terminal:
+        guard.progress = Reporter(lambda r: logs.say(r.text(what)), interval(terminal=False))
+        try:
+            yield
+        finally:
+            guard.progress = None
         return
     with Progress(
         TextColumn(f"{what} [bold]{{task.fields[table]}}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TextColumn("{task.fields[rows]}"),
         TimeElapsedColumn(),
         console=err,
         transient=True,
     ) as bar:
-        task = bar.add_task(what, total=None, table="")
+        tasks: dict[TableRef, TaskID] = {}
 
-        def step(table: TableRef, rows: int) -> None:
-            bar.update(task, advance=1, table=str(table))
+        def draw(r: Reading) -> None:
+            if r.table not in tasks:
+                tasks[r.table] = bar.add_task(
+                    what, total=r.rows_estimate or None, table=str(r.table), rows=""
+                )
+            task = tasks[r.table]
+            if r.done:
+                bar.update(task, total=r.rows_done, completed=r.rows_done, rows=f"{r.rows_done or 0:,} rows")
+                return
+            rows = r.text(what).split(": ", 1)[1].rsplit(", ", 1)[0]
+            total = max(r.rows_estimate or 0, r.rows_done or 0) or None
+            bar.update(task, total=total, completed=r.rows_done or 0, rows=rows)
 
-        guard.progress = step
-        yield
+        guard.progress = Reporter(draw, interval(terminal=True))
+        try:
+            yield
+        finally:
+            guard.progress = None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
