@@ -73,12 +73,15 @@ class Reading:
         size = ""
         if self.bytes_estimate:
             done = self.bytes_done
-            size = f" (~{_size(done)} of ~{_size(self.bytes_estimate)})" if done is not None else ""
-            size = size or f" (~{_size(self.bytes_estimate)})"
+            whole = size_text(self.bytes_estimate)
+            size = f" (~{size_text(done) or '0 B'} of ~{whole})" if done is not None else f" (~{whole})"
         return f"{head}{rows}{size}, {secs}"
 
 
-def _size(n: int) -> str:
+def size_text(n: int | None) -> str:
+    """Bytes as people read them (`46 MiB`); "" for none."""
+    if not n:
+        return ""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024:
@@ -97,9 +100,11 @@ class Reporter:
         self.since = time.monotonic()
 
     def __call__(self, table: TableRef, rows: int) -> None:
-        """A copy nobody watched (a restore's) finished `table` with `rows` rows."""
+        """A copy nobody watched (a restore's) finished `table` with `rows` rows: one reading
+        if it took an interval or more (quick tables would only fill a log)."""
         now = time.monotonic()
-        self.on_reading(Reading(table, rows, None, None, now - self.since, done=True))
+        if now - self.since >= self.seconds:
+            self.on_reading(Reading(table, rows, None, None, now - self.since, done=True))
         self.since = now
 
 
@@ -139,6 +144,7 @@ class _Watch:
         self.current = 0
         self.most = 0  # the most rows read for the current table: a drop means its copy ended
         self.ended = False
+        self.reported = False  # a reading of the current table went out
         self.began = time.monotonic()
         self.stopping = threading.Event()
         self.lock = threading.Lock()
@@ -166,10 +172,11 @@ class _Watch:
             rows_est, bytes_est = self.estimates.get(table, (None, None))
             now = time.monotonic()
             reading = Reading(table, rows, rows_est, bytes_est, now - self.began, done=True)
+            if self.reported:  # a table copied before the first reading needs no line
+                self.reporter.on_reading(reading)
             self.current += 1
             self.began = now
-            self.most, self.ended = 0, False
-            self.reporter.on_reading(reading)
+            self.most, self.ended, self.reported = 0, False, False
         if self.inner is not None:
             self.inner(table, rows)
 
@@ -201,3 +208,4 @@ class _Watch:
                 ended = self.ended  # what runs next (the checks) is not the copy
                 rows = self.most if ended else rows
                 self.reporter.on_reading(Reading(table, rows, rows_est, bytes_est, seconds, verifying=ended))
+                self.reported = True

@@ -20,7 +20,7 @@ from rich.table import Table
 from ..catalog import Snapshot
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, EtlguardError
 from ..guard import Guard
-from ..progress import Reading, Reporter, interval
+from ..progress import Reading, Reporter, interval, size_text
 from ..tables import TableRef
 from . import logs
 from .logs import configure as configure_logging
@@ -257,16 +257,6 @@ def show_listing(
 
 
 SNAPSHOT_RIGHT = 0b1001  # id and rows are right-aligned
-
-
-def size_text(n: int | None) -> str:
-    if not n:
-        return ""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}"
-        n = n / 1024  # type: ignore[assignment]
-    return f"{n:.1f} TiB"
 
 
 def parse_time(text: str) -> dt.datetime:
