@@ -17,12 +17,14 @@ _DIALECTS = {
     "postgres": "postgresql",
     "iceberg": "iceberg",
 }
-_DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432}
+_DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432, "iceberg": 5432}
+# iceberg+<catalog>: where the table pointers live (sql = a SQLite file, as a bare iceberg:///)
+_ICEBERG_CATALOGS = {"": "sql", "sql": "sql", "postgresql": "postgresql", "postgres": "postgresql", "glue": "glue"}
 
 
 @dataclass(frozen=True)
 class Target:
-    dialect: str  # mysql | mariadb | postgresql | duckdb
+    dialect: str  # mysql | mariadb | postgresql | duckdb | iceberg
     host: str = ""
     port: int | None = None
     user: str = ""
@@ -31,6 +33,7 @@ class Target:
     options: tuple[tuple[str, str], ...] = ()
     # makes the password at each connect (an RDS IAM token lives 15 minutes); see credentials.py
     token: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+    catalog: str = ""  # for iceberg: sql (SQLite file) | postgresql | glue
 
     def __str__(self) -> str:
         return self.redacted
@@ -38,12 +41,15 @@ class Target:
     @property
     def redacted(self) -> str:
         """The URL with the password replaced: the only form that is ever printed or stored."""
-        if self.dialect in ("duckdb", "iceberg"):
+        if self.dialect == "iceberg" and self.catalog in ("sql", "glue"):
+            return f"iceberg+{self.catalog}:///{self.database}"
+        if self.dialect == "duckdb":
             return f"{self.dialect}:///{self.database}"
         auth = self.user + (":***" if self.password or self.token else "")
         port = f":{self.port}" if self.port else ""
         db = f"/{self.database}" if self.database else ""
-        return f"{self.dialect}://{auth}@{self.host}{port}{db}"
+        scheme = f"iceberg+{self.catalog}" if self.dialect == "iceberg" else self.dialect
+        return f"{scheme}://{auth}@{self.host}{port}{db}"
 
     def login_password(self) -> str:
         """The password to send now: a fresh token when the target has a token source."""
@@ -65,12 +71,20 @@ def parse_target(url: str) -> Target:
         raise ConfigError(
             f"unsupported target type {scheme!r}; use mysql+pymysql://, mariadb+pymysql://, postgresql+psycopg:// or duckdb:///"
         )
-    if dialect in ("duckdb", "iceberg"):  # iceberg+sql:///catalog.db: a SQL catalog on SQLite
+    catalog = ""
+    if dialect == "iceberg":
+        catalog = _ICEBERG_CATALOGS.get(scheme.partition("+")[2].lower(), "")
+        if not catalog:
+            raise ConfigError(
+                f"unsupported Iceberg catalog {scheme!r}; use iceberg+sql:///catalog.db, "
+                "iceberg+postgresql://user@host/db or iceberg+glue:///etlguard.db?warehouse=s3://bucket/path"
+            )
+    if dialect == "duckdb" or catalog in ("sql", "glue"):  # the path of a local file
         path, _, query = rest.partition("?")
         path = path[1:] if path.startswith("/") else path
         if not path:
             raise ConfigError(f"{dialect} target needs a file path: {scheme}:///warehouse.db")
-        return Target(dialect, database=unquote(path), options=tuple(parse_qsl(query)))
+        return Target(dialect, database=unquote(path), options=tuple(parse_qsl(query)), catalog=catalog)
     parts = urlsplit(f"{scheme}://{rest}")
     try:
         port = parts.port
@@ -89,4 +103,5 @@ def parse_target(url: str) -> Target:
         password=unquote(parts.password or ""),
         database=unquote(parts.path.lstrip("/")),
         options=tuple(parse_qsl(parts.query)),
+        catalog=catalog,
     )

@@ -16,29 +16,20 @@ changes once written. Only SQLite-backed SQL catalogs are supported so far.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import fcntl
 import hashlib
 import json
-import os
-import socket
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import EtlguardError, LockHeld, TargetError
+from ..errors import EtlguardError, TargetError
 from ..faults import fault
 from ..tables import TableRef
 from .base import Adapter, Checksum, Column, Copy, CopyResult, DatabaseError, Progress, Swap
+from .iceberg_store import PostgresStore, SqliteStore, Store
 
 IDENTITY = "iceberg-identity"  # the fingerprint algorithm: metadata file + snapshot + schema
 _REFS = "etlguard_iceberg_refs"
-_CATALOG_NAME = "etlguard"
-
-sqlite3.register_adapter(dt.datetime, lambda v: v.isoformat(" "))
-sqlite3.register_converter("TIMESTAMP", lambda b: dt.datetime.fromisoformat(b.decode()))
 
 
 class IcebergError(DatabaseError):
@@ -64,9 +55,11 @@ class IcebergAdapter(Adapter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.conn: sqlite3.Connection | None = None
+        self.store: Store = (
+            PostgresStore(self.target) if self.target.catalog == "postgresql" else SqliteStore(self.target)
+        )
+        self.paramstyle = self.store.paramstyle  # the core's SQL on etlguard's catalog uses it
         self.catalog: Any = None
-        self._lock_file: int | None = None
 
     @property
     def path(self) -> str:
@@ -78,6 +71,10 @@ class IcebergAdapter(Adapter):
 
     @property
     def warehouse(self) -> str:
+        if self.target.catalog == "postgresql" and not self.target.option("warehouse"):
+            raise TargetError(
+                f"{self.target.redacted} needs ?warehouse=<URI of the table files> (file:///... or s3://...)"
+            )
         default = Path(self.path).resolve().parent / "warehouse"
         return self.target.option("warehouse", default.as_uri())
 
@@ -85,55 +82,52 @@ class IcebergAdapter(Adapter):
     def connect(self) -> None:
         from pyiceberg.catalog.sql import SqlCatalog
 
-        if not Path(self.path).exists():
-            raise TargetError(f"no Iceberg SQL catalog at {self.path}; create it or fix the target URL")
+        warehouse = self.warehouse
+        self.store.connect()
         try:
-            self.conn = sqlite3.connect(
-                self.path, isolation_level=None, detect_types=sqlite3.PARSE_DECLTYPES, timeout=30
-            )
-            self.catalog = SqlCatalog(
-                self.catalog_name, uri=f"sqlite:///{self.path}", warehouse=self.warehouse
-            )
-            self.execute(
+            self.catalog = SqlCatalog(self.catalog_name, uri=self.store.sqlalchemy_uri(), warehouse=warehouse)
+        except Exception as exc:  # SQLAlchemy's errors: the catalog tables cannot be made or read
+            self.store.close()
+            raise TargetError(f"cannot open the Iceberg SQL catalog {self.target.redacted}: {exc}") from exc
+        self.execute(
+            self._sql(
                 f"CREATE TABLE IF NOT EXISTS {self.quote(_REFS)} (ref_schema TEXT NOT NULL, "
                 "ref_name TEXT NOT NULL, namespace TEXT NOT NULL, table_name TEXT NOT NULL, "
-                "metadata_location TEXT NOT NULL, snapshot_id INTEGER, tag TEXT, "
+                "metadata_location TEXT NOT NULL, snapshot_id BIGINT, tag TEXT, "
                 "PRIMARY KEY (ref_schema, ref_name))"
             )
-        except (sqlite3.Error, OSError) as exc:
-            raise TargetError(f"cannot open the Iceberg SQL catalog {self.path}: {exc}") from exc
+        )
 
     def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.conn, self.catalog = None, None
-
-    def _conn(self) -> sqlite3.Connection:
-        if self.conn is None:
-            raise TargetError("not connected to the Iceberg catalog")
-        return self.conn
+        self.store.close()
+        if self.catalog is not None and hasattr(self.catalog, "engine"):
+            self.catalog.engine.dispose()
+        self.catalog = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
-            return self._conn().execute(sql, list(params)).rowcount
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"Iceberg SQL catalog: {exc}") from exc
+        return self.store.execute(sql, params)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return [tuple(r) for r in self._conn().execute(sql, list(params)).fetchall()]
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"Iceberg SQL catalog: {exc}") from exc
+        return self.store.query(sql, params)
+
+    def _sql(self, sql: str) -> str:
+        """This module's SQL is written with `?`; the store's driver may want `%s`."""
+        return self.store.portable(sql)
 
     # -- etlguard's catalog tables: `schema__name` in the SQL catalog's database ----------------
     def qualify(self, ref: TableRef) -> str:
         self.check_identifier(ref.schema)
-        return self.quote(f"{ref.schema}__{ref.name}")
+        name = f"{ref.schema}__{ref.name}"
+        if len(name.encode()) > self.store.max_table_name:
+            raise TargetError(
+                f"etlguard's catalog table {name!r} is longer than the catalog database allows "
+                f"({self.store.max_table_name} bytes); choose a shorter catalog schema"
+            )
+        return self.quote(name)
 
     def _sql_tables(self, schema: str) -> list[str]:
         prefix = f"{schema}__"
-        rows = self.query("SELECT name FROM sqlite_master WHERE type = 'table'")
-        return [r[0][len(prefix) :] for r in rows if r[0].startswith(prefix)]
+        return [n[len(prefix) :] for n in self.store.table_names() if n.startswith(prefix)]
 
     # -- discovery --------------------------------------------------------------------------
     def schema_exists(self, schema: str) -> bool:
@@ -174,7 +168,8 @@ class IcebergAdapter(Adapter):
 
     def columns(self, ref: TableRef) -> list[Column]:
         if ref.name in self._sql_tables(ref.schema):
-            return [Column(r[1]) for r in self.query(f"PRAGMA table_info({self.qualify(ref)})")]
+            self.qualify(ref)
+            return [Column(c) for c in self.store.table_columns(f"{ref.schema}__{ref.name}")]
         return [Column(f.name) for f in self._metadata(ref).schema().fields]
 
     def structure(self, ref: TableRef) -> str:
@@ -242,8 +237,10 @@ class IcebergAdapter(Adapter):
     # -- snapshot references ----------------------------------------------------------------
     def _ref(self, ref: TableRef) -> dict[str, Any] | None:
         rows = self.query(
-            f"SELECT namespace, table_name, metadata_location, snapshot_id, tag FROM {self.quote(_REFS)} "
-            "WHERE ref_schema = ? AND ref_name = ?",
+            self._sql(
+                f"SELECT namespace, table_name, metadata_location, snapshot_id, tag FROM {self.quote(_REFS)} "
+                "WHERE ref_schema = ? AND ref_name = ?"
+            ),
             [ref.schema, ref.name],
         )
         if not rows:
@@ -269,7 +266,7 @@ class IcebergAdapter(Adapter):
         """The reference that makes `dest` a snapshot name; until it is written, `dest` does
         not exist (recover reads a missing displaced reference as "the swap never happened")."""
         self.execute(
-            f"INSERT INTO {self.quote(_REFS)} VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._sql(f"INSERT INTO {self.quote(_REFS)} VALUES (?, ?, ?, ?, ?, ?, ?)"),
             [dest.schema, dest.name, source.schema, source.name, *tagged],
         )
 
@@ -301,7 +298,8 @@ class IcebergAdapter(Adapter):
             if held["tag"] in table.metadata.refs:
                 table.manage_snapshots().remove_tag(held["tag"]).commit()
         self.execute(
-            f"DELETE FROM {self.quote(_REFS)} WHERE ref_schema = ? AND ref_name = ?", [ref.schema, ref.name]
+            self._sql(f"DELETE FROM {self.quote(_REFS)} WHERE ref_schema = ? AND ref_name = ?"),
+            [ref.schema, ref.name],
         )
 
     def is_view(self, ref: TableRef) -> bool:
@@ -344,55 +342,39 @@ class IcebergAdapter(Adapter):
         """Compare-and-swap on the catalog row: move only from the state etlguard tagged."""
         if current is None:
             self.execute(
-                "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location, "
-                "previous_metadata_location) VALUES (?, ?, ?, ?, NULL)",
+                self._sql(
+                    "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, "
+                    "metadata_location, previous_metadata_location) VALUES (?, ?, ?, ?, NULL)"
+                ),
                 [self.catalog_name, live.schema, live.name, target],
             )
             return
         where = "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?"
         key = [self.catalog_name, live.schema, live.name, current]
         if target is None:
-            changed = self.execute(f"DELETE FROM iceberg_tables {where}", key)
+            changed = self.execute(self._sql(f"DELETE FROM iceberg_tables {where}"), key)
         else:
             changed = self.execute(
-                f"UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? {where}",
+                self._sql(
+                    f"UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? {where}"
+                ),
                 [target, current, *key],
             )
         if changed != 1:
             raise IcebergError(f"{live} was written to during the restore; nothing was moved")
 
-    # -- the target lock: a kernel file lock beside the catalog database ------------------------
+    # -- the target lock: the store's (flock beside a SQLite file, advisory lock on PostgreSQL) ---
     def lock(self, name: str, holder: str) -> None:
-        path = f"{self.path}.etlguard.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held_by = os.read(fd, 500).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise LockHeld(held_by) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{holder} (pid {os.getpid()} on {socket.gethostname()})".encode())
-        self._lock_file = fd
+        self.store.lock(holder)
 
     def unlock(self) -> None:
-        if self._lock_file is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-                os.close(self._lock_file)
-            self._lock_file = None
+        self.store.unlock()
 
     def holds_lock(self) -> bool:
-        """The flock dies only with our descriptor; it is ours while the file is the same one."""
-        if self._lock_file is None:
-            return False
-        try:
-            return os.fstat(self._lock_file).st_ino == os.stat(f"{self.path}.etlguard.lock").st_ino
-        except OSError:
-            return False
+        return self.store.holds_lock()
 
     def keep_alive(self) -> None:
-        """A file lock needs no keeping."""
+        self.store.keep_alive()
 
 
 def _file_exists(location: str) -> bool:
