@@ -1,4 +1,5 @@
-"""Iceberg fixtures for tests: a SQL catalog on SQLite in a temp directory, tables made with
+"""Iceberg fixtures for tests: a catalog (SQL on SQLite or PostgreSQL, or Glue on a local moto
+server) described by a JSON-able spec that a child process can open too, tables made with
 pyiceberg, and a golden fingerprint computed here from the rows and the schema (never by etlguard)."""
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ def sql_catalog(path: Path) -> SqlCatalog:
     return SqlCatalog("default", uri=f"sqlite:///{path}", warehouse=warehouse.as_uri())
 
 
-def make_table(catalog: SqlCatalog, namespace: str, name: str, rows: int, offset: int = 0) -> Any:
+def open_catalog(spec: dict[str, Any]) -> Any:
+    """The pyiceberg catalog a spec names (the same one etlguard's target URL points at)."""
+    if spec["kind"] == "sqlite":
+        return sql_catalog(Path(spec["db"]))
+    if spec["kind"] == "postgresql":
+        return SqlCatalog("default", uri=spec["uri"], warehouse=spec["warehouse"])
+    raise ValueError(f"unknown catalog kind {spec['kind']!r}")
+
+
+def make_table(catalog: Any, namespace: str, name: str, rows: int, offset: int = 0) -> Any:
     catalog.create_namespace_if_not_exists(namespace)
     data = pa.table(
         {
@@ -30,7 +40,7 @@ def make_table(catalog: SqlCatalog, namespace: str, name: str, rows: int, offset
     return table
 
 
-def golden(catalog: SqlCatalog, namespace: str, name: str) -> tuple[int, str, str]:
+def golden(catalog: Any, namespace: str, name: str) -> tuple[int, str, str]:
     """Row count, a SHA-256 over every row in sorted order, and the column names and types."""
     table = catalog.load_table((namespace, name))
     rows = table.scan().to_arrow().to_pylist()

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from etlguard import Config, Guard
 from etlguard.errors import EtlguardError
 from etlguard.faults import POINTS
 from etlguard.tables import TableRef
-from icebergdata import golden, make_table, sql_catalog
+from icebergdata import golden, make_table, open_catalog, sql_catalog
+from conftest import PG_HOST, PG_PORT
 
 TESTS = Path(__file__).parent
 
@@ -29,9 +32,9 @@ FAILED_ETL = """
 import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from icebergdata import sql_catalog
+from icebergdata import open_catalog
 from pyiceberg.types import StringType
-cat = sql_catalog(Path({db!r}))
+cat = open_catalog({spec!r})
 a = cat.load_table(({ns!r}, {a!r})); a.append(a.scan().to_arrow().slice(0, 5))
 b = cat.load_table(({ns!r}, {b!r})); b.overwrite(b.scan().to_arrow().slice(10, 3))
 c = cat.load_table(({ns!r}, {c!r})); c.delete("id < 50")
@@ -41,10 +44,48 @@ sys.exit(3)
 """
 
 
+CATALOGS = ["sqlite", "postgresql"]
+
+
 @pytest.fixture
-def lake(tmp_path: Path) -> dict[str, Any]:
+def sqlite_lake(tmp_path: Path) -> dict[str, Any]:
     db = tmp_path / "catalog.db"
-    return {"db": db, "catalog": sql_catalog(db), "url": f"iceberg+sql:///{db}"}
+    spec = {"kind": "sqlite", "db": str(db)}
+    return {
+        "db": db,
+        "dir": tmp_path,
+        "spec": spec,
+        "catalog": sql_catalog(db),
+        "url": f"iceberg+sql:///{db}",
+    }
+
+
+@pytest.fixture(params=CATALOGS)
+def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The same lake on each catalog: SQLite, PostgreSQL (a database of its own, dropped after)."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_lake")
+        return
+    import psycopg
+
+    name = f"etlguard_ice_{uuid.uuid4().hex[:12]}"
+    admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    warehouse = tmp_path / "warehouse"
+    warehouse.mkdir()
+    spec = {
+        "kind": "postgresql",
+        "uri": f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/{name}",
+        "warehouse": warehouse.as_uri(),
+    }
+    catalog = open_catalog(spec)
+    url = f"iceberg+postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}?warehouse={warehouse.as_uri()}"
+    try:
+        yield {"dir": tmp_path, "spec": spec, "catalog": catalog, "url": url}
+    finally:
+        catalog.engine.dispose()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 def guard(lake: dict[str, Any], protect: list[str], **extra: Any) -> Guard:
@@ -53,7 +94,7 @@ def guard(lake: dict[str, Any], protect: list[str], **extra: Any) -> Guard:
 
 def failed_etl(lake: dict[str, Any], ns: str, names: tuple[str, str, str]) -> list[str]:
     a, b, c = names
-    code = FAILED_ETL.format(tests=str(TESTS), db=str(lake["db"]), ns=ns, a=a, b=b, c=c)
+    code = FAILED_ETL.format(tests=str(TESTS), spec=lake["spec"], ns=ns, a=a, b=b, c=c)
     return [sys.executable, "-c", code]
 
 
@@ -81,7 +122,8 @@ def test_failed_run_is_rolled_back_to_exact_data_and_schema(
     assert "extra" not in [f.name for f in cat.load_table((ns, names[2])).schema().fields]
 
 
-def test_the_failed_run_really_changed_every_table(lake: dict[str, Any]) -> None:
+def test_the_failed_run_really_changed_every_table(sqlite_lake: dict[str, Any]) -> None:
+    lake = sqlite_lake
     """The control: without etlguard, the same ETL leaves all three tables changed."""
     cat = lake["catalog"]
     names = ("a", "b", "c")
@@ -116,7 +158,7 @@ def test_snapshot_is_a_tag_and_restore_brings_back_schema(lake: dict[str, Any]) 
 def write_config(lake: dict[str, Any], protect: list[str]) -> Path:
     import yaml
 
-    path = Path(lake["db"]).parent / "etlguard.yml"
+    path = Path(lake["dir"]) / "etlguard.yml"
     path.write_text(yaml.safe_dump({"target": lake["url"], "protect": protect}), encoding="utf-8")
     return path
 
@@ -210,6 +252,7 @@ def test_retention_removes_etlguards_tags(lake: dict[str, Any]) -> None:
 
 
 def test_bad_target_is_one_line_error(tmp_path: Path) -> None:
+    """A missing SQLite catalog file is named; the file is not created."""
     g = Guard(Config.from_dict({"target": f"iceberg+sql:///{tmp_path}/missing.db", "protect": ["a.b"]}))
     with pytest.raises(EtlguardError, match="no Iceberg SQL catalog at"):
         g.snapshot()
@@ -225,7 +268,7 @@ def test_verify_deep_reads_the_data_files(lake: dict[str, Any]) -> None:
     assert [r.ok for r in g.verify(deep=True)] == [True]
     table = cat.load_table(("gold", "t"))
     data_file = next(iter(table.inspect.files().column("file_path").to_pylist()))
-    Path(data_file.removeprefix("file://")).unlink()
+    table.io.delete(data_file)
     assert [r.ok for r in g.verify()] == [True]  # the identity alone cannot see it
     (deep,) = g.verify(deep=True)
     assert not deep.ok
@@ -247,8 +290,8 @@ CREATING_ETL = """
 import sys
 sys.path.insert(0, {tests!r})
 from pathlib import Path
-from icebergdata import make_table, sql_catalog
-cat = sql_catalog(Path({db!r}))
+from icebergdata import make_table, open_catalog
+cat = open_catalog({spec!r})
 make_table(cat, "gold", "b", 7, offset=500)
 a = cat.load_table(("gold", "a")); a.append(a.scan().to_arrow().slice(0, 5))
 sys.exit(3)
@@ -265,7 +308,7 @@ def test_a_table_the_failed_run_created_under_a_glob_is_moved_aside_and_can_come
     make_table(cat, "gold", "a", 40)
     before = golden(cat, "gold", "a")
     g = guard(lake, ["gold.*"])
-    code = CREATING_ETL.format(tests=str(TESTS), db=str(lake["db"]))
+    code = CREATING_ETL.format(tests=str(TESTS), spec=lake["spec"])
     result = g.run([sys.executable, "-c", code])
     assert result.exit_code == 10, result.message
     assert result.moved_aside == ["gold.b"]
@@ -287,7 +330,7 @@ def test_killed_around_a_move_aside_then_recover_settles_it(lake: dict[str, Any]
     make_table(cat, "gold", "a", 40)
     before = golden(cat, "gold", "a")
     config = write_config(lake, ["gold.*"])
-    code = CREATING_ETL.format(tests=str(TESTS), db=str(lake["db"]))
+    code = CREATING_ETL.format(tests=str(TESTS), spec=lake["spec"])
     proc = etlguard(config, "run", "--", sys.executable, "-c", code, fault=f"{point}:kill")
     proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, point

@@ -19,7 +19,13 @@ _DIALECTS = {
 }
 _DEFAULT_PORTS = {"mysql": 3306, "mariadb": 3306, "postgresql": 5432, "iceberg": 5432}
 # iceberg+<catalog>: where the table pointers live (sql = a SQLite file, as a bare iceberg:///)
-_ICEBERG_CATALOGS = {"": "sql", "sql": "sql", "postgresql": "postgresql", "postgres": "postgresql", "glue": "glue"}
+_ICEBERG_CATALOGS = {
+    "": "sql",
+    "sql": "sql",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "glue": "glue",
+}
 
 
 @dataclass(frozen=True)

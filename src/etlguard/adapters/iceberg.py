@@ -58,7 +58,7 @@ class IcebergAdapter(Adapter):
         self.store: Store = (
             PostgresStore(self.target) if self.target.catalog == "postgresql" else SqliteStore(self.target)
         )
-        self.paramstyle = self.store.paramstyle  # the core's SQL on etlguard's catalog uses it
+        self.paramstyle = self.store.paramstyle  # type: ignore[misc]  # per catalog database
         self.catalog: Any = None
 
     @property

@@ -170,9 +170,13 @@ class PostgresStore(Store):
     def __init__(self, target: Target) -> None:
         super().__init__(target)
         self.conn: Any = None
+        self._lock_conn: Any = None  # a session of its own: it lives from lock() to unlock()
         self._lock_key: int | None = None
 
     def connect(self) -> None:
+        self.conn = self._open()
+
+    def _open(self) -> Any:
         try:
             import psycopg
         except ImportError:
@@ -181,7 +185,7 @@ class PostgresStore(Store):
             ) from None
         t = self.target
         try:
-            self.conn = psycopg.connect(
+            return psycopg.connect(
                 host=t.host,
                 port=t.port or 5432,
                 user=t.user or None,
@@ -200,18 +204,20 @@ class PostgresStore(Store):
             ) from exc
 
     def close(self) -> None:
+        """The statement session; the lock's session lives on until unlock()."""
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.close()
-        self.conn, self._lock_key = None, None
+        self.conn = None
 
-    def _run(self, sql: str, params: Sequence[Any]) -> Any:
+    def _run(self, sql: str, params: Sequence[Any], conn: Any = None) -> Any:
         import psycopg
 
-        if self.conn is None:
+        conn = conn or self.conn
+        if conn is None:
             raise TargetError("not connected to the Iceberg catalog")
         try:
-            return self.conn.execute(sql, tuple(params) or None)
+            return conn.execute(sql, tuple(params) or None)
         except psycopg.Error as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DatabaseError(f"Iceberg catalog database: {first}") from exc
@@ -245,45 +251,55 @@ class PostgresStore(Store):
         auth = quote(t.user, safe="") + (":" + quote(t.password, safe="") if t.password else "")
         return f"postgresql+psycopg://{auth}@{t.host}:{t.port or 5432}/{quote(t.database or 'postgres', safe='')}"
 
-    # the target lock: a session-level advisory lock, held as long as this session lives
+    # the target lock: a session-level advisory lock, held by a session kept open for it
     def lock(self, holder: str) -> None:
         key = int.from_bytes(
             hashlib.sha256(f"etlguard-iceberg\x00{self.target.database}".encode()).digest()[:8],
             "big",
             signed=True,
         )
-        self.query("SELECT set_config('application_name', %s, false)", [f"etlguard: {holder}"[:63]])
-        if not self.query("SELECT pg_try_advisory_lock(%s)", [key])[0][0]:
-            rows = self.query(
+        conn = self._lock_conn or self._open()
+        for setting in ("idle_session_timeout", "idle_in_transaction_session_timeout"):
+            with contextlib.suppress(DatabaseError):  # idle_session_timeout is PostgreSQL 14+
+                self._run(f"SET {setting} = 0", (), conn)
+        self._run("SELECT set_config('application_name', %s, false)", [f"etlguard: {holder}"[:63]], conn)
+        if not self._run("SELECT pg_try_advisory_lock(%s)", [key], conn).fetchone()[0]:
+            rows = self._run(
                 "SELECT a.application_name, a.pid, a.usename FROM pg_locks l JOIN pg_stat_activity a "
                 "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
                 "AND (l.classid::bigint << 32 | l.objid::bigint) = (%s::bigint & x'ffffffffffffffff'::bigint)",
                 [key],
-            )
+                conn,
+            ).fetchall()
+            if self._lock_conn is None:
+                conn.close()
             raise LockHeld(
                 f"{rows[0][0]} (backend pid {rows[0][1]}, {rows[0][2]})" if rows else "another session"
             )
-        self._lock_key = key
+        self._lock_conn, self._lock_key = conn, key
 
     def unlock(self) -> None:
-        if self._lock_key is not None and self.conn is not None:
-            with contextlib.suppress(DatabaseError):
-                self.query("SELECT pg_advisory_unlock(%s)", [self._lock_key])
-        self._lock_key = None
+        """Closing the lock's session releases the lock with it."""
+        if self._lock_conn is not None:
+            with contextlib.suppress(Exception):
+                self._lock_conn.close()
+        self._lock_conn, self._lock_key = None, None
 
     def holds_lock(self) -> bool:
-        if self._lock_key is None or self.conn is None:
+        if self._lock_key is None or self._lock_conn is None:
             return False
         try:
-            rows = self.query(
+            rows = self._run(
                 "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() "
                 "AND (classid::bigint << 32 | objid::bigint) = (%s::bigint & x'ffffffffffffffff'::bigint)",
                 [self._lock_key],
-            )
+                self._lock_conn,
+            ).fetchall()
         except DatabaseError:
             return False
         return bool(rows)
 
     def keep_alive(self) -> None:
-        with contextlib.suppress(DatabaseError):
-            self.query("SELECT 1")
+        if self._lock_conn is not None:
+            with contextlib.suppress(DatabaseError):
+                self._run("SELECT 1", (), self._lock_conn)
