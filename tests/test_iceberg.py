@@ -342,3 +342,83 @@ def test_killed_around_a_move_aside_then_recover_settles_it(lake: dict[str, Any]
         assert ("gold", "b") not in cat.list_tables("gold")
     displaced = [s for s in guard(lake, ["gold.*"]).snapshots("gold.b") if s.kind == "displaced"]
     assert [(s.status, s.row_count) for s in displaced if s.status == "verified"] == [("verified", 7)]
+
+
+def test_readers_of_the_catalog_never_see_a_mix_of_states(lake: dict[str, Any]) -> None:
+    """A reader polls all three pointers in one statement while the rollback runs: every read is
+    all tables at the failed run's state or all back at the snapshot's, never some of each (the
+    displaced tags move the pointers table by table first, but not the current snapshot)."""
+    import threading
+
+    from pyiceberg.table import StaticTable
+    from sqlalchemy import text
+
+    cat = lake["catalog"]
+    names = ("a", "b", "c")
+    for name in names:
+        make_table(cat, "gold", name, 60)
+    g = guard(lake, [f"gold.{n}" for n in names])
+    snaps = g.snapshot()
+    pre = {n: cat.load_table(("gold", n)).metadata.current_snapshot_id for n in names}
+    assert subprocess.run(failed_etl(lake, "gold", names)).returncode == 3
+    post = {n: cat.load_table(("gold", n)).metadata.current_snapshot_id for n in names}
+    assert all(pre[n] != post[n] for n in names)
+    snapshot_of: dict[str, int | None] = {}
+    seen: list[tuple[str, ...]] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                with cat.engine.connect() as conn:
+                    rows = conn.execute(
+                        text(
+                            "SELECT table_name, metadata_location FROM iceberg_tables WHERE table_namespace = 'gold'"
+                        )
+                    ).fetchall()
+            except Exception:  # SQLite: busy while the writer commits; read again
+                continue
+            state = []
+            for name, location in sorted(rows):
+                if location not in snapshot_of:
+                    snapshot_of[location] = StaticTable.from_metadata(location).metadata.current_snapshot_id
+                sid = snapshot_of[location]
+                state.append("pre" if sid == pre[name] else "post" if sid == post[name] else f"other {sid}")
+            seen.append(tuple(state))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        g.restore([f"gold.{n}" for n in names], snapshot_ids=[s.id for s in snaps])
+        time.sleep(0.2)
+    finally:
+        stop.set()
+        reader.join()
+    assert set(seen) <= {("post",) * 3, ("pre",) * 3}, set(seen)
+    assert seen[0] == ("post",) * 3 and seen[-1] == ("pre",) * 3
+
+
+def test_the_lock_is_held_against_a_second_guard(lake: dict[str, Any]) -> None:
+    """The target lock (flock on SQLite, an advisory lock in a session of its own on PostgreSQL)
+    keeps a second etlguard out and names the holder; released, it can be taken again."""
+    from etlguard.adapters import adapter_for
+    from etlguard.errors import LockHeld
+    from etlguard.target import parse_target
+
+    first, second = adapter_for(parse_target(lake["url"])), adapter_for(parse_target(lake["url"]))
+    first.connect()
+    second.connect()
+    try:
+        first.lock("etlguard", "etlguard run by the first")
+        assert first.holds_lock()
+        with pytest.raises(LockHeld, match="the first"):
+            second.lock("etlguard", "etlguard run by the second")
+        first.unlock()
+        assert not first.holds_lock()
+        second.lock("etlguard", "etlguard run by the second")
+        assert second.holds_lock()
+    finally:
+        first.unlock()
+        second.unlock()
+        first.close()
+        second.close()
