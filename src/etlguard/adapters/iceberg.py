@@ -11,7 +11,14 @@ etlguard's own catalog lives in the same database as the SQL catalog (tables nam
 `<catalog schema>__<table>`), so the journal and the pointers share one transaction boundary.
 Snapshot references (`etlguard_iceberg_refs`) map a snapshot's name to its table and metadata file.
 Fingerprints are identities (metadata file, snapshot id, schema), O(1): a metadata file never
-changes once written. Only SQLite-backed SQL catalogs are supported so far.
+changes once written. The catalog database (SQLite or PostgreSQL, or a local SQLite file for
+etlguard's catalog beside the AWS Glue Data Catalog) is behind `iceberg_store`; Glue's one-table
+pointer moves are in `iceberg_glue`.
+
+Why this module is long: it is the whole Adapter contract for Iceberg (discovery, identity and
+deep fingerprints, tags as snapshots, the one-transaction restore and Glue's journaled per-table
+restore), which share the snapshot-reference helpers; splitting them would only move those
+helpers behind another import.
 """
 
 from __future__ import annotations
@@ -56,7 +63,9 @@ class IcebergAdapter(Adapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.store: Store = (
-            PostgresStore(self.target) if self.target.catalog == "postgresql" else SqliteStore(self.target)
+            PostgresStore(self.target)
+            if self.target.catalog == "postgresql"
+            else SqliteStore(self.target, create=self.target.catalog == "glue")
         )
         self.paramstyle = self.store.paramstyle  # type: ignore[misc]  # per catalog database
         self.catalog: Any = None
@@ -82,10 +91,18 @@ class IcebergAdapter(Adapter):
     def connect(self) -> None:
         from pyiceberg.catalog.sql import SqlCatalog
 
-        warehouse = self.warehouse
+        from .iceberg_glue import MOVES, glue_catalog
+
+        glue = self.target.catalog == "glue"
+        warehouse = "" if glue else self.warehouse
         self.store.connect()
         try:
-            self.catalog = SqlCatalog(self.catalog_name, uri=self.store.sqlalchemy_uri(), warehouse=warehouse)
+            if glue:
+                self.catalog = glue_catalog(self.target)
+            else:
+                self.catalog = SqlCatalog(
+                    self.catalog_name, uri=self.store.sqlalchemy_uri(), warehouse=warehouse
+                )
         except Exception as exc:  # SQLAlchemy's errors: the catalog tables cannot be made or read
             self.store.close()
             raise TargetError(f"cannot open the Iceberg SQL catalog {self.target.redacted}: {exc}") from exc
@@ -97,6 +114,12 @@ class IcebergAdapter(Adapter):
                 "PRIMARY KEY (ref_schema, ref_name))"
             )
         )
+        if glue:
+            self.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.quote(MOVES)} (namespace TEXT NOT NULL, "
+                "table_name TEXT NOT NULL, from_location TEXT, to_location TEXT, tag TEXT, "
+                "PRIMARY KEY (namespace, table_name))"
+            )
 
     def close(self) -> None:
         self.store.close()
@@ -312,6 +335,9 @@ class IcebergAdapter(Adapter):
         run created) moves the table aside: its catalog row goes, its files stay, held by the
         displaced reference; a live table with no catalog row (moved aside earlier) is
         registered again at the snapshot's metadata file."""
+        if self.target.catalog == "glue":
+            self._swap_per_table(swaps)
+            return
         moves = [self._plan_move(s) for s in swaps]
         fault("iceberg.before_pointer_swap")
         with self.transaction():
@@ -334,9 +360,78 @@ class IcebergAdapter(Adapter):
             if target is None:
                 raise IcebergError(f"{s.live} is not in the catalog; nothing to move aside")
             return s, None, None, target
+        self._sweep_tags(s.live)
         tagged = self._tag(s.live, s.displaced) if s.displaced else None
         current = tagged[0] if tagged else str(self._load(s.live).metadata_location)
         return s, tagged, current, target
+
+    def _sweep_tags(self, live: TableRef) -> None:
+        """Remove etlguard's tags that no reference holds: a kill between tagging and recording
+        (or the pointer transaction) leaves one, and it would hold back the catalog's expiry."""
+        table = self._load(live)
+        held = {
+            r[0] for r in self.query(self._sql(f"SELECT tag FROM {self.quote(_REFS)} WHERE tag IS NOT NULL"))
+        }
+        stray = [t for t in table.metadata.refs if t.startswith("etlguard-") and t not in held]
+        if stray:
+            manage = table.manage_snapshots()
+            for tag in stray:
+                manage = manage.remove_tag(tag)
+            manage.commit()
+
+    def _swap_per_table(self, swaps: Sequence[Swap]) -> None:
+        """Glue: no multi-table transaction. Every move is journaled before the first one, then
+        the tables move one by one (see iceberg_glue); a leftover journal row from an
+        interrupted restore decides what a table needs: nothing, its move, or a person."""
+        from .iceberg_glue import MOVES, classify, move, pointer, state_of
+
+        plans: list[tuple[Swap, tuple[Any, ...] | None, str]] = []
+        for s in swaps:
+            rows = self.query(
+                self._sql(
+                    f"SELECT from_location, to_location, tag FROM {self.quote(MOVES)} "
+                    "WHERE namespace = ? AND table_name = ?"
+                ),
+                [s.live.schema, s.live.name],
+            )
+            if rows:
+                now = pointer(self.catalog, s.live.schema, s.live.name)
+                where = classify(now[0] if now else None, rows[0][0], rows[0][1])
+                if where == "elsewhere":
+                    raise IcebergError(
+                        f"{s.live} was written to since the interrupted rollback (it is at "
+                        f"{now[0] if now else 'no Glue table'}, neither the failed run's state nor the "
+                        "snapshot's); nothing more was moved: look at its history before restoring it"
+                    )
+                plans.append((s, rows[0], where))
+            else:
+                plans.append((s, None, "new"))
+        fresh = [(s, *self._plan_move(s)[1:]) for s, _, where in plans if where == "new"]
+        with self.transaction():  # the journal, committed before any Glue table moves
+            for s, tagged, current, target in fresh:
+                self.execute(
+                    self._sql(f"INSERT INTO {self.quote(MOVES)} VALUES (?, ?, ?, ?, ?)"),
+                    [s.live.schema, s.live.name, current, target, tagged[2] if tagged else None],
+                )
+        fault("iceberg.before_pointer_swap")
+        todo = {s.live: (tagged, current, target, "from") for s, tagged, current, target in fresh}
+        for s, left, where in plans:
+            if left is not None:
+                was, wanted, tag = left
+                from_state = state_of(was)
+                held = (str(was), from_state[0], tag) if was and from_state else None
+                todo[s.live] = (held, was, wanted, where)
+        for s in swaps:
+            tagged, current, target, where = todo[s.live]
+            if where == "from":
+                move(self.catalog, s.live.schema, s.live.name, current, target)
+            with self.transaction():
+                if s.displaced and tagged:
+                    self._record(s.live, s.displaced, tagged)
+                self.execute(
+                    self._sql(f"DELETE FROM {self.quote(MOVES)} WHERE namespace = ? AND table_name = ?"),
+                    [s.live.schema, s.live.name],
+                )
 
     def _move(self, live: TableRef, current: str | None, target: str | None) -> None:
         """Compare-and-swap on the catalog row: move only from the state etlguard tagged."""
