@@ -24,6 +24,20 @@ def open_catalog(spec: dict[str, Any]) -> Any:
         return sql_catalog(Path(spec["db"]))
     if spec["kind"] == "postgresql":
         return SqlCatalog("default", uri=spec["uri"], warehouse=spec["warehouse"])
+    if spec["kind"] == "glue":
+        from pyiceberg.catalog.glue import GlueCatalog
+
+        endpoint = spec["endpoint"]
+        return GlueCatalog(
+            "default",
+            **{
+                "glue.endpoint": endpoint,
+                "s3.endpoint": endpoint,
+                "glue.region": "us-east-1",
+                "s3.region": "us-east-1",
+                "warehouse": spec["warehouse"],
+            },
+        )
     raise ValueError(f"unknown catalog kind {spec['kind']!r}")
 
 

@@ -133,6 +133,10 @@ class IcebergAdapter(Adapter):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.store.query(sql, params)
 
+    def _props(self) -> dict[str, str]:
+        """The catalog's properties: how to reach its files (S3 endpoint, region, ...)."""
+        return dict(self.catalog.properties) if self.catalog is not None else {}
+
     def _sql(self, sql: str) -> str:
         """This module's SQL is written with `?`; the store's driver may want `%s`."""
         return self.store.portable(sql)
@@ -168,7 +172,7 @@ class IcebergAdapter(Adapter):
     def table_exists(self, ref: TableRef) -> bool:
         held = self._ref(ref)
         if held is not None:
-            return _file_exists(held["metadata_location"])
+            return _file_exists(held["metadata_location"], self._props())
         return ref.name in self.list_tables(ref.schema)
 
     def ensure_schema(self, schema: str) -> None:
@@ -187,7 +191,7 @@ class IcebergAdapter(Adapter):
             return self._load(ref).metadata
         from pyiceberg.table import StaticTable
 
-        return StaticTable.from_metadata(held["metadata_location"]).metadata
+        return StaticTable.from_metadata(held["metadata_location"], self._props()).metadata
 
     def columns(self, ref: TableRef) -> list[Column]:
         if ref.name in self._sql_tables(ref.schema):
@@ -235,7 +239,7 @@ class IcebergAdapter(Adapter):
         location = held["metadata_location"] if held else self._load(ref).metadata_location
         from pyiceberg.table import StaticTable
 
-        meta = StaticTable.from_metadata(location).metadata
+        meta = StaticTable.from_metadata(location, self._props()).metadata
         snap = meta.current_snapshot()
         rows = int(snap.summary.additional_properties.get("total-records", 0)) if snap and snap.summary else 0
         ident = json.dumps([location, meta.current_snapshot_id, snap.manifest_list if snap else None])
@@ -249,7 +253,7 @@ class IcebergAdapter(Adapter):
         held = self._ref(ref)
         if held is None:
             return "not a snapshot reference"
-        table = StaticTable.from_metadata(held["metadata_location"])
+        table = StaticTable.from_metadata(held["metadata_location"], self._props())
         expected = self._identity(ref).rows
         try:
             rows = table.scan().to_arrow().num_rows if table.metadata.current_snapshot_id else 0
@@ -396,7 +400,7 @@ class IcebergAdapter(Adapter):
             )
             if rows:
                 now = pointer(self.catalog, s.live.schema, s.live.name)
-                where = classify(now[0] if now else None, rows[0][0], rows[0][1])
+                where = classify(self._props(), now[0] if now else None, rows[0][0], rows[0][1])
                 if where == "elsewhere":
                     raise IcebergError(
                         f"{s.live} was written to since the interrupted rollback (it is at "
@@ -418,13 +422,23 @@ class IcebergAdapter(Adapter):
         for s, left, where in plans:
             if left is not None:
                 was, wanted, tag = left
-                from_state = state_of(was)
+                from_state = state_of(self._props(), was)
                 held = (str(was), from_state[0], tag) if was and from_state else None
                 todo[s.live] = (held, was, wanted, where)
-        for s in swaps:
+        for i, s in enumerate(swaps):
             tagged, current, target, where = todo[s.live]
             if where == "from":
-                move(self.catalog, s.live.schema, s.live.name, current, target)
+                try:
+                    move(self.catalog, s.live.schema, s.live.name, current, target)
+                except DatabaseError:  # refused, not interrupted: the tables not moved keep no row
+                    for rest in swaps[i:]:
+                        self.execute(
+                            self._sql(
+                                f"DELETE FROM {self.quote(MOVES)} WHERE namespace = ? AND table_name = ?"
+                            ),
+                            [rest.live.schema, rest.live.name],
+                        )
+                    raise
             with self.transaction():
                 if s.displaced and tagged:
                     self._record(s.live, s.displaced, tagged)
@@ -472,10 +486,10 @@ class IcebergAdapter(Adapter):
         self.store.keep_alive()
 
 
-def _file_exists(location: str) -> bool:
+def _file_exists(location: str, props: dict[str, str]) -> bool:
     from pyiceberg.io import load_file_io
 
     try:
-        return bool(load_file_io(location=location).new_input(location).exists())
+        return bool(load_file_io(props, location=location).new_input(location).exists())
     except Exception:  # an unreachable store counts as missing: restore then refuses
         return False

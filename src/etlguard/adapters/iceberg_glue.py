@@ -37,14 +37,14 @@ def glue_catalog(target: Target) -> Any:
     return GlueCatalog(target.option("catalog", "default"), **props)
 
 
-def state_of(location: str | None) -> tuple[int | None, int | None] | None:
+def state_of(props: dict[str, str], location: str | None) -> tuple[int | None, int | None] | None:
     """(current snapshot id, current schema id) of a metadata file; None for no table. A tag
     commit writes a new metadata file but keeps both, so this is the table's data and schema."""
     if location is None:
         return None
     from pyiceberg.table import StaticTable
 
-    meta = StaticTable.from_metadata(location).metadata
+    meta = StaticTable.from_metadata(location, props).metadata
     return meta.current_snapshot_id, meta.current_schema_id
 
 
@@ -72,7 +72,7 @@ def move(catalog: Any, namespace: str, name: str, current: str | None, target: s
             catalog.register_table((namespace, name), target)
         else:
             glue_table = catalog.glue.get_table(DatabaseName=namespace, Name=name)["Table"]
-            meta = StaticTable.from_metadata(target).metadata
+            meta = StaticTable.from_metadata(target, dict(catalog.properties)).metadata
             table_input = _construct_table_input(name, target, meta.properties, meta, glue_table, current)
             catalog.glue.update_table(DatabaseName=namespace, TableInput=table_input, VersionId=now[1])
     except catalog.glue.exceptions.ConcurrentModificationException as exc:
@@ -85,11 +85,13 @@ def move(catalog: Any, namespace: str, name: str, current: str | None, target: s
         raise GlueMoveError(f"cannot move {namespace}.{name} in Glue: {exc}") from exc
 
 
-def classify(live: str | None, journal_from: str | None, journal_to: str | None) -> str:
+def classify(
+    props: dict[str, str], live: str | None, journal_from: str | None, journal_to: str | None
+) -> str:
     """Where a table stands against its leftover journal row: target | from | elsewhere."""
-    now = state_of(live)
-    if now == state_of(journal_to):
+    now = state_of(props, live)
+    if now == state_of(props, journal_to):
         return "target"
-    if now == state_of(journal_from):
+    if now == state_of(props, journal_from):
         return "from"
     return "elsewhere"
