@@ -387,7 +387,7 @@ class IcebergAdapter(Adapter):
         """Glue: no multi-table transaction. Every move is journaled before the first one, then
         the tables move one by one (see iceberg_glue); a leftover journal row from an
         interrupted restore decides what a table needs: nothing, its move, or a person."""
-        from .iceberg_glue import MOVES, classify, move, pointer, state_of
+        from .iceberg_glue import MOVES, move, pointer, state_of, where_is
 
         plans: list[tuple[Swap, tuple[Any, ...] | None, str]] = []
         for s in swaps:
@@ -400,7 +400,7 @@ class IcebergAdapter(Adapter):
             )
             if rows:
                 now = pointer(self.catalog, s.live.schema, s.live.name)
-                where = classify(self._props(), now[0] if now else None, rows[0][0], rows[0][1])
+                where = where_is(self._props(), now[0] if now else None, rows[0][0], rows[0][1])
                 if where == "elsewhere":
                     raise IcebergError(
                         f"{s.live} was written to since the interrupted rollback (it is at "

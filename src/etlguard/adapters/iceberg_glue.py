@@ -85,7 +85,7 @@ def move(catalog: Any, namespace: str, name: str, current: str | None, target: s
         raise GlueMoveError(f"cannot move {namespace}.{name} in Glue: {exc}") from exc
 
 
-def classify(
+def where_is(
     props: dict[str, str], live: str | None, journal_from: str | None, journal_to: str | None
 ) -> str:
     """Where a table stands against its leftover journal row: target | from | elsewhere."""
