@@ -189,7 +189,7 @@ class PostgresStore(Store):
                 host=t.host,
                 port=t.port or 5432,
                 user=t.user or None,
-                password=t.password or None,
+                password=t.login_password() or None,
                 dbname=t.database or "postgres",
                 autocommit=True,
                 connect_timeout=int(t.option("connect_timeout", "10")),
@@ -248,7 +248,8 @@ class PostgresStore(Store):
 
     def sqlalchemy_uri(self) -> str:
         t = self.target
-        auth = quote(t.user, safe="") + (":" + quote(t.password, safe="") if t.password else "")
+        password = t.login_password()
+        auth = quote(t.user, safe="") + (":" + quote(password, safe="") if password else "")
         return f"postgresql+psycopg://{auth}@{t.host}:{t.port or 5432}/{quote(t.database or 'postgres', safe='')}"
 
     # the target lock: a session-level advisory lock, held by a session kept open for it
