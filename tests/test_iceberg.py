@@ -561,3 +561,35 @@ def test_glue_recover_refuses_a_table_someone_wrote_to_since(lake: dict[str, Any
     assert rec.returncode == 20, err
     assert "gold.b was written to since the interrupted rollback" in err
     assert {n: golden(cat, "gold", n) for n in names} == written
+
+
+def test_iceberg_target_urls_name_their_catalog() -> None:
+    """Each catalog's URL parses to its kind; a password is never printed; an unknown catalog is
+    one error naming the three forms."""
+    from etlguard.errors import ConfigError
+    from etlguard.target import parse_target
+
+    sql = parse_target("iceberg+sql:///data/catalog.db?warehouse=file:///data/wh")
+    assert (sql.catalog, sql.database, sql.option("warehouse")) == (
+        "sql",
+        "data/catalog.db",
+        "file:///data/wh",
+    )
+    assert parse_target("iceberg:///c.db").catalog == "sql"
+    pg = parse_target("iceberg+postgresql://etl:s3cr%40t@db.internal/lake?warehouse=s3://b/wh")
+    assert (pg.catalog, pg.host, pg.port, pg.password, pg.database) == (
+        "postgresql",
+        "db.internal",
+        5432,
+        "s3cr@t",
+        "lake",
+    )
+    assert pg.redacted == "iceberg+postgresql://etl:***@db.internal:5432/lake"
+    glue = parse_target("iceberg+glue:///var/lib/etlguard/glue.db?region=eu-west-1")
+    assert (glue.catalog, glue.database, glue.option("region")) == (
+        "glue",
+        "var/lib/etlguard/glue.db",
+        "eu-west-1",
+    )
+    with pytest.raises(ConfigError, match="unsupported Iceberg catalog 'iceberg\\+rest'; use iceberg\\+sql"):
+        parse_target("iceberg+rest://host/x")
