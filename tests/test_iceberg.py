@@ -593,3 +593,30 @@ def test_iceberg_target_urls_name_their_catalog() -> None:
     )
     with pytest.raises(ConfigError, match="unsupported Iceberg catalog 'iceberg\\+rest'; use iceberg\\+sql"):
         parse_target("iceberg+rest://host/x")
+
+
+def test_a_dbt_athena_iceberg_table_model_is_refused_before_the_run(sqlite_lake: dict[str, Any]) -> None:
+    """dbt-athena rebuilds an Iceberg `table` model by DROP + CREATE: no history survives to roll
+    back to, so a protected one is refused with one line naming it, and the ETL never runs."""
+    import json
+
+    lake = sqlite_lake
+    make_table(lake["catalog"], "gold", "orders", 10)
+    project = Path(lake["dir"]) / "project"
+    (project / "target").mkdir(parents=True)
+    node = {
+        "resource_type": "model",
+        "name": "orders",
+        "schema": "gold",
+        "config": {"materialized": "table", "table_type": "iceberg"},
+    }
+    manifest = {"metadata": {"adapter_type": "athena"}, "nodes": {"model.p.orders": node}}
+    (project / "target" / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    marker = Path(lake["dir"]) / "ran"
+    g = guard(lake, ["gold.orders"], dbt={"project_dir": str(project)})
+    with pytest.raises(EtlguardError, match=r"dbt model gold\.orders is an Iceberg `table` on dbt-athena"):
+        g.run([sys.executable, "-c", f"open({str(marker)!r}, 'w')"])
+    assert not marker.exists()
+    node["config"]["materialized"] = "incremental"  # keeps its history: protected as usual
+    (project / "target" / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert g.run([sys.executable, "-c", "pass"]).exit_code == 0

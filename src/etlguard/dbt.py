@@ -169,6 +169,23 @@ def select_relations(manifest: dict[str, Any], selectors: Sequence[str]) -> list
     return sorted(out)
 
 
+def rebuilt_without_history(manifest: dict[str, Any]) -> list[TableRef]:
+    """Tables dbt drops and creates again, leaving no snapshot to go back to: dbt-athena's
+    Iceberg `table` materialization (Athena's DROP TABLE purges the data and the history)."""
+    if manifest.get("metadata", {}).get("adapter_type") != "athena":
+        return []
+    out = []
+    for node in manifest.get("nodes", {}).values():
+        config = node.get("config", {})
+        if (
+            node.get("resource_type") == "model"
+            and config.get("materialized") == "table"
+            and str(config.get("table_type", "")).lower() == "iceberg"
+        ):
+            out.append(TableRef(node["schema"], node.get("alias") or node["name"]))
+    return sorted(out)
+
+
 def _matches(node: dict[str, Any], criteria: dict[str, str]) -> bool:
     config = node.get("config", {})
     values = {

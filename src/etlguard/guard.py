@@ -207,6 +207,17 @@ class Guard:
                 found.add([ref], new=not db.table_exists(ref))
         if not found.tables and not found.new:
             raise ConfigError("the protected set is empty; list tables or dbt selectors under protect:")
+        if planned is not None:
+            doomed = [
+                r
+                for r in _dbt.rebuilt_without_history(self._manifest(command))
+                if r in found.tables or r in found.new
+            ]
+            if doomed:
+                raise ConfigError(
+                    f"dbt model {doomed[0]} is an Iceberg `table` on dbt-athena, dropped and created again "
+                    "with no history to roll back to; make it incremental (table_type='iceberg') or stop protecting it"
+                )
         return found
 
     def _add_glob(
