@@ -25,6 +25,7 @@ SCENARIOS: dict[str, list[tuple[str, str]]] = {
     "copy.after_rows": [("snapshot", "pre"), ("run-fail", "pre"), ("restore-keep", "pre|post")],
     "snapshot.after_copy": [("snapshot", "pre")],
     "snapshot.before_finish": [("snapshot", "pre")],
+    "snapshot.after_reuse": [("snapshot-again", "pre"), ("run-fail-again", "pre")],
     "restore.after_intent": [("restore", "pre|post"), ("run-fail", "pre")],
     "restore.after_staging": [("restore", "pre|post"), ("restore-keep", "pre|post"), ("run-fail", "pre")],
     "restore.before_swap": [
@@ -48,7 +49,7 @@ SCENARIOS: dict[str, list[tuple[str, str]]] = {
     "restore.before_finish": [("restore", "post"), ("run-fail", "pre")],
     "run.after_snapshot": [("run-ok", "pre")],
     "run.during_etl": [("run-slow", "pre")],
-    "run.after_etl": [("run-ok", "pre"), ("run-fail", "pre")],
+    "run.after_etl": [("run-ok", "pre"), ("run-fail", "pre"), ("run-fail-again", "pre")],
     "run.before_commit": [("run-ok", "post")],
     "run.before_close": [("run-ok", "post"), ("run-fail", "pre")],
     "prune.after_intent": [("prune", "pre")],
@@ -82,6 +83,9 @@ def _prepare(rig: Rig, op: str) -> tuple[object, object]:
         post = pre
         rig.run_etl_directly("ok")
         return rig.state(), post
+    if op in ("snapshot-again", "run-fail-again"):  # a snapshot to reuse: the tables do not change
+        assert rig.etlguard("snapshot").returncode == 0
+        return pre, pre
     if op == "prune":
         for _ in range(3):
             assert rig.etlguard("snapshot").returncode == 0
@@ -94,6 +98,7 @@ def _prepare(rig: Rig, op: str) -> tuple[object, object]:
 def _operate(rig: Rig, op: str, fault: str) -> None:
     args = {
         "snapshot": ["snapshot"],
+        "snapshot-again": ["snapshot"],
         "restore": ["restore", f"{rig.schema}.orders", f"{rig.schema}.order_lines", "--latest"],
         "restore-keep": [
             "restore",
@@ -114,6 +119,7 @@ def _operate(rig: Rig, op: str, fault: str) -> None:
         ],
         "run-ok": ["run", "--", *rig.etl_command("ok")],
         "run-fail": ["run", "--", *rig.etl_command("fail")],
+        "run-fail-again": ["run", "--", *rig.etl_command("fail")],
         "run-slow": ["run", "--", *rig.etl_command("slow")],
     }[op]
     proc = rig.etlguard(*args, fault=fault)

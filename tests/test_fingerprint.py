@@ -23,6 +23,7 @@ import pytest
 from etlguard import ChecksumMismatch, Config
 from etlguard.adapters import adapter_for
 from etlguard.adapters.base import FINGERPRINT, LEGACY_FINGERPRINT, Adapter, Checksum
+from etlguard.catalog import SCHEMA_VERSION
 from etlguard.tables import TableRef
 
 from conftest import BACKENDS, Backend, MariaDBBackend, _one
@@ -489,7 +490,7 @@ def test_a_v1_snapshot_still_verifies_and_restores_after_the_upgrade(db: Backend
     meta = db.sql(
         f"SELECT value FROM {db.table(db.catalog_schema, 'meta')} WHERE {db.q('key')} = 'schema_version'"
     )
-    assert meta == [("2",)]
+    assert meta == [(str(SCHEMA_VERSION),)]
     kept = by_id[snap.id].snapshot  # --keep-snapshot copied it aside before the swap
     db.sql(f"UPDATE {db.table(kept.schema, kept.name)} SET amount = 9")
     assert not all(r.ok for r in guard.verify())  # the old algorithm still sees a change

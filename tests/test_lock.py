@@ -75,7 +75,10 @@ def test_two_concurrent_snapshots_on_mariadb_one_wins_one_is_busy(maria: Backend
     t = maria.table(gold, "big")
     maria.sql(f"CREATE TABLE {t} (id INTEGER PRIMARY KEY, v VARCHAR(40), amount DECIMAL(12,2))")
     maria.sql(f"INSERT INTO {t} SELECT seq, MD5(seq), seq / 7 FROM {maria.q(gold)}.seq_1_to_{BIG}")
-    config = str(maria.write_config(maria.tmp_path / "etlguard.yml", [f"{gold}.big"]))
+    # every round copies (a reused snapshot is over before the second process could overlap it)
+    config = str(
+        maria.write_config(maria.tmp_path / "etlguard.yml", [f"{gold}.big"], snapshot={"reuse": False})
+    )
     before = maria.golden(gold, "big")
 
     rounds = 3

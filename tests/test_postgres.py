@@ -109,7 +109,7 @@ RESTORE_CASES = [
     for p, cases in SCENARIOS.items()
     for op, ok in cases
     if p.startswith(("restore.", "copy.", "snapshot.", "import."))
-    and op in ("restore", "run-fail", "snapshot", "restore-from")
+    and op in ("restore", "run-fail", "snapshot", "restore-from", "snapshot-again", "run-fail-again")
     and (p, op) != ("copy.after_create", "restore")
 ]
 

@@ -77,6 +77,7 @@ def nights(duck: Backend, tmp_path: Path) -> Nights:
     settings = {
         "audits": [{"table": tables[0], "min_rows": 100}],
         "retention": {"days": None, "keep_last": 2},
+        "snapshot": {"reuse": False},  # every night copies: each run's bytes are its tables' own
         "report": {"prices": PRICES, "url": "https://ops.example.com/etlguard/report.html"},
     }
     config = duck.write_config(tmp_path / "etlguard.yml", tables, **settings)

@@ -18,7 +18,9 @@ from .errors import EtlguardError
 from .tables import TableRef
 
 # 2: snapshots.fingerprint, the algorithm each snapshot's checksum was taken with.
-SCHEMA_VERSION = 2
+# 3: snapshots.change_check (the engine's cheap checksum of the table as the snapshot holds it) and
+#    snapshots.reuses (the snapshot whose table a record shares, when the table had not changed).
+SCHEMA_VERSION = 3
 
 _TABLES: dict[str, list[tuple[str, str]]] = {
     "meta": [("key", "key"), ("value", "text")],
@@ -40,6 +42,8 @@ _TABLES: dict[str, list[tuple[str, str]]] = {
         ("structure", "text"),
         ("note", "text"),
         ("fingerprint", "name"),
+        ("change_check", "text"),
+        ("reuses", "int"),
     ],
     "runs": [
         ("id", "id"),
@@ -77,6 +81,11 @@ _TABLES: dict[str, list[tuple[str, str]]] = {
     ],
 }
 SNAPSHOT_FIELDS = [c for c, _ in _TABLES["snapshots"]]
+# What a record says about its physical table rather than about itself: when several records
+# share one table (a reuse), a restore that consumes it, or a kept copy that replaces it, is
+# true of every one of them.
+_SHARED = ("status", "note", "snapshot_schema", "snapshot_table")
+_SHARED_STATUSES = ("restored", "verified")
 
 
 def table_columns(name: str) -> list[tuple[str, str]]:
@@ -107,6 +116,8 @@ class Snapshot:
     journal_id: int | None = None
     note: str | None = None
     fingerprint: str = FINGERPRINT  # the algorithm `checksum` was taken with
+    change_check: str | None = None  # `Adapter.change_check` of the table the snapshot holds
+    reuses: int | None = None  # the snapshot whose table this record shares (taken unchanged)
 
     @property
     def verified(self) -> bool:
@@ -133,6 +144,7 @@ class Snapshot:
             "checksum": self.checksum,
             "fingerprint": self.fingerprint,
             "run_id": self.run_id,
+            "reuses": self.reuses,
         }
 
     @classmethod
@@ -154,6 +166,8 @@ class Snapshot:
             note=row["note"],
             # rows from before catalog version 2 have no algorithm: they were taken with v1
             fingerprint=row.get("fingerprint") or LEGACY_FINGERPRINT,
+            change_check=row.get("change_check"),
+            reuses=row.get("reuses"),
         )
 
 
@@ -197,15 +211,22 @@ class Catalog:
         return int(rows[0]["value"]) if rows else 0
 
     def migrate(self) -> None:
-        """Bring a version-1 catalog to version 2: add `snapshots.fingerprint` and mark every
-        existing snapshot as taken with the v1 checksum, which is how it is verified from then
-        on. Each step can be repeated, so a migration cut short is finished by the next one."""
-        if "fingerprint" not in self._snapshot_columns():
+        """Bring an older catalog to this version. 1 -> 2: add `snapshots.fingerprint` and mark
+        every existing snapshot as taken with the v1 checksum, which is how it is verified from
+        then on. 2 -> 3: add `snapshots.change_check` and `snapshots.reuses`, empty: a snapshot
+        taken before has no change check, so it is never reused (the next run copies, and
+        records one). Each step can be repeated, so a migration cut short is finished by the
+        next one."""
+        present = self._snapshot_columns()
+        if "fingerprint" not in present:
             self.db.add_catalog_column(self.t("snapshots"), "fingerprint", "name")
-            self._snapshot_fields = None
+        for column, kind in (("change_check", "text"), ("reuses", "int")):
+            if column not in present:
+                self.db.add_catalog_column(self.t("snapshots"), column, kind)
+        self._snapshot_fields = None
         for row in self.db.select(self.t("snapshots"), ["id", "fingerprint"]):
             if row["fingerprint"] is None:
-                self.update_snapshot(row["id"], fingerprint=LEGACY_FINGERPRINT)
+                self.db.update(self.t("snapshots"), {"fingerprint": LEGACY_FINGERPRINT}, {"id": row["id"]})
         self.db.update(self.t("meta"), {"value": str(SCHEMA_VERSION)}, {"key": "schema_version"})
 
     def _snapshot_columns(self) -> set[str]:
@@ -214,7 +235,7 @@ class Catalog:
     @property
     def snapshot_fields(self) -> list[str]:
         """The snapshot columns this catalog has: a version-1 catalog, read without the lock
-        (list, verify, diff), is not migrated and has no `fingerprint` column yet."""
+        (list, verify, diff), is not migrated and lacks the columns added since."""
         if self._snapshot_fields is None:
             present = self._snapshot_columns()
             self._snapshot_fields = [f for f in SNAPSHOT_FIELDS if f in present]
@@ -245,11 +266,31 @@ class Catalog:
                 "structure": snap.structure,
                 "note": snap.note,
                 "fingerprint": snap.fingerprint,
+                "change_check": snap.change_check,
+                "reuses": snap.reuses,
             },
         )
 
     def update_snapshot(self, snapshot_id: int, **values: Any) -> None:
+        """Change one record. A restore consuming its table (`restored`) or a kept copy taking
+        the table's place changes every record that shares the table, so that no record of a
+        reuse is left pointing at a table that is now live, or is gone."""
+        shared = {k: v for k, v in values.items() if k in _SHARED}
+        if values.get("status") in _SHARED_STATUSES and (
+            values["status"] != "verified" or "snapshot_table" in values
+        ):
+            before = self.snapshot(snapshot_id)
+            if before is not None:
+                self.db.update(
+                    self.t("snapshots"),
+                    shared,
+                    {"snapshot_schema": before.snapshot.schema, "snapshot_table": before.snapshot.name},
+                )
         self.db.update(self.t("snapshots"), values, {"id": snapshot_id})
+
+    def sharing(self, snap: Snapshot) -> list[Snapshot]:
+        """Every record whose table is `snap`'s (itself included), not deleted."""
+        return [s for s in self.snapshots(snap.table) if s.snapshot == snap.snapshot]
 
     def snapshots(self, table: TableRef | None = None, include_deleted: bool = False) -> list[Snapshot]:
         where = {"table_schema": table.schema, "table_name": table.name} if table else None

@@ -17,6 +17,7 @@ POINTS: tuple[str, ...] = (
     "copy.after_rows",  # rows copied; MySQL: locks released, secondary indexes not yet rebuilt
     "snapshot.after_copy",  # copied and checksummed; not yet marked verified
     "snapshot.before_finish",  # marked verified; journal entry still open
+    "snapshot.after_reuse",  # a record sharing an unchanged table's snapshot written; none copied
     "restore.after_intent",  # journal written; no staging copy yet
     "restore.after_staging",  # staging copies built and verified; live tables untouched
     "restore.before_swap",  # journal says 'swapping'

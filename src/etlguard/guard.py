@@ -287,6 +287,7 @@ class Guard:
                 run_id,
                 self.progress,
                 self.config.snapshot.consistency,
+                reuse=self.config.snapshot_reuse,
             )
 
     def snapshots(self, table: str | TableRef | None = None, include_deleted: bool = False) -> list[Snapshot]:

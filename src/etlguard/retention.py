@@ -2,6 +2,10 @@
 
 "Newest" is by snapshot id, which only grows, never by date: a clock set back cannot make an
 old snapshot look new, and the newest verified snapshot of every table is never deleted.
+
+References are counted: records that share one snapshot table (a run that found its table
+unchanged reused the snapshot) keep it as long as any of them is kept, so a kept record never
+points at a dropped table.
 """
 
 from __future__ import annotations
@@ -41,7 +45,26 @@ def plan_prune(snapshots: Sequence[Snapshot], policy: Retention, now: dt.datetim
     decisions = []
     for table in sorted(by_table):
         decisions += _plan_table(sorted(by_table[table], key=lambda s: -s.id), policy, now)
-    return decisions
+    return _keep_shared(decisions)
+
+
+def _keep_shared(decisions: list[PruneDecision]) -> list[PruneDecision]:
+    """A record whose table another kept record shares is kept with it: the table is dropped
+    only with the last record that references it."""
+    kept_by: dict[TableRef, int] = {}
+    for d in decisions:
+        if not d.delete and d.snapshot.verified:
+            kept_by.setdefault(d.snapshot.snapshot, d.snapshot.id)
+    return [
+        PruneDecision(
+            d.snapshot,
+            False,
+            f"its table is shared with snapshot {kept_by[d.snapshot.snapshot]}, which is kept",
+        )
+        if d.delete and d.snapshot.snapshot in kept_by
+        else d
+        for d in decisions
+    ]
 
 
 def _plan_table(newest_first: list[Snapshot], policy: Retention, now: dt.datetime) -> list[PruneDecision]:

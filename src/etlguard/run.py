@@ -50,7 +50,7 @@ from .others import OthersReport, WriteWatch
 from .restore import AsideStep, RestoreStep, plan_aside, plan_restore, run_restore
 from .retention import prune
 from .sessions import settle_sessions
-from .snapshot import Membership, check_tables, take_snapshots
+from .snapshot import Membership, check_tables, how_taken, take_snapshots
 from .tables import TableRef, plural
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,8 @@ class RunResult:
     audit_seconds: float = 0.0
     rollback_seconds: float = 0.0
     total_seconds: float = 0.0
-    snapshot_bytes: int = 0
+    snapshot_bytes: int = 0  # written by this run's copies (reused snapshots write nothing)
+    reused: list[dict[str, Any]] = field(default_factory=list)  # tables whose snapshot was shared
     displaced_ids: list[int] = field(default_factory=list)  # the post-ETL tables a rollback kept
     notes: list[str] = field(default_factory=list)
     others_source: str | None = None  # how writes by other clients were watched for
@@ -130,6 +131,7 @@ class RunResult:
             "recovery_command": self.recovery_command,
             "snapshot_seconds": round(self.snapshot_seconds, 3),
             "snapshot_bytes": self.snapshot_bytes,
+            "reused": self.reused,
             "audit_seconds": round(self.audit_seconds, 3),
             "rollback_seconds": round(self.rollback_seconds, 3),
             "total_seconds": round(self.total_seconds, 3),
@@ -243,6 +245,7 @@ class GuardedRun:
                         self.result.run_id,
                         self.guard.progress,
                         self.config.snapshot.consistency,
+                        reuse=self.config.snapshot_reuse,
                     )
                     if self.tables
                     else []  # a first build: nothing exists yet, so nothing to copy
@@ -258,12 +261,19 @@ class GuardedRun:
             raise SnapshotFailed(self.result.message)
         self.result.snapshot_seconds = time.monotonic() - began
         self.result.snapshot_ids = [s.id for s in self.snapshots]
-        self.result.snapshot_bytes = sum(s.size_bytes or 0 for s in self.snapshots)
+        self.result.snapshot_bytes = sum(s.size_bytes or 0 for s in self.snapshots if s.reuses is None)
+        self.result.reused = [
+            {"table": str(s.table), "snapshot_id": s.id, "reuses": s.reuses, "note": s.note}
+            for s in self.snapshots
+            if s.reuses is not None
+        ]
         self._note(phase="etl", snapshot_ids=self.result.snapshot_ids)
         self.echo(
             f"snapshotted {plural(len(self.snapshots), 'table')} in {self.result.snapshot_seconds:.2f} s "
             f"(snapshots {_ids(self.result.snapshot_ids)}); run {self.result.run_id} starts the ETL"
         )
+        for s in self.snapshots:
+            self.echo(f"  {s.table}: snapshot {s.id}, {how_taken(s)}")
         self.counts_before = _audits.counts_before(self.db, self.config.audits, self.tables)
         fault("run.after_snapshot")
         if self.db.name == "duckdb":  # the ETL needs the file; our flock keeps other etlguards out

@@ -5,17 +5,29 @@ the names we are about to create; record catalog rows as `creating`; copy; compa
 of source and copy taken at the same instant; only then record the copy's fingerprint and mark
 it `verified`. A failure drops every
 table this call created (and only those) and raises: the caller must not go on unprotected.
+
+Reuse: a table that still holds exactly what its newest verified snapshot holds is not copied
+again. Its new record shares that snapshot's table (`reuses` names the snapshot), so a night
+costs what changed. "Exactly" is proven, not assumed, with the database's cheap change check
+(`Adapter.change_check`, recorded for every copy): the live table's check, its structure and
+its AUTO_INCREMENT counter must equal what the snapshot recorded, and the snapshot table's own
+check and structure too (a snapshot table someone altered is not reused). The checks run with
+both tables held still; the reused tables are checked again after the other tables are copied,
+so that they held the same rows across the copies' consistency point. Anything unproven is
+copied.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import string
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .adapters.base import CONSISTENCY_SET, Adapter, Copy, Progress
+from .adapters.base import CONSISTENCY_SET, COPY_CHECK, Adapter, Checksum, Copy, CopyResult, Progress
 from .catalog import Catalog, Snapshot
 from .errors import EtlguardError, SnapshotFailed, TableNotFound, UnsupportedTable
 from .faults import fault
@@ -106,9 +118,146 @@ def take_snapshots(
     run_id: int | None = None,
     progress: Progress | None = None,
     consistency: str = CONSISTENCY_SET,
+    reuse: bool = True,
 ) -> list[Snapshot]:
+    """A verified snapshot of each table, in the order given: a new copy, or (with `reuse`) a
+    record sharing the newest snapshot's table when the table has not changed since."""
     check_tables(db, tables)
     db.ensure_schema(snapshot_schema)
+    found = reusable(db, catalog, tables) if reuse else {}
+    copied = _copy_changed(
+        db, catalog, [t for t in tables if t not in found], snapshot_schema, run_id, progress, consistency
+    )
+    try:
+        still = unchanged(db, found) if copied else found
+        copied += _copy_changed(
+            db, catalog, [t for t in found if t not in still], snapshot_schema, run_id, progress, consistency
+        )
+    except BaseException:  # one call, one outcome: the first copies go with the failed second
+        if copied and copied[0].journal_id is not None:
+            _discard(db, catalog, copied, copied[0].journal_id)
+        raise
+    shared = _record_reuses(db, catalog, still, run_id)
+    by_table = {s.table: s for s in copied + shared}
+    return [by_table[t] for t in tables]
+
+
+def encode_check(check: Checksum) -> str:
+    return f"{check.algorithm} {check.rows} {check.digest}"
+
+
+def how_taken(snap: Snapshot) -> str:
+    """'copied', or 'reused snapshot N (unchanged since ...)': one line of a command's output."""
+    return f"reused snapshot {snap.reuses} ({snap.note})" if snap.reuses else "copied"
+
+
+def reusable(db: Adapter, catalog: Catalog, tables: Sequence[TableRef]) -> dict[TableRef, Snapshot]:
+    """The tables whose newest verified snapshot they still equal, each with that snapshot."""
+    candidates = {}
+    for ref in tables:
+        taken = [s for s in catalog.snapshots(ref) if s.kind == "snapshot"]
+        newest = taken[-1] if taken else None
+        if newest and newest.verified and newest.change_check and db.table_exists(newest.snapshot):
+            candidates[ref] = newest
+    if not candidates:
+        return {}
+    with db.held_still([*candidates, *(s.snapshot for s in candidates.values())]):
+        shaped = {ref: snap for ref, snap in candidates.items() if _same_shape(db, ref, snap, intact=True)}
+        checks = db.change_checks([t for ref, snap in shaped.items() for t in (ref, snap.snapshot)])
+    return {
+        ref: snap
+        for i, (ref, snap) in enumerate(shaped.items())
+        if _recorded(snap, checks[2 * i]) and _recorded(snap, checks[2 * i + 1])
+    }
+
+
+def unchanged(db: Adapter, found: dict[TableRef, Snapshot]) -> dict[TableRef, Snapshot]:
+    """Of the tables found reusable before the copies, those still unchanged after them."""
+    if not found:
+        return {}
+    with db.held_still(list(found)):
+        shaped = {ref: snap for ref, snap in found.items() if _same_shape(db, ref, snap)}
+        checks = db.change_checks(list(shaped))
+    return {
+        ref: snap for (ref, snap), check in zip(shaped.items(), checks, strict=True) if _recorded(snap, check)
+    }
+
+
+def _same_shape(db: Adapter, ref: TableRef, snap: Snapshot, intact: bool = False) -> bool:
+    """The cheap half of the proof, read before any row is: the live table has the exact
+    structure and the AUTO_INCREMENT counter the snapshot recorded (a counter moved by an
+    insert rolled back, or by ALTER TABLE, is a change: a restore puts the recorded one back);
+    with `intact`, the snapshot table still has the structure it was verified with (which may
+    differ from the source's by design, e.g. no column defaults on PostgreSQL)."""
+    if not db.structure_matches(ref, snap.structure) or db.auto_increment(ref) != snap.auto_increment:
+        return False
+    return not intact or _split_check(snap.change_check)[1] == _shape(db, snap.snapshot)
+
+
+def _recorded(snap: Snapshot, check: Checksum | None) -> bool:
+    """Whether a change check (of the live table, or of the snapshot table) is the recorded one."""
+    return check is not None and encode_check(check) == _split_check(snap.change_check)[0]
+
+
+def _shape(db: Adapter, ref: TableRef) -> str:
+    """A short digest of a table's structure, as values (key order and spacing do not count)."""
+    text = json.dumps(json.loads(db.structure(ref)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _split_check(recorded: str | None) -> tuple[str, str]:
+    """A recorded change check: the check of the snapshot's rows, and its table's shape."""
+    check, _, shape = (recorded or "").rpartition(" ")
+    return check, shape
+
+
+def _record_reuses(
+    db: Adapter, catalog: Catalog, still: dict[TableRef, Snapshot], run_id: int | None
+) -> list[Snapshot]:
+    """One verified record per reused table, sharing the snapshot's table. Each is one insert
+    of a finished record and creates no table, so a crash leaves it whole or absent: there is
+    nothing for recover to undo and nothing to journal."""
+    if not still:
+        return []
+    first = catalog.next_snapshot_id()
+    now = db.server_now()
+    refs = [
+        replace(
+            snap,
+            id=first + i,
+            taken_at=now,
+            run_id=run_id,
+            journal_id=None,
+            size_bytes=0,  # it holds no bytes of its own: the table is counted once, with its owner
+            note=_since(snap),
+            reuses=snap.reuses or snap.id,
+        )
+        for i, snap in enumerate(still.values())
+    ]
+    for s in refs:
+        catalog.add_snapshot(s)
+        fault("snapshot.after_reuse")
+    return refs
+
+
+def _since(snap: Snapshot) -> str:
+    """Since when the table has held the shared snapshot's rows: when its owner was taken."""
+    if snap.reuses and snap.note and snap.note.startswith("unchanged since"):
+        return snap.note
+    return f"unchanged since {snap.taken_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _copy_changed(
+    db: Adapter,
+    catalog: Catalog,
+    tables: Sequence[TableRef],
+    snapshot_schema: str,
+    run_id: int | None,
+    progress: Progress | None,
+    consistency: str = CONSISTENCY_SET,
+) -> list[Snapshot]:
+    if not tables:
+        return []
     first = catalog.next_snapshot_id()
     taken_at = db.server_now()
     snaps = [
@@ -162,6 +311,8 @@ def take_snapshots(
         s.status, s.row_count, s.checksum = "verified", r.fingerprint.rows, r.fingerprint.digest
         s.size_bytes, s.auto_increment, s.structure = r.size_bytes, r.auto_increment, r.structure
         s.fingerprint = r.fingerprint.algorithm
+        check = _change_check(db, s, r)
+        s.change_check = f"{encode_check(check)} {_shape(db, s.snapshot)}" if check is not None else None
         catalog.update_snapshot(
             s.id,
             status=s.status,
@@ -171,10 +322,19 @@ def take_snapshots(
             size_bytes=s.size_bytes,
             auto_increment=s.auto_increment,
             structure=s.structure,
+            change_check=s.change_check,
         )
     fault("snapshot.before_finish")
     catalog.finish(entry)
     return snaps
+
+
+def _change_check(db: Adapter, s: Snapshot, r: CopyResult) -> Checksum | None:
+    """The copy's change check, for a later run to compare the live table with: the copy's
+    verification check where that is the change check (free), else one more cheap read."""
+    if db.copy_check_detects_change and r.dest.algorithm == COPY_CHECK:
+        return r.dest
+    return db.change_check(s.snapshot)
 
 
 def _discard(db: Adapter, catalog: Catalog, snaps: Sequence[Snapshot], entry: int) -> None:

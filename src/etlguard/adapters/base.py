@@ -188,6 +188,9 @@ class Adapter:
     # Whether a snapshot is a reference to an immutable table version (an Iceberg tag), not a
     # copy: a restore then moves the table's pointer back, with no staging copy (Iceberg).
     snapshots_by_reference: ClassVar[bool] = False
+    # Whether `copy_check` is also this database's `change_check`, so that the copy's check,
+    # taken anyway to verify it, is what the catalog records for a later reuse (MySQL).
+    copy_check_detects_change: ClassVar[bool] = False
 
     registry: ClassVar[dict[str, type[Adapter]]] = {}
 
@@ -387,6 +390,25 @@ class Adapter:
         """What a fresh copy and its source are compared by, at one consistency point and with
         identical structure. The fingerprint unless the engine has something cheaper."""
         return self.fingerprint(ref)
+
+    def change_check(self, ref: TableRef) -> Checksum | None:
+        """A checksum of the whole table that is cheap next to the fingerprint and changes with
+        any change of a row, for deciding that a table still holds what a snapshot of it holds
+        (the snapshot is then reused, not copied again). Compared only between tables of
+        identical structure, on the same server. None where the database has nothing cheap and
+        reliable enough: every snapshot then copies."""
+        return None
+
+    def change_checks(self, refs: Sequence[TableRef]) -> list[Checksum | None]:
+        """`change_check` of each table, in order (adapters may read them side by side)."""
+        return [self.change_check(r) for r in refs]
+
+    @contextlib.contextmanager
+    def held_still(self, refs: Sequence[TableRef]) -> Iterator[None]:
+        """No other session changes these tables inside the block, so that the checks taken in
+        it describe one state of each (a read lock, or one read-only transaction)."""
+        with self.consistent_read():
+            yield
 
     @contextlib.contextmanager
     def unpinned_session(self) -> Iterator[None]:

@@ -56,6 +56,7 @@ _HELD_BY_PID = re.compile(r"PID (\d+)")
 # Settings that change a value's text (TIMESTAMPTZ is printed in the session's zone), pinned on
 # every connection; the TZ environment variable sets DuckDB's default.
 _PINNED = {"TimeZone": "UTC", "Calendar": "gregorian"}
+_MOD64 = 1 << 64
 _NESTED = re.compile(r"^(STRUCT|MAP|UNION)\(|\]$")
 
 
@@ -437,6 +438,30 @@ class DuckDBAdapter(Adapter):
             f"SELECT count(*), sum(hash({cols})), sum(hash('etlguard', {cols})) FROM {self.qualify(ref)}"
         )[0]
         return Checksum(int(rows), f"{int(first or 0)}/{int(second or 0)}", COPY_CHECK)
+
+    def change_check(self, ref: TableRef) -> Checksum | None:
+        """DuckDB's native hash() of each row, with two seeds, summed: 10x cheaper than the
+        fingerprint. Made exact where hash() is not: text as its bytes (a NOCASE column hashes
+        'A' as 'a'), floats with their sign bit (-0.0 hashes as 0.0), intervals and nested
+        values as text (1 month hashes as 30 days). hash() may change between DuckDB releases,
+        so the release is part of the algorithm: after an upgrade nothing compares equal."""
+        parts = []
+        for name, kind in self._kinds(ref):
+            column = self.quote(name)
+            if kind == "VARCHAR" or kind.startswith("VARCHAR COLLATE"):
+                parts.append(f"encode({column})")
+            elif kind in ("DOUBLE", "FLOAT"):
+                parts += [column, f"signbit({column})"]
+            elif kind == "INTERVAL" or _NESTED.search(kind):
+                parts.append(self._exact_text(name, kind))
+            else:
+                parts.append(column)
+        cols = ", ".join(parts)
+        rows, first, second = self.query(
+            f"SELECT count(*), sum(hash({cols})), sum(hash('etlguard', {cols})) FROM {self.qualify(ref)}"
+        )[0]
+        digest = f"{int(first or 0) % _MOD64:016x}{int(second or 0) % _MOD64:016x}"
+        return Checksum(int(rows), digest, f"duckdb-hash-{duckdb.__version__}")
 
     def fingerprint(self, ref: TableRef) -> Checksum:
         """SHA-256 of each row's length-prefixed values ('N' for NULL, which no length

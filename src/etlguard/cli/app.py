@@ -215,7 +215,7 @@ def snapshot_rows(snaps: Sequence[Snapshot]) -> list[tuple[str, ...]]:
             "" if s.row_count is None else f"{s.row_count:,}",
             size_text(s.size_bytes),
             s.status,
-            s.kind,
+            s.kind if s.reuses is None else f"{s.kind} (reuses {s.reuses})",
         )
         for s in snaps
     ]

@@ -17,6 +17,7 @@ from ..errors import EXIT_FAILED, EtlguardError
 from ..guard import DiffResult, Guard
 from ..pitr import DEFAULT_INSTANCE_CLASS, parse_when
 from ..restore_from import parse_schema_map
+from ..snapshot import how_taken
 from ..tables import plural
 from . import logs
 from .app import (
@@ -91,6 +92,9 @@ def snapshot_cmd(config_path: Path | None, as_json: bool, fmt: str | None, table
     else:
         title = "snapshots taken and verified"
         show_listing(fmt, SNAPSHOT_COLUMNS, snapshot_rows(snaps), title, SNAPSHOT_RIGHT)
+        for s in snaps:
+            if s.reuses is not None:
+                out.print(f"{s.table}: {how_taken(s)}, nothing copied")
 
 
 @command(

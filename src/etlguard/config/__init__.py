@@ -54,6 +54,7 @@ class Config:
     protect_dbt: tuple[str, ...] = ()  # dbt selectors, resolved from manifest.json at run time
     snapshot_schema: str = "etlguard_snapshots"
     catalog_schema: str = "etlguard"
+    snapshot_reuse: bool = True  # an unchanged table shares its newest snapshot instead of a copy
     retention: Retention = field(default_factory=Retention)
     snapshot: SnapshotSettings = field(default_factory=SnapshotSettings)
     lock_wait_seconds: float = 60.0
@@ -162,6 +163,7 @@ def build(parsed: schema.ConfigFile, path: Path | None = None, command: Sequence
         timeout_seconds=parsed.timeout_seconds,
         snapshot_schema=parsed.snapshot_schema,
         catalog_schema=parsed.catalog_schema,
+        snapshot_reuse=parsed.snapshot.reuse,
         retention=Retention(
             days=parsed.retention.days,
             keep_last=parsed.retention.keep_last,

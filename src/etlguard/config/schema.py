@@ -84,6 +84,12 @@ class SnapshotOptions(Section):
         "read, never blocking writers, with no common point in time across tables. "
         "PostgreSQL and DuckDB always give one point in time without blocking writers.",
     )
+    reuse: bool = Field(
+        True,
+        description="A table unchanged since its newest verified snapshot (same rows, structure "
+        "and AUTO_INCREMENT, proven by the database's checksum) shares that snapshot instead of "
+        "being copied again; false: copy every table every time.",
+    )
 
 
 class Dbt(Section):
