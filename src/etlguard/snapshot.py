@@ -167,7 +167,7 @@ def reusable(db: Adapter, catalog: Catalog, tables: Sequence[TableRef]) -> dict[
     return {
         ref: snap
         for i, (ref, snap) in enumerate(shaped.items())
-        if _recorded(snap, checks[2 * i]) and _recorded(snap, checks[2 * i + 1])
+        if _is_recorded(snap, checks[2 * i]) and _is_recorded(snap, checks[2 * i + 1])
     }
 
 
@@ -179,7 +179,9 @@ def unchanged(db: Adapter, found: dict[TableRef, Snapshot]) -> dict[TableRef, Sn
         shaped = {ref: snap for ref, snap in found.items() if _same_shape(db, ref, snap)}
         checks = db.change_checks(list(shaped))
     return {
-        ref: snap for (ref, snap), check in zip(shaped.items(), checks, strict=True) if _recorded(snap, check)
+        ref: snap
+        for (ref, snap), check in zip(shaped.items(), checks, strict=True)
+        if _is_recorded(snap, check)
     }
 
 
@@ -194,7 +196,7 @@ def _same_shape(db: Adapter, ref: TableRef, snap: Snapshot, intact: bool = False
     return not intact or _split_check(snap.change_check)[1] == _shape(db, snap.snapshot)
 
 
-def _recorded(snap: Snapshot, check: Checksum | None) -> bool:
+def _is_recorded(snap: Snapshot, check: Checksum | None) -> bool:
     """Whether a change check (of the live table, or of the snapshot table) is the recorded one."""
     return check is not None and encode_check(check) == _split_check(snap.change_check)[0]
 
