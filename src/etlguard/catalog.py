@@ -20,7 +20,8 @@ from .tables import TableRef
 # 2: snapshots.fingerprint, the algorithm each snapshot's checksum was taken with.
 # 3: snapshots.change_check (the engine's cheap checksum of the table as the snapshot holds it) and
 #    snapshots.reuses (the snapshot whose table a record shares, when the table had not changed).
-SCHEMA_VERSION = 3
+# 4: snapshots.seal, the engine's proof that a snapshot table is unchanged since its fingerprint.
+SCHEMA_VERSION = 4
 
 _TABLES: dict[str, list[tuple[str, str]]] = {
     "meta": [("key", "key"), ("value", "text")],
@@ -44,6 +45,7 @@ _TABLES: dict[str, list[tuple[str, str]]] = {
         ("fingerprint", "name"),
         ("change_check", "text"),
         ("reuses", "int"),
+        ("seal", "text"),
     ],
     "runs": [
         ("id", "id"),
@@ -118,6 +120,7 @@ class Snapshot:
     fingerprint: str = FINGERPRINT  # the algorithm `checksum` was taken with
     change_check: str | None = None  # `Adapter.change_check` of the table the snapshot holds
     reuses: int | None = None  # the snapshot whose table this record shares (taken unchanged)
+    seal: str | None = None  # see Adapter.sealed_checksum; None: prove by fingerprint
 
     @property
     def verified(self) -> bool:
@@ -168,6 +171,7 @@ class Snapshot:
             fingerprint=row.get("fingerprint") or LEGACY_FINGERPRINT,
             change_check=row.get("change_check"),
             reuses=row.get("reuses"),
+            seal=row.get("seal"),
         )
 
 
@@ -216,11 +220,12 @@ class Catalog:
         then on. 2 -> 3: add `snapshots.change_check` and `snapshots.reuses`, empty: a snapshot
         taken before has no change check, so it is never reused (the next run copies, and
         records one). Each step can be repeated, so a migration cut short is finished by the
-        next one."""
+        next one. 3 -> 4: add `snapshots.seal`, empty: an older snapshot is proven by its
+        fingerprint."""
         present = self._snapshot_columns()
         if "fingerprint" not in present:
             self.db.add_catalog_column(self.t("snapshots"), "fingerprint", "name")
-        for column, kind in (("change_check", "text"), ("reuses", "int")):
+        for column, kind in (("change_check", "text"), ("reuses", "int"), ("seal", "text")):
             if column not in present:
                 self.db.add_catalog_column(self.t("snapshots"), column, kind)
         self._snapshot_fields = None
@@ -268,6 +273,7 @@ class Catalog:
                 "fingerprint": snap.fingerprint,
                 "change_check": snap.change_check,
                 "reuses": snap.reuses,
+                "seal": snap.seal,
             },
         )
 

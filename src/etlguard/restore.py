@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .adapters.base import Adapter, Checksum, Copy, Progress, Swap
+from .adapters.base import FINGERPRINT, Adapter, Checksum, Copy, Progress, Swap
 from .catalog import Catalog, Snapshot, utcnow
 from .errors import (
     ChecksumMismatch,
@@ -46,7 +46,9 @@ class RestoreStep:
     consume: bool = False  # the snapshot table itself is renamed into place (no staging copy)
     recopy: TableRef | None = None  # after a consuming swap, the snapshot is copied back here
     refill: bool = False  # the live table is kept and refilled from the snapshot (PostgreSQL)
-    proven: bool = False  # a consumed snapshot fingerprinted before the swap (RENAME keeps data)
+    proven: bool = False  # a consumed snapshot proven before the swap (RENAME keeps data)
+    proof: str = ""  # how: "seal" (O(1), unchanged since its fingerprint) or "fingerprint"
+    recopy_seal: str | None = None  # the --keep-snapshot copy's seal
     structure: str = ""  # what the restored table must look like: the catalog's record
 
     def as_dict(self) -> dict[str, object]:
@@ -56,6 +58,7 @@ class RestoreStep:
             "snapshot_taken_at": self.snapshot.taken_at.isoformat() + "Z",
             "rows": self.snapshot.row_count,
             "displaced_snapshot_id": self.displaced_id,
+            "proof": self.proof,
         }
 
 
@@ -84,6 +87,7 @@ class RestoreResult:
     dry_run: bool = False
     swap_seconds: float = 0.0
     back_seconds: float = 0.0  # from the start until every table is back in place
+    verify_seconds: float = 0.0  # after the swap: displaced tables fingerprinted, live ones proven
     total_seconds: float = 0.0
     verified: list[str] = field(default_factory=list)
     unverified: dict[str, str] = field(default_factory=dict)  # table -> how it differs
@@ -98,6 +102,7 @@ class RestoreResult:
             "tables": [s.as_dict() for s in self.steps],
             "swap_seconds": round(self.swap_seconds, 6),
             "back_seconds": round(self.back_seconds, 6),
+            "verify_seconds": round(self.verify_seconds, 6),
             "total_seconds": round(self.total_seconds, 6),
             "verified": self.verified,
             "unverified": self.unverified,
@@ -244,11 +249,13 @@ def run_restore(
     aside: Sequence[AsideStep] = (),
     prove_first: bool = True,
 ) -> RestoreResult:
-    """`prove_first`: a snapshot that is renamed into place is fingerprinted before the swap, so
-    a damaged or tampered one is refused with every live table untouched, and the live table is
+    """`prove_first`: a snapshot that is renamed into place is proven before the swap, so a
+    damaged or tampered one is refused with every live table untouched, and the live table is
     not read again for data after the RENAME (which keeps data), so another client writing the
-    moment the table is back cannot make a good restore look unverified. Its structure is still
-    compared after the swap. `prove_first=False` swaps first and proves the data afterwards."""
+    moment the table is back cannot make a good restore look unverified. The proof is the
+    snapshot's seal where it holds (O(1): the engine shows the table unchanged since it was
+    fingerprinted, see Adapter.sealed_checksum), else a full fingerprint. Its structure is
+    still compared after the swap. `prove_first=False` swaps first and proves the data afterwards."""
 
     started = time.perf_counter()
     check_swappable(db, steps, aside)
@@ -305,10 +312,12 @@ def run_restore(
     _counters_ahead(db, [(s.table, s.displaced) for s in steps if s.displaced is not None])
     catalog.note(entry, _payload("swapped", steps, aside))
     result = RestoreResult(steps, swap_seconds=swap_seconds, back_seconds=back_seconds)
+    verify_started = time.perf_counter()
     _record_displaced(db, catalog, steps)
     _finish_aside(db, catalog, aside)
     fault("restore.before_verify")
     _verify(db, catalog, steps, result)
+    result.verify_seconds = time.perf_counter() - verify_started
     fault("restore.before_finish")
     catalog.finish(entry)
     result.total_seconds = time.perf_counter() - started
@@ -360,15 +369,25 @@ def _stage(
                 str(s.table), s.snapshot.id, _expected(s), f"{r.source}, its copy {r.dest}"
             )
         checked.append((s, r.fingerprint))
+        if s.recopy is not None:
+            s.recopy_seal = r.seal
     for s in steps:
-        if s.refill or (prove_first and s.consume and s.recopy is None):
+        if prove_first and s.consume and s.recopy is None and _sealed(db, s.snapshot):
+            s.proven, s.proof = True, "seal"
+        elif s.refill or (prove_first and s.consume and s.recopy is None):
             checked.append((s, db.checksum(s.snapshot.snapshot, s.snapshot.fingerprint)))
-            s.proven = s.consume
+            s.proven, s.proof = s.consume, "fingerprint"
             if progress:
                 progress(s.table, s.snapshot.row_count or 0)
     for s, actual in checked:
         if not s.snapshot.matches(actual):
             raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), str(actual))
+
+
+def _sealed(db: Adapter, snap: Snapshot) -> bool:
+    """Whether the snapshot table is provably unchanged since it was fingerprinted, by its
+    seal (O(1)); False (prove it by fingerprint) when it has none or the engine cannot tell."""
+    return snap.seal is not None and db.seal_holds(snap.snapshot, snap.seal)
 
 
 def _own_structure(db: Adapter, snap: Snapshot) -> str:
@@ -380,14 +399,16 @@ def _own_structure(db: Adapter, snap: Snapshot) -> str:
 def _mark_displaced(
     db: Adapter, catalog: Catalog, table: TableRef, sid: int, structure: str, auto_increment: int | None
 ) -> None:
-    """A table the swap moved into the snapshot schema becomes a verified `displaced` snapshot."""
-    cs = db.checksum(table)
+    """A table the swap moved into the snapshot schema becomes a verified `displaced` snapshot,
+    sealed so that restoring it later needs no second pass over it."""
+    [(cs, seal)] = db.sealed_checksums([(table, FINGERPRINT)])
     catalog.update_snapshot(
         sid,
         status="verified",
         row_count=cs.rows,
         checksum=cs.digest,
         fingerprint=cs.algorithm,
+        seal=seal,
         structure=structure,
         size_bytes=db.size_bytes(table),
         auto_increment=auto_increment,
@@ -420,7 +441,7 @@ def _verify(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
         proved_in_swap = (s.refill and _expected_sum(s) is not None) or s.proven
         problem = _mismatch(db, s, data=not proved_in_swap)
         if s.consume:
-            settle_consumed(catalog, s.snapshot, s.table, s.recopy, problem is None)
+            settle_consumed(catalog, s.snapshot, s.table, s.recopy, problem is None, s.recopy_seal)
         if problem:
             result.unverified[str(s.table)] = problem
         else:
@@ -451,13 +472,20 @@ def live_matches(db: Adapter, snap: Snapshot, live: TableRef) -> bool:
 
 
 def settle_consumed(
-    catalog: Catalog, snap: Snapshot, live: TableRef, kept: TableRef | None, verified: bool
+    catalog: Catalog,
+    snap: Snapshot,
+    live: TableRef,
+    kept: TableRef | None,
+    verified: bool,
+    kept_seal: str | None = None,
 ) -> None:
     """A snapshot renamed into place is no longer a snapshot: it is the live table. The catalog
     says so (status `restored`, not restorable, not reusable) unless --keep-snapshot made a
     verified copy before the swap, which then becomes the snapshot's table."""
     if kept is not None:
-        catalog.update_snapshot(snap.id, status="verified", snapshot_table=kept.name, note=None)
+        catalog.update_snapshot(
+            snap.id, status="verified", snapshot_table=kept.name, note=None, seal=kept_seal
+        )
         return
     when = f"{utcnow():%Y-%m-%d %H:%M:%S} UTC"
     proof = "" if verified else ", but did not match its snapshot"

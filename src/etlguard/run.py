@@ -84,6 +84,7 @@ class RunResult:
     snapshot_seconds: float = 0.0
     audit_seconds: float = 0.0
     rollback_seconds: float = 0.0
+    rollback_back_seconds: float = 0.0  # of which until every table was back (then verification)
     total_seconds: float = 0.0
     snapshot_bytes: int = 0  # written by this run's copies (reused snapshots write nothing)
     reused: list[dict[str, Any]] = field(default_factory=list)  # tables whose snapshot was shared
@@ -134,6 +135,7 @@ class RunResult:
             "reused": self.reused,
             "audit_seconds": round(self.audit_seconds, 3),
             "rollback_seconds": round(self.rollback_seconds, 3),
+            "rollback_back_seconds": round(self.rollback_back_seconds, 6),
             "total_seconds": round(self.total_seconds, 3),
             "stopped_sessions": self.stopped_sessions,
             "notes": self.notes,
@@ -503,6 +505,7 @@ class GuardedRun:
             hidden = [self.config.snapshot_schema, self.config.catalog_schema]
             schema = self.config.snapshot_schema
             aside = plan_aside(self.db, self.catalog, self.membership, schema, hidden, len(steps))
+            restoring = time.monotonic()
             restored = run_restore(
                 self.db,
                 self.catalog,
@@ -516,6 +519,7 @@ class GuardedRun:
             self._rollback_failed(f"the rollback failed: {exc}")
             return
         self.result.rollback_seconds = time.monotonic() - began
+        self.result.rollback_back_seconds = restoring - began + restored.back_seconds
         self._steps, self._aside = steps, aside
         self.result.rolled_back = [str(s.table) for s in steps]
         self.result.displaced_ids = [s.displaced_id for s in steps if s.displaced_id is not None]

@@ -312,7 +312,7 @@ def _copy_changed(
     for s, r in zip(snaps, results, strict=True):
         s.status, s.row_count, s.checksum = "verified", r.fingerprint.rows, r.fingerprint.digest
         s.size_bytes, s.auto_increment, s.structure = r.size_bytes, r.auto_increment, r.structure
-        s.fingerprint = r.fingerprint.algorithm
+        s.fingerprint, s.seal = r.fingerprint.algorithm, r.seal
         check = _change_check(db, s, r)
         s.change_check = f"{encode_check(check)} {_shape(db, s.snapshot)}" if check is not None else None
         catalog.update_snapshot(
@@ -325,6 +325,7 @@ def _copy_changed(
             auto_increment=s.auto_increment,
             structure=s.structure,
             change_check=s.change_check,
+            seal=s.seal,
         )
     fault("snapshot.before_finish")
     catalog.finish(entry)

@@ -90,6 +90,7 @@ class CopyResult:
     auto_increment: int | None
     size_bytes: int
     dest_fingerprint: Checksum | None = None  # when `dest` is not already the fingerprint
+    seal: str | None = None  # proof that dest is unchanged since its fingerprint (`Adapter.seal`)
 
     @property
     def fingerprint(self) -> Checksum:
@@ -376,6 +377,19 @@ class Adapter:
     def fingerprint(self, ref: TableRef) -> Checksum:
         """The strong fingerprint (FINGERPRINT): injective row encoding, 128-bit digest."""
         raise NotImplementedError
+
+    def sealed_checksums(self, tables: Sequence[tuple[TableRef, str]]) -> list[tuple[Checksum, str | None]]:
+        """The fingerprints (by the given algorithms) of tables only etlguard writes (snapshots),
+        each with a seal: the engine's own record of the table's identity and last change,
+        taken so that nothing can write between the fingerprint and the seal. `seal_holds`
+        later proves in O(1) that the table is unchanged since this fingerprint, or says it
+        cannot (then the table must be fingerprinted again). None where the engine offers no
+        such record."""
+        return [(self.checksum(ref, algorithm), None) for ref, algorithm in tables]
+
+    def seal_holds(self, ref: TableRef, seal: str) -> bool:
+        """Whether `ref` is provably unchanged since `seal` was taken. False when in doubt."""
+        return False
 
     def legacy_checksum(self, ref: TableRef) -> Checksum:
         """The v1 checksum, for snapshots recorded with it. Not injective: never for new ones."""

@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -93,6 +94,7 @@ class MySQLAdapter(Adapter):
         self._history: bool | None = None
         self._locks: list[str] = []  # GET_LOCK names this session holds
         self._lock_lost = False  # the session that held them died
+        self._mariadb: bool | None = None
         self.session_id: int | None = None
 
     # -- connection -------------------------------------------------------------------------
@@ -486,8 +488,7 @@ class MySQLAdapter(Adapter):
         else:
             copied = self._copy_all_locked(copies)
         fault("copy.after_rows")
-        results = []
-        for c, (rows, check) in zip(copies, copied, strict=True):
+        for c, (_, check) in zip(copies, copied, strict=True):
             if deferred[c.dest]:
                 self.execute(f"ALTER TABLE {self.qualify(c.dest)} " + ", ".join(deferred[c.dest]))
             if self.structure(c.dest) != check.structure:
@@ -495,10 +496,14 @@ class MySQLAdapter(Adapter):
                     f"the copy of {c.source} came out with a different structure than its source "
                     "(was the table altered during the snapshot?); nothing was kept"
                 )
-            fingerprint = self.checksum(c.dest, c.algorithm)
+        # Only etlguard writes to the copies: their fingerprints (what the catalog records) are
+        # taken after writers are let go, each with its seal (see sealed_checksums).
+        sealed = self.sealed_checksums([(c.dest, c.algorithm) for c in copies])
+        results = []
+        for c, (rows, check), (fingerprint, seal) in zip(copies, copied, sealed, strict=True):
             same = fingerprint.rows == rows and consistency != CONSISTENCY_TABLE
             dest = check.dest if same else counted(fingerprint.rows)
-            results.append(replace(check, dest=dest, dest_fingerprint=fingerprint))
+            results.append(replace(check, dest=dest, dest_fingerprint=fingerprint, seal=seal))
             if progress:
                 progress(c.source, rows)
         return results
@@ -651,6 +656,79 @@ class MySQLAdapter(Adapter):
             f"(SELECT {row_hash} AS h FROM {self.qualify(ref)} {_ALL_ROWS}) AS fingerprint_rows"
         )[0]
         return fingerprint_of(rows, high, low)
+
+    def sealed_checksums(self, tables: Sequence[tuple[TableRef, str]]) -> list[tuple[Checksum, str | None]]:
+        """The fingerprints taken under one LOCK TABLES ... READ of them all (nobody writes
+        between a fingerprint and its seal; these are snapshot tables, which only etlguard
+        uses, so the lock holds nobody up), then the seals (`_seals`)."""
+        if not tables:
+            return []
+        self.execute("LOCK TABLES " + ", ".join(f"{self.qualify(ref)} READ" for ref, _ in tables))
+        try:
+            sums = [self.checksum(ref, algorithm) for ref, algorithm in tables]
+            seals = self._seals([ref for ref, _ in tables])
+        finally:
+            with contextlib.suppress(EtlguardError):
+                self.execute("UNLOCK TABLES")
+        return list(zip(sums, seals, strict=True))
+
+    def _seals(self, refs: Sequence[TableRef]) -> list[str | None]:
+        """Seals of read-locked tables. A table last written in the current second (a small
+        copy) could be changed within that second after the lock goes without its UPDATE_TIME
+        moving, so the lock is first held into the next second (at most once per call, and
+        only when copy and fingerprints took less than a second)."""
+        if not self._is_mariadb():
+            return [None] * len(refs)
+        facts = [self._seal_facts(ref) for ref in refs]
+        if any(f is not None and f["updated"] is not None and f["updated"] >= f["now"] for f in facts):
+            (now,) = self.query("SELECT NOW(6)")[0]
+            time.sleep(1.02 - now.microsecond / 1e6)
+            facts = [self._seal_facts(ref) for ref in refs]
+        return [_seal(f) for f in facts]
+
+    def seal_holds(self, ref: TableRef, seal: str) -> bool:
+        try:
+            sealed = json.loads(seal)
+        except ValueError:
+            return False
+        facts = self._seal_facts(ref) if self._is_mariadb() else None
+        if facts is None or facts["updated"] is None or abs(facts["boot"] - sealed.get("boot", -9)) > 1:
+            return False
+        return all(facts[k] == sealed.get(k) for k in ("table_id", "space", "created", "updated"))
+
+    def _seal_facts(self, ref: TableRef) -> dict[str, Any] | None:
+        """The table's InnoDB TABLE_ID and space, CREATE_TIME and UPDATE_TIME (seconds since the
+        epoch), the server's boot time and uptime, and now. None if any is out of reach (no
+        PROCESS privilege for INNODB_SYS_TABLES, not InnoDB, a name the dictionary encodes)."""
+        try:
+            rows = self.query(
+                "SELECT s.TABLE_ID, s.SPACE, UNIX_TIMESTAMP(t.CREATE_TIME), UNIX_TIMESTAMP(t.UPDATE_TIME), "
+                "UNIX_TIMESTAMP(NOW()), g.VARIABLE_VALUE FROM information_schema.TABLES t "
+                "JOIN information_schema.INNODB_SYS_TABLES s ON s.NAME = CONCAT(t.TABLE_SCHEMA, '/', t.TABLE_NAME) "
+                "JOIN information_schema.GLOBAL_STATUS g ON g.VARIABLE_NAME = 'UPTIME' "
+                "WHERE t.TABLE_SCHEMA = %s AND t.TABLE_NAME = %s AND t.ENGINE = 'InnoDB'",
+                [ref.schema, ref.name],
+            )
+        except EtlguardError:
+            return None
+        if len(rows) != 1 or rows[0][2] is None:
+            return None
+        table_id, space, created, updated, now, uptime = rows[0]
+        return {
+            "table_id": int(table_id),
+            "space": int(space),
+            "created": int(created),
+            "updated": None if updated is None else int(updated),
+            "now": int(now),
+            "uptime": int(uptime),
+            "boot": int(now) - int(uptime),
+        }
+
+    def _is_mariadb(self) -> bool:
+        if self._mariadb is None:
+            (version,) = self.query("SELECT VERSION()")[0]
+            self._mariadb = "mariadb" in str(version).lower()
+        return self._mariadb
 
     def _column_kinds(self, ref: TableRef) -> list[tuple[str, str]]:
         rows = self.query(
@@ -849,6 +927,30 @@ class MySQLAdapter(Adapter):
 
 class MariaDBAdapter(MySQLAdapter):
     name = "mariadb"
+
+
+def _seal(facts: dict[str, Any] | None) -> str | None:
+    """MariaDB's record of an InnoDB table's identity and last change, as a seal.
+
+    What it rests on (tests/test_fast_restore.py tampers in each of these ways):
+    - every committed INSERT, UPDATE, DELETE, REPLACE, multi-table or XA change sets the
+      table's UPDATE_TIME to the commit's second;
+    - TRUNCATE, OPTIMIZE and every rebuilding ALTER give the table a new InnoDB TABLE_ID (and
+      space); an ALTER that does not rebuild (an instant column, an index, the counter)
+      rewrites the definition and so its CREATE_TIME; a table dropped and made again under
+      the name has a new TABLE_ID.
+    UPDATE_TIME lives in memory only: it is lost on a restart (the server's boot time is in
+    the seal) and when the server evicts the table's definition (it then reads NULL). Any of
+    those and `seal_holds` says no, and the snapshot is fingerprinted instead. A change in the
+    second the seal was taken could leave UPDATE_TIME unchanged, so a table last written in
+    that second gets no seal (`_seals` waits it out). MySQL 8 caches these columns
+    (information_schema_stats_expiry), so seals are MariaDB's only."""
+    if facts is None or facts["updated"] is None or facts["updated"] >= facts["now"]:
+        return None
+    if facts["uptime"] < 3:  # a restart must move the boot time by more than rounding
+        return None
+    kept = ("table_id", "space", "created", "updated", "boot")
+    return json.dumps({k: facts[k] for k in kept}, sort_keys=True)
 
 
 def _message(exc: BaseException) -> str:
