@@ -17,8 +17,9 @@ import pymysql
 import pytest
 
 from etlguard.adapters import adapter_for
+from etlguard.adapters.base import FINGERPRINT
 from etlguard.adapters.mysql import MySQLAdapter
-from etlguard.errors import EXIT_ROLLBACK_FAILED, ChecksumMismatch, RollbackFailed
+from etlguard.errors import EXIT_ROLLBACK_FAILED, ChecksumMismatch, EtlguardError, RollbackFailed
 from etlguard.target import parse_target
 from test_atomic_restore import DAMAGED_STATE, DEADLINE, KEPT, SNAPSHOT_STATE, TABLES, fill, start_poller
 
@@ -378,3 +379,94 @@ def test_a_snapshot_whose_tablespace_was_swapped_by_import_is_refused(
         db.conn.close()
     finally:
         server.stop()
+
+
+# -- DuckDB: a native fingerprint, old algorithms still verified ---------------------------------
+def _duck_facts(duck: Backend) -> str:
+    gold = duck.create_schema("gold")
+    t = duck.table(gold, "facts")
+    duck.sql(
+        f"CREATE TABLE {t} (id INTEGER PRIMARY KEY, name VARCHAR COLLATE NOCASE, x DOUBLE, "
+        "tags VARCHAR[], seen TIMESTAMPTZ, b BLOB)"
+    )
+    duck.sql(
+        f"INSERT INTO {t} SELECT i, 'Name ' || i, i / 7.0, ['a', 'b' || i], TIMESTAMPTZ '2026-01-01 00:00:00+00' "
+        "+ i * INTERVAL 1 MINUTE, encode('b' || i) FROM range(1, 2001) r(i)"
+    )
+    duck.sql(f"INSERT INTO {t} VALUES (0, 'A', '-0.0'::DOUBLE, NULL, NULL, NULL)")
+    return gold
+
+
+def test_a_duckdb_snapshot_is_fingerprinted_natively_and_round_trips_exactly(duck: Backend) -> None:
+    gold = _duck_facts(duck)
+    original = duck.golden(gold, "facts")
+    guard = duck.guard([f"{gold}.facts"])
+    [snap] = guard.snapshot()
+    assert snap.fingerprint.startswith("duckdb-hash1:")
+    duck.sql(f"UPDATE {duck.table(gold, 'facts')} SET x = -x, name = upper(name)")
+    duck.sql(f"DELETE FROM {duck.table(gold, 'facts')} WHERE id > 1500")
+    result = guard.restore([f"{gold}.facts"], latest=True)
+    assert result.verified == [f"{gold}.facts"] and duck.golden(gold, "facts") == original
+    checked = guard.verify([f"{gold}.facts"])  # the snapshot (copied back, kept) and the displaced table
+    assert [v.ok for v in checked] == [True, True]
+    assert all(v.snapshot.fingerprint == snap.fingerprint for v in checked)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE {s} SET name = 'a' WHERE id = 0",  # equal under NOCASE, other bytes
+        # hash(-0.0) = hash(0.0) (an UPDATE between them stores nothing: they compare equal)
+        "DELETE FROM {s} WHERE id = 0; INSERT INTO {s} VALUES (0, 'A', 0.0, NULL, NULL, NULL)",
+        "UPDATE {s} SET tags = ['a', 'c'] WHERE id = 1",
+        "UPDATE {s} SET b = encode('c') WHERE id = 1",
+        "DELETE FROM {s} WHERE id = 2",
+        "INSERT INTO {s} SELECT id + 5000, name, x, tags, seen, b FROM {s} WHERE id = 3",
+    ],
+)
+def test_the_native_fingerprint_sees_what_hash_alone_would_miss(duck: Backend, change: str) -> None:
+    gold = _duck_facts(duck)
+    guard = duck.guard([f"{gold}.facts"])
+    [snap] = guard.snapshot()
+    duck.sql(change.format(s=duck.table(snap.snapshot.schema, snap.snapshot.name)))
+    assert [v.ok for v in guard.verify([f"{gold}.facts"])] == [False]
+    damaged = duck.golden(gold, "facts")
+    with pytest.raises(ChecksumMismatch):
+        guard.restore([f"{gold}.facts"], latest=True)
+    assert duck.golden(gold, "facts") == damaged
+
+
+def test_a_duckdb_snapshot_recorded_with_v2_still_verifies_and_restores_by_v2(duck: Backend) -> None:
+    """A snapshot an older release took: its row carries the v2 SHA-256 digest (computed here by
+    the v2 code path on the real table) and is checked with v2, not with the native hash."""
+    gold = _duck_facts(duck)
+    original = duck.golden(gold, "facts")
+    guard = duck.guard([f"{gold}.facts"])
+    [snap] = guard.snapshot()
+    db = adapter_for(parse_target(duck.url))
+    try:
+        db.connect()
+        v2 = db.checksum(snap.snapshot, FINGERPRINT)
+    finally:
+        db.close()
+    assert v2.algorithm == FINGERPRINT and v2.digest != snap.checksum
+    catalog = duck.table(duck.catalog_schema, "snapshots")
+    duck.sql(f"UPDATE {catalog} SET fingerprint = 'v2', checksum = ? WHERE id = ?", [v2.digest, snap.id])
+    assert [v.ok for v in guard.verify([f"{gold}.facts"])] == [True]
+    duck.sql(f"DELETE FROM {duck.table(gold, 'facts')} WHERE id < 100")
+    result = guard.restore([f"{gold}.facts"], latest=True)
+    assert result.verified == [f"{gold}.facts"] and duck.golden(gold, "facts") == original
+
+
+def test_a_native_fingerprint_of_another_duckdb_release_is_refused_by_name(duck: Backend) -> None:
+    gold = _duck_facts(duck)
+    guard = duck.guard([f"{gold}.facts"])
+    [snap] = guard.snapshot()
+    catalog = duck.table(duck.catalog_schema, "snapshots")
+    duck.sql(
+        f"UPDATE {catalog} SET fingerprint = 'duckdb-hash1:0.9.2:0000000000000001' WHERE id = ?", [snap.id]
+    )
+    damaged = duck.golden(gold, "facts")
+    with pytest.raises(EtlguardError, match=r"DuckDB 0\.9\.2"):
+        guard.restore([f"{gold}.facts"], latest=True)
+    assert duck.golden(gold, "facts") == damaged

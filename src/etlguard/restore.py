@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .adapters.base import FINGERPRINT, Adapter, Checksum, Copy, Progress, Swap
+from .adapters.base import Adapter, Checksum, Copy, Progress, Swap
 from .catalog import Catalog, Snapshot, utcnow
 from .errors import (
     ChecksumMismatch,
@@ -401,7 +401,7 @@ def _mark_displaced(
 ) -> None:
     """A table the swap moved into the snapshot schema becomes a verified `displaced` snapshot,
     sealed so that restoring it later needs no second pass over it."""
-    [(cs, seal)] = db.sealed_checksums([(table, FINGERPRINT)])
+    [(cs, seal)] = db.sealed_checksums([(table, None)])
     catalog.update_snapshot(
         sid,
         status="verified",

@@ -76,7 +76,8 @@ class Copy:
     source: TableRef
     dest: TableRef
     auto_increment: int | None = None  # force this counter on dest (restores of MySQL tables)
-    algorithm: str = FINGERPRINT  # the fingerprint to take of dest (a snapshot's own, on re-copies)
+    algorithm: str | None = None  # the fingerprint to take of dest: a snapshot's own on re-copies,
+    # None (new snapshots) for the adapter's own (`Adapter.default_algorithm`)
 
 
 @dataclass(frozen=True)
@@ -362,9 +363,14 @@ class Adapter:
         the database cannot tell. Called on the `progress_monitor()`, from another thread."""
         return None
 
-    def checksum(self, ref: TableRef, algorithm: str = FINGERPRINT) -> Checksum:
-        """The table's fingerprint by `algorithm`: the current one, or the legacy one that
-        snapshots recorded before it (kept only to verify and restore those)."""
+    def default_algorithm(self) -> str:
+        """The fingerprint algorithm new snapshots are recorded with on this database."""
+        return FINGERPRINT
+
+    def checksum(self, ref: TableRef, algorithm: str | None = None) -> Checksum:
+        """The table's fingerprint by `algorithm` (None: `default_algorithm`): the current one,
+        or the legacy one that snapshots recorded before it (kept only to verify and restore those)."""
+        algorithm = algorithm or self.default_algorithm()
         if algorithm == FINGERPRINT:
             return self.fingerprint(ref)
         if algorithm == LEGACY_FINGERPRINT:
@@ -378,7 +384,9 @@ class Adapter:
         """The strong fingerprint (FINGERPRINT): injective row encoding, 128-bit digest."""
         raise NotImplementedError
 
-    def sealed_checksums(self, tables: Sequence[tuple[TableRef, str]]) -> list[tuple[Checksum, str | None]]:
+    def sealed_checksums(
+        self, tables: Sequence[tuple[TableRef, str | None]]
+    ) -> list[tuple[Checksum, str | None]]:
         """The fingerprints (by the given algorithms) of tables only etlguard writes (snapshots),
         each with a seal: the engine's own record of the table's identity and last change,
         taken so that nothing can write between the fingerprint and the seal. `seal_holds`

@@ -223,8 +223,11 @@ class IcebergAdapter(Adapter):
         return self._identity(ref).rows
 
     # -- fingerprints: identities, O(1) -------------------------------------------------------
-    def checksum(self, ref: TableRef, algorithm: str = IDENTITY) -> Checksum:
-        if algorithm != IDENTITY:
+    def default_algorithm(self) -> str:
+        return IDENTITY
+
+    def checksum(self, ref: TableRef, algorithm: str | None = None) -> Checksum:
+        if algorithm not in (None, IDENTITY):
             raise EtlguardError(f"fingerprint algorithm {algorithm!r} does not apply to Iceberg tables")
         return self._identity(ref)
 

@@ -657,7 +657,9 @@ class MySQLAdapter(Adapter):
         )[0]
         return fingerprint_of(rows, high, low)
 
-    def sealed_checksums(self, tables: Sequence[tuple[TableRef, str]]) -> list[tuple[Checksum, str | None]]:
+    def sealed_checksums(
+        self, tables: Sequence[tuple[TableRef, str | None]]
+    ) -> list[tuple[Checksum, str | None]]:
         """The fingerprints taken under one LOCK TABLES ... READ of them all (nobody writes
         between a fingerprint and its seal; these are snapshot tables, which only etlguard
         uses, so the lock holds nobody up), then the seals (`_seals`)."""
