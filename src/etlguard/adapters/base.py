@@ -76,8 +76,9 @@ class Copy:
     source: TableRef
     dest: TableRef
     auto_increment: int | None = None  # force this counter on dest (restores of MySQL tables)
-    algorithm: str | None = None  # the fingerprint to take of dest: a snapshot's own on re-copies,
-    # None (new snapshots) for the adapter's own (`Adapter.default_algorithm`)
+    algorithm: str | None = None  # the fingerprint to take of dest: a snapshot's own on re-copies
+    # (the caller then proves dest against the snapshot's record), None (new snapshots) for the
+    # adapter's own (`Adapter.default_algorithm`)
 
 
 @dataclass(frozen=True)
