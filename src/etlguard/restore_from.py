@@ -94,10 +94,10 @@ def _import_one(
         with contextlib.suppress(EtlguardError):
             _abandon(db, catalog, snap, entry)
         raise
-    if (actual.rows, actual.digest) != (expected.rows, expected.digest):
+    if (actual.algorithm, actual.rows, actual.digest) != (expected.algorithm, expected.rows, expected.digest):
         _abandon(db, catalog, snap, entry)
         raise ChecksumMismatch(str(live), snap.id, str(expected), str(actual))
-    _verified(db, catalog, snap, actual.rows, actual.digest)
+    _verified(db, catalog, snap, actual)
     catalog.finish(entry)
     return snap
 
@@ -144,8 +144,11 @@ def _intent(catalog: Catalog, live: TableRef, snapshot_schema: str, source: Sour
     return snap
 
 
-def _verified(db: Adapter, catalog: Catalog, snap: Snapshot, rows: int, digest: str) -> None:
-    snap.status, snap.row_count, snap.checksum = "verified", rows, digest
+def _verified(db: Adapter, catalog: Catalog, snap: Snapshot, actual: Checksum) -> None:
+    """Record the copy as verified, with the algorithm its fingerprint was taken with (the
+    adapter's own: DuckDB's native one), so that a restore checks it the same way."""
+    rows, digest = actual.rows, actual.digest
+    snap.status, snap.row_count, snap.checksum, snap.fingerprint = "verified", rows, digest, actual.algorithm
     snap.structure = db.structure(snap.snapshot)
     snap.size_bytes = db.size_bytes(snap.snapshot)
     snap.auto_increment = db.auto_increment(snap.snapshot)
@@ -154,6 +157,7 @@ def _verified(db: Adapter, catalog: Catalog, snap: Snapshot, rows: int, digest: 
         status="verified",
         row_count=rows,
         checksum=digest,
+        fingerprint=actual.algorithm,
         structure=snap.structure,
         size_bytes=snap.size_bytes,
         auto_increment=snap.auto_increment,
