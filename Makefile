@@ -24,7 +24,7 @@ demo: $(BIN)/.installed
 # Starts MariaDB (installs it if missing), builds the dbt and Airflow virtualenvs, installs
 # headless Chromium for the report test, runs the whole suite.
 test: $(BIN)/.installed services dbt airflow chromium
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 reliability: $(BIN)/.installed services
 	scripts/reliability-report
