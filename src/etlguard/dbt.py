@@ -28,6 +28,7 @@ class DbtSettings:
     target_path: str | None = None  # default: --target-path, DBT_TARGET_PATH or <project>/target
     check_results: bool = True  # a failed, errored or skipped node fails the run
     wrapper: bool = False  # the command is a script that runs dbt: its run_results.json is required
+    zero_copy: bool = False  # table models keep their replaced table as the snapshot (zerocopy.py)
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,33 @@ def _matches(node: dict[str, Any], criteria: dict[str, str]) -> bool:
         "resource_type": [node.get("resource_type", "")],
     }
     return all(any(fnmatch.fnmatchcase(v, pattern) for v in values[k]) for k, pattern in criteria.items())
+
+
+def table_models(manifest: dict[str, Any]) -> set[TableRef]:
+    """Tables of the SQL models materialized as `table`: dbt rebuilds them whole and renames the
+    new table into place, so the replaced table can be kept instead of copied beforehand."""
+    return {
+        TableRef(node["schema"], node.get("alias") or node["name"])
+        for node in manifest.get("nodes", {}).values()
+        if node.get("resource_type") == "model"
+        and node.get("config", {}).get("materialized") == "table"
+        and node.get("language", "sql") == "sql"
+    }
+
+
+def zero_copy_installed(manifest: dict[str, Any]) -> bool:
+    """Whether the project's own table materialization for its adapter is etlguard_dbt's
+    (a package's materialization alone does not override dbt's since dbt 1.8)."""
+    metadata = manifest.get("metadata", {})
+    adapter, project = metadata.get("adapter_type"), metadata.get("project_name")
+    for macro in manifest.get("macros", {}).values():
+        if (
+            macro.get("name") == f"materialization_table_{adapter}"
+            and (project is None or macro.get("package_name") == project)
+            and "etlguard_dbt.zero_copy_table()" in macro.get("macro_sql", "")
+        ):
+            return True
+    return False
 
 
 # -- results ----------------------------------------------------------------------------------------

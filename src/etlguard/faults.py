@@ -25,9 +25,11 @@ POINTS: tuple[str, ...] = (
     "restore.after_swap",  # swapped; journal does not know yet
     "restore.before_verify",  # swapped, displaced tables recorded; live tables not yet verified
     "restore.before_finish",  # displaced tables recorded; journal entry still open
+    "zerocopy.after_register",  # dbt table models fingerprinted, kept names recorded; not journalled
     "run.after_snapshot",  # snapshots verified; the ETL has not started
     "run.during_etl",  # the ETL child is running
     "run.after_etl",  # the ETL has exited; audits not run
+    "zerocopy.after_settle",  # the tables dbt kept are verified snapshots; the run has not used them
     "run.before_commit",  # audits passed; the run is not yet marked ok
     "run.before_close",  # the run record is final; its journal entry is still open
     "prune.after_intent",  # journal written; nothing dropped

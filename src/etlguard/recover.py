@@ -26,11 +26,13 @@ from .restore import live_matches, plan_aside, plan_restore, run_restore, settle
 from .sessions import settle_sessions
 from .snapshot import Membership, created_by_run
 from .tables import TableRef, plural
+from .zerocopy import NOT_REPLACED, settle
 
 log = logging.getLogger(__name__)
 
-# s12_ab3de9xz (snapshot), r12_... (MySQL staging), _etlguard_r12_... (DuckDB staging)
-_OURS = re.compile(r"^(?:s|r|_etlguard_r)\d+_[a-z0-9]{8}$")
+# s12_ab3de9xz (snapshot), r12_... (MySQL staging), _etlguard_r12_... (DuckDB staging),
+# _etlguard_k12_... (DuckDB: a table a dbt table model replaced, kept beside it by zero-copy)
+_OURS = re.compile(r"^(?:s|r|_etlguard_r|_etlguard_k)\d+_[a-z0-9]{8}$")
 
 
 @dataclass
@@ -117,7 +119,7 @@ class Recovery:
         """Drop a table the journal names, if it is provably one of ours; True if it existed."""
         if not _OURS.match(ref.name):
             raise EtlguardError(f"refusing to drop {ref}: its name is not one etlguard generates")
-        if ref.schema != self.snapshot_schema and not ref.name.startswith("_etlguard_r"):
+        if ref.schema != self.snapshot_schema and not ref.name.startswith(("_etlguard_r", "_etlguard_k")):
             raise EtlguardError(f"refusing to drop {ref}: it is outside etlguard's snapshot schema")
         if not self.db.table_exists(ref):
             return False
@@ -242,8 +244,12 @@ class Recovery:
         payload = entry["payload"]
         phase = payload.get("phase")
         if phase == "snapshot":
+            for named in self.catalog.snapshots():  # zero-copy names recorded for a dbt that never ran
+                if named.run_id == run_id and named.status == "pending":
+                    self.catalog.update_snapshot(named.id, status="failed", note=NOT_REPLACED)
             self._close(entry, run_id, "aborted", "the run died while snapshotting; the ETL never started")
             return "the ETL never started; nothing to roll back"
+        zero = settle(self.db, self.catalog, payload.get("zero_copy", []))  # what dbt kept, verified
         if phase == "commit":
             self._close(entry, run_id, "ok", "the run died after its audits passed; recover kept its result")
             return "the run had passed its audits; its result is kept"
@@ -253,6 +259,7 @@ class Recovery:
             if snap is None or not (snap.verified or snap.status == "restored"):
                 raise EtlguardError(f"run {run_id}'s snapshot {sid} is not usable; restore by hand")
             chosen[snap.table] = snap  # `restored`: the rollback swapped it in; only a check is left
+        chosen.update({s.table: s for s in zero.kept})
         why = (
             "its lock was lost during the ETL"
             if payload.get("lock_lost")
@@ -261,7 +268,7 @@ class Recovery:
         created = created_by_run(
             self.db, Membership.from_journal(payload), [self.snapshot_schema, self.catalog.schema]
         )
-        if chosen and not created and all(self._matches(s) for s in chosen.values()):
+        if chosen and not created and not zero.problems and all(self._matches(s) for s in chosen.values()):
             self._close(
                 entry, run_id, "rolled_back", f"recover found every table back at its snapshot ({why})"
             )
@@ -289,6 +296,10 @@ class Recovery:
             self._record(run_id, "rollback_failed", f"recover could not roll the run back: {exc}", stopped)
             raise RollbackFailed(f"run {run_id}: the rollback failed again: {exc}") from exc
         unverified = sorted(str(s.table) for s in steps if str(s.table) not in result.verified)
+        if zero.problems:
+            message = f"recover rolled back all but: {'; '.join(zero.problems)}"
+            self._record(run_id, "rollback_failed", message, stopped)
+            raise RollbackFailed(f"run {run_id}: {message}")
         if unverified:
             message = f"recover rolled back, but {', '.join(unverified)} did not match its snapshot"
             self._record(run_id, "rollback_failed", message, stopped)

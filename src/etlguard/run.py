@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import audits as _audits
 from . import dbt as _dbt
+from . import zerocopy as _zerocopy
 from .adapters import adapter_for
 from .adapters.base import Adapter
 from .alerts import announce
@@ -94,6 +95,7 @@ class RunResult:
     others_wrote: list[dict[str, Any]] = field(default_factory=list)  # tables other clients wrote
     stopped_sessions: list[str] = field(default_factory=list)  # other sessions killed before a rollback
     etl_process: dict[str, Any] | None = None  # the ETL's process group, host and start time
+    zero_copy: dict[str, Any] = field(default_factory=dict)  # dbt table models kept, not copied
 
     @property
     def ok(self) -> bool:
@@ -141,6 +143,7 @@ class RunResult:
             "notes": self.notes,
             "others_source": self.others_source,
             "others_wrote": self.others_wrote,
+            "zero_copy": self.zero_copy,
         }
 
 
@@ -168,6 +171,9 @@ class GuardedRun:
         self.db: Adapter = adapter_for(self.config.target, self.config.lock_wait_seconds)
         self.catalog = Catalog(self.db, self.config.catalog_schema)
         self.snapshots: list[Snapshot] = []
+        self.zero_tables: list[TableRef] = []  # dbt table models whose replaced table dbt keeps
+        self.zero_snaps: list[Snapshot] = []
+        self.zero: _zerocopy.Settled | None = None
         self.membership = Membership()
         self.counts_before: dict[TableRef, int] = {}
         self.journal: int | None = None
@@ -216,6 +222,7 @@ class GuardedRun:
         self._check_space(tables)
         self.result.protected = [str(t) for t in tables]
         self.tables = tables
+        self.zero_tables = _zerocopy.eligible(self.db, self.config.dbt, self.command, tables)
         if self.result.new:
             self.echo(
                 f"new, no table yet (a failed run's version is moved aside): {', '.join(self.result.new)}"
@@ -242,23 +249,26 @@ class GuardedRun:
                     take_snapshots(
                         self.db,
                         self.catalog,
-                        self.tables,
+                        [t for t in self.tables if t not in self.zero_tables],
                         self.config.snapshot_schema,
                         self.result.run_id,
                         self.guard.progress,
                         self.config.snapshot.consistency,
                         reuse=self.config.snapshot_reuse,
                     )
-                    if self.tables
+                    if len(self.tables) > len(self.zero_tables)
                     else []  # a first build: nothing exists yet, so nothing to copy
                 )
+                self._register_zero_copy()
         except SnapshotFailed as exc:
             if not self.interrupted:
                 self.result.status, self.result.exit_code = "snapshot_failed", EXIT_SNAPSHOT_FAILED
                 self.result.message = f"{exc}; the ETL was not started"
+            self._abandon_zero_copy()
             self._close_run()
             raise
         if self.interrupted:
+            self._abandon_zero_copy()
             self._close_run()
             raise SnapshotFailed(self.result.message)
         self.result.snapshot_seconds = time.monotonic() - began
@@ -269,10 +279,17 @@ class GuardedRun:
             for s in self.snapshots
             if s.reuses is not None
         ]
-        self._note(phase="etl", snapshot_ids=self.result.snapshot_ids)
+        self._note(
+            phase="etl", snapshot_ids=self.result.snapshot_ids, zero_copy=_zerocopy.journal(self.zero_snaps)
+        )
+        kept = (
+            f"; {plural(len(self.zero_snaps), 'table model')} kept by dbt, not copied"
+            if self.zero_snaps
+            else ""
+        )
         self.echo(
             f"snapshotted {plural(len(self.snapshots), 'table')} in {self.result.snapshot_seconds:.2f} s "
-            f"(snapshots {_ids(self.result.snapshot_ids)}); run {self.result.run_id} starts the ETL"
+            f"(snapshots {_ids(self.result.snapshot_ids)}){kept}; run {self.result.run_id} starts the ETL"
         )
         for s in self.snapshots:
             self.echo(f"  {s.table}: snapshot {s.id}, {how_taken(s)}")
@@ -281,6 +298,25 @@ class GuardedRun:
         if self.db.name == "duckdb":  # the ETL needs the file; our flock keeps other etlguards out
             self.db.close()
         self.etl_started_wall = time.time()
+
+    def _register_zero_copy(self) -> None:
+        """Fingerprint the tables dbt will keep, and name where it keeps them (see zerocopy.py)."""
+        if not self.zero_tables or self.interrupted:
+            return
+        try:
+            self.zero_snaps = _zerocopy.register(
+                self.db, self.catalog, self.zero_tables, self.config.snapshot_schema, self.result.run_id
+            )
+        except EtlguardError as exc:
+            raise SnapshotFailed(f"zero-copy snapshot failed, the ETL was not started: {exc}") from exc
+        fault("zerocopy.after_register")
+        self.result.zero_copy = {"tables": [str(t) for t in self.zero_tables]}
+
+    def _abandon_zero_copy(self) -> None:
+        """The ETL will not start: dbt keeps nothing, so the recorded names are closed."""
+        with contextlib.suppress(EtlguardError):
+            for snap in self.zero_snaps:
+                self.catalog.update_snapshot(snap.id, status="failed", note=_zerocopy.NOT_REPLACED)
 
     @contextlib.contextmanager
     def _interruptible(self) -> Iterator[None]:
@@ -321,6 +357,7 @@ class GuardedRun:
             self.result.command = command
         self._watch_others()
         env = etl_environment(self.config.target_env, self.pass_env)
+        env.update(_zerocopy.environment(self.zero_snaps))
         pinger = _Keepalive(self.db)
         try:
             outcome = run_command(
@@ -374,6 +411,7 @@ class GuardedRun:
             self.db.connect()
             if "etl" in self.payload and self.db.name == "duckdb":
                 self._note(phase="etl")
+            self._settle_zero_copy()
             reasons = self._etl_failure(failure) if not etl_ok else self._audit()
             others = self._stop_watch()
             if self.drill and not reasons:
@@ -390,6 +428,18 @@ class GuardedRun:
         finally:
             self._stop_watch()
             self.release()
+
+    def _settle_zero_copy(self) -> None:
+        """Each table model dbt replaced is now kept: verified against its fingerprint, it is
+        the run's snapshot of that table. One dbt did not replace has nothing to undo."""
+        if not self.zero_snaps:
+            return
+        self.zero = _zerocopy.settle(self.db, self.catalog, self.payload.get("zero_copy", []))
+        fault("zerocopy.after_settle")
+        self.snapshots += self.zero.kept
+        self.result.snapshot_ids += [s.id for s in self.zero.kept]
+        self.result.zero_copy.update(self.zero.as_dict())
+        self.result.notes += [f"zero-copy: {p}" for p in self.zero.problems]
 
     def _report_others(self, others: OthersReport | None) -> None:
         """Name every protected table another client wrote to during the run, and the displaced
@@ -437,7 +487,10 @@ class GuardedRun:
     def _audit(self) -> list[str]:
         began = time.monotonic()  # timed so the report can show what the audits add to a night
         reasons = self._dbt_audit()
-        before = {**self.counts_before, **{s.table: s.row_count or 0 for s in self.snapshots}}
+        before = {
+            **self.counts_before,
+            **{s.table: s.row_count or 0 for s in [*self.snapshots, *self.zero_snaps]},
+        }
         self.result.audits = _audits.run_audits(self.db, self.config.audits, before)
         reasons += [str(a) for a in self.result.failed_audits]
         self.result.audit_seconds = time.monotonic() - began
@@ -526,6 +579,9 @@ class GuardedRun:
         self.result.displaced_ids += [a.displaced_id for a in aside]
         self.result.moved_aside = [str(a.table) for a in aside]
         self.result.rollback_verified = restored.verified
+        if self.zero is not None and self.zero.problems:
+            self._rollback_failed(f"rolled back all but: {'; '.join(self.zero.problems)}")
+            return
         if restored.unverified:
             kept = self.result.displaced_ids
             where = f"; the ETL's tables are kept as snapshots {_ids(kept)}" if kept else ""

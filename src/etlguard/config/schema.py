@@ -107,6 +107,12 @@ class Dbt(Section):
         description="The command is a script that runs dbt: its run_results.json is audited and "
         "required. (`dbt`, `python -m dbt` and `uv run dbt` are recognised without it.)",
     )
+    zero_copy: bool = Field(
+        False,
+        description="Protected dbt table models are not copied before the run: the dbt project's "
+        "table materialization (etlguard_dbt.zero_copy_table) keeps the table it replaces as the "
+        "snapshot. MySQL/MariaDB and DuckDB; see docs/dbt.md.",
+    )
 
 
 class Credentials(Section):
