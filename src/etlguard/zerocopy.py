@@ -33,7 +33,7 @@ from .tables import TableRef
 
 ENV = "ETLGUARD_ZERO_COPY"
 KEPT_PREFIX = "_etlguard_k"  # DuckDB: kept beside the live table (it renames within a schema only)
-_ADAPTERS = ("mysql", "duckdb")
+_ADAPTERS = ("mysql", "mariadb", "duckdb")
 NOT_REPLACED = "zero-copy: dbt did not replace the table; nothing was kept"
 _DIFFERS = "zero-copy: the kept table differs from the table fingerprinted before the run"
 

@@ -1,0 +1,193 @@
+"""Zero-copy snapshots of dbt table models, for real: `etlguard run -- dbt run` on the example
+warehouse (dbt-duckdb on DuckDB, dbt-mysql 1.7 on MariaDB) with `dbt: {zero_copy: true}` and
+the project's table materialization set to etlguard_dbt's. Table models are not copied before
+the run: the table dbt replaces is kept and becomes the snapshot. Every protected table is
+checked with the test's own checksum (conftest's golden), never with etlguard's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etlguard.errors import EXIT_ETL_FAILED, EXIT_OK
+
+from conftest import Backend
+from pipeline import PROJECT, Pipeline
+
+TABLE_MODELS = [
+    ("silver", "int_contracts"),
+    ("gold", "daily_activity_summary"),
+    ("gold", "new_contracts"),
+    ("gold", "moveouts"),
+    ("gold", "moveout_notices"),
+]
+COPIED = [("silver", "tenant_status_history")]  # the incremental model: copied as before
+
+
+@pytest.fixture(params=["duckdb", "mariadb"])
+def wh(request: pytest.FixtureRequest) -> Pipeline:
+    p = Pipeline(request.getfixturevalue({"duckdb": "duck", "mariadb": "maria"}[request.param]))
+    p.build_first_day()
+    return p
+
+
+def _config(p: Pipeline, **extra: Any) -> Path:
+    return p.config(
+        dbt={"project_dir": str(PROJECT), "target_path": str(p.target_path), "zero_copy": True}, **extra
+    )
+
+
+def _run(p: Pipeline, day: str, fault: str | None = None, **variables: Any) -> tuple[Any, dict[str, Any]]:
+    report = p.dir / "report.json"
+    report.unlink(missing_ok=True)
+    env = dict(p.env)
+    if fault:
+        p.env["ETLGUARD_FAULT"] = fault
+    try:
+        proc = p.etlguard(
+            "run", "--json-report", str(report), "--", *p.dbt_command("run", day, **variables), config=_config(p)
+        )
+    finally:
+        p.env = env
+    return proc, (json.loads(report.read_text()) if report.exists() else {})
+
+
+def _rows(b: Backend, where: str) -> list[tuple[Any, ...]]:
+    t = b.table(b.catalog_schema, "snapshots")
+    return b.sql(
+        f"SELECT id, table_schema, table_name, snapshot_schema, snapshot_table, status, note FROM {t} "
+        f"WHERE {where} ORDER BY id"
+    )
+
+
+def _names(p: Pipeline, layers: list[tuple[str, str]]) -> list[str]:
+    return sorted(f"{p.schema(layer)}.{name}" for layer, name in layers)
+
+
+def _all_tables(b: Backend) -> set[tuple[str, str]]:
+    if b.kind == "duckdb":
+        rows = b.sql("SELECT schema_name, table_name FROM duckdb_tables()")
+    else:
+        rows = b.sql(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            f"WHERE table_schema LIKE 't{b.tag}%'"
+        )
+    return {(str(s), str(n)) for s, n in rows}
+
+
+def _kept_tables(b: Backend) -> set[tuple[str, str]]:
+    """Tables a zero-copy swap kept: beside the model on DuckDB, in the snapshot schema elsewhere."""
+    return {
+        t
+        for t in _all_tables(b)
+        if t[1].startswith("_etlguard_k") or (t[0] == b.snapshot_schema and t[1].startswith("s"))
+    }
+
+
+def test_table_models_are_kept_not_copied_and_retention_prunes_them(wh: Pipeline) -> None:
+    b = wh.backend
+    before = wh.goldens()
+    proc, report = _run(wh, "2026-02-02")
+    assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
+    run_id = report["run_id"]
+    assert sorted(report["zero_copy"]["tables"]) == _names(wh, TABLE_MODELS)
+    assert sorted(report["zero_copy"]["kept"]) == _names(wh, TABLE_MODELS)
+    assert report["zero_copy"]["problems"] == []
+    assert "5 table models kept by dbt, not copied" in proc.stdout + proc.stderr
+
+    rows = _rows(b, f"run_id = {run_id}")
+    assert all(r[5] == "verified" for r in rows), rows
+    by_table = {(r[1], r[2]): r for r in rows}
+    assert sorted(by_table) == sorted(wh.tables)
+    # one copy was made (the incremental model's); the five table models' snapshots are the
+    # very tables dbt replaced, holding exactly the pre-run rows
+    kept_ids = report["zero_copy"]["kept_snapshot_ids"]
+    copied = [r for r in rows if r[0] not in kept_ids]
+    assert [(r[1], r[2]) for r in copied] == [(wh.schema(layer), n) for layer, n in COPIED]
+    for layer, name in TABLE_MODELS:
+        r = by_table[(wh.schema(layer), name)]
+        assert r[0] in kept_ids and _is_kept_name(b, r)
+        assert b.golden(r[3], r[4]) == before[(wh.schema(layer), name)]
+    assert report["snapshot_bytes"] > 0 and len(report["snapshot_ids"]) == 6
+
+    # a second night with keep_last 1: the first night's kept tables are pruned (dropped)
+    first_kept = {(r[3], r[4]) for r in rows}
+    proc = wh.etlguard(
+        "run",
+        "--",
+        *wh.dbt_command("run", "2026-02-03"),
+        config=_config(wh, retention={"days": 0.000001, "keep_last": 1}),
+    )
+    assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
+    assert not first_kept & _all_tables(b)
+    assert {r[5] for r in _rows(b, f"run_id = {run_id}")} == {"deleted"}
+
+
+def _is_kept_name(b: Backend, row: tuple[Any, ...]) -> bool:
+    if b.kind == "duckdb":
+        return str(row[4]).startswith("_etlguard_k") and row[3] == row[1]
+    return row[3] == b.snapshot_schema and str(row[4]).startswith("s")
+
+
+def test_a_failing_model_rolls_every_table_back_and_leaves_unreached_models_alone(wh: Pipeline) -> None:
+    b = wh.backend
+    before = wh.goldens()
+    tables_before = _all_tables(b)
+    proc, report = _run(wh, "2026-02-02", fail_model="moveouts")
+    assert proc.returncode == EXIT_ETL_FAILED, proc.stdout + proc.stderr
+    assert wh.goldens() == before
+    zero = report["zero_copy"]
+    # moveouts failed before its swap and daily_activity_summary was skipped: nothing to undo
+    assert f"{wh.schema('gold')}.moveouts" in zero["untouched"]
+    assert f"{wh.schema('gold')}.daily_activity_summary" in zero["untouched"]
+    assert f"{wh.schema('silver')}.int_contracts" in zero["kept"]
+    assert sorted(zero["kept"] + zero["untouched"]) == _names(wh, TABLE_MODELS)
+    assert sorted(report["rolled_back"]) == sorted([*zero["kept"], *_names(wh, COPIED)])
+    failed = _rows(b, f"run_id = {report['run_id']} AND status = 'failed'")
+    assert sorted(f"{r[1]}.{r[2]}" for r in failed) == sorted(zero["untouched"])
+    # no table the run made is left live: only snapshots (kept or displaced) were added
+    added = _all_tables(b) - tables_before
+    snaps = {(str(r[3]), str(r[4])) for r in _rows(b, "status = 'verified'")}
+    assert added <= snaps | {(b.catalog_schema, t) for _, t in added if _ == b.catalog_schema}
+    assert wh.etlguard("recover", config=_config(wh)).returncode == 0
+
+
+def test_outside_a_guarded_run_the_materialization_is_dbts_own(wh: Pipeline) -> None:
+    b = wh.backend
+    tables_before = _all_tables(b)
+    proc = wh.dbt("run", "2026-02-02")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert _all_tables(b) == tables_before  # nothing kept anywhere, no backup left
+    log = (wh.dir / "dbt-logs" / "dbt.log").read_text(encoding="utf-8")
+    assert "etlguard_zero_copy" not in log and "_etlguard_k" not in log
+    assert "__dbt_backup" in log  # the stock rename-then-drop path ran
+
+
+@pytest.mark.parametrize(
+    ("fault", "variables"),
+    [
+        ("zerocopy.after_register", {}),  # names recorded; dbt never started
+        ("run.after_etl", {"fail_model": "moveouts"}),  # dbt swapped some models, then etlguard died
+        ("run.after_etl", {}),  # every model swapped; no audit ran
+        ("zerocopy.after_settle", {"fail_model": "moveouts"}),  # kept tables verified; no rollback yet
+        ("zerocopy.after_settle", {}),
+    ],
+)
+def test_killed_anywhere_then_recover_puts_the_pre_run_tables_back(
+    wh: Pipeline, fault: str, variables: dict[str, Any]
+) -> None:
+    b = wh.backend
+    before = wh.goldens()
+    proc, _ = _run(wh, "2026-02-02", fault=f"{fault}:kill", **variables)
+    assert proc.returncode == -9, f"fault {fault} was not reached: {proc.stdout} {proc.stderr}"
+    recovered = wh.etlguard("recover", config=_config(wh))
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert wh.goldens() == before
+    assert not _rows(b, "status = 'pending'")
+    again = wh.etlguard("recover", config=_config(wh))
+    assert again.returncode == 0 and "nothing to do" in (again.stdout + again.stderr).lower()
+    if fault == "zerocopy.after_register":
+        assert not _kept_tables(b)
