@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from etlguard.errors import EXIT_ETL_FAILED, EXIT_OK
+from etlguard.zerocopy import NOT_REPLACED
 
 from conftest import Backend
 from pipeline import PROJECT, Pipeline
@@ -146,8 +147,10 @@ def test_a_failing_model_rolls_every_table_back_and_leaves_unreached_models_alon
     assert f"{wh.schema('silver')}.int_contracts" in zero["kept"]
     assert sorted(zero["kept"] + zero["untouched"]) == _names(wh, TABLE_MODELS)
     assert sorted(report["rolled_back"]) == sorted([*zero["kept"], *_names(wh, COPIED)])
-    failed = _rows(b, f"run_id = {report['run_id']} AND status = 'failed'")
-    assert sorted(f"{r[1]}.{r[2]}" for r in failed) == sorted(zero["untouched"])
+    # their catalog rows say so (and retention has already removed them: nothing was kept)
+    unused = [r for r in _rows(b, f"run_id = {report['run_id']}") if r[6] == NOT_REPLACED]
+    assert sorted(f"{r[1]}.{r[2]}" for r in unused) == sorted(zero["untouched"])
+    assert {r[5] for r in unused} <= {"failed", "deleted"}
     # no table the run made is left live: only snapshots (kept or displaced) were added
     added = _all_tables(b) - tables_before
     snaps = {(str(r[3]), str(r[4])) for r in _rows(b, "status = 'verified'")}
