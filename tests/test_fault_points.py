@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from etlguard.faults import POINTS
+from test_zero_copy import KILLED_AT
 
 from conftest import Backend, Figures, make_backend
 from faultlib import Probe, Rig
-from test_zero_copy import KILLED_AT
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "etlguard"
 
