@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from etlguard.errors import EXIT_ETL_FAILED, EXIT_OK
+from etlguard.errors import EXIT_ETL_FAILED, EXIT_OK, EXIT_USAGE
 from etlguard.zerocopy import NOT_REPLACED
 
 from conftest import Backend
@@ -193,3 +193,24 @@ def test_killed_anywhere_then_recover_puts_the_pre_run_tables_back(
         named = [r for r in _rows(b, "1=1") if r[6] == NOT_REPLACED]
         assert sorted(f"{r[1]}.{r[2]}" for r in named) == _names(wh, TABLE_MODELS)
         assert not {(str(r[3]), str(r[4])) for r in named} & _all_tables(b)
+
+
+def test_zero_copy_without_the_materialization_in_the_project_stops_before_anything(duck: Backend) -> None:
+    """A manifest whose table materialization is dbt's own: one line naming the macro to add,
+    exit 2, no run recorded, no snapshot taken, dbt never started."""
+    p = Pipeline(duck)
+    p.build_first_day()
+    manifest_path = p.target_path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["macros"] = {
+        k: v for k, v in manifest["macros"].items() if "etlguard_dbt.zero_copy_table()" not in v["macro_sql"]
+    }
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    before = p.goldens()
+    proc = p.etlguard("run", "--", *p.dbt_command("run", "2026-02-02"), config=_config(p))
+    assert proc.returncode == EXIT_USAGE, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "etlguard_dbt.zero_copy_table()" in lines[0], proc.stderr
+    assert "dbt.zero_copy: false" in lines[0]
+    assert p.goldens() == before
+    assert not _rows(duck, "1=1")
