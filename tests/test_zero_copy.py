@@ -7,12 +7,14 @@ checked with the test's own checksum (conftest's golden), never with etlguard's.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from etlguard.errors import EXIT_ETL_FAILED, EXIT_OK, EXIT_USAGE
+from etlguard.errors import EXIT_ETL_FAILED, EXIT_OK, EXIT_ROLLBACK_FAILED, EXIT_USAGE
 from etlguard.zerocopy import NOT_REPLACED
 
 from conftest import Backend
@@ -214,3 +216,50 @@ def test_zero_copy_without_the_materialization_in_the_project_stops_before_anyth
     assert "dbt.zero_copy: false" in lines[0]
     assert p.goldens() == before
     assert not _rows(duck, "1=1")
+
+
+def test_a_table_model_changed_outside_its_swap_is_named_and_exit_20(wh: Pipeline) -> None:
+    """A wrapper runs dbt without one table model, then changes that model's table itself and
+    fails: no snapshot holds that table's pre-run content. Every other table is rolled back,
+    the run ends with exit 20 naming it, and recover says the same once, then closes the run."""
+    b = wh.backend
+    before = wh.goldens()
+    silver = wh.schema("silver")
+    changed = (silver, "int_contracts")
+    assert before[changed][0] > 0
+    dbt_cmd = [*wh.dbt_command("run", "2026-02-02"), "--exclude", "int_contracts"]
+    if b.kind == "duckdb":
+        connect = f"import duckdb; c = duckdb.connect({str(b.path)!r}); run = c.execute"  # type: ignore[attr-defined]
+    else:
+        connect = (
+            f"import pymysql; c = pymysql.connect(host='127.0.0.1', port={b.port}, user='root', "  # type: ignore[attr-defined]
+            "autocommit=True); run = c.cursor().execute"
+        )
+    script = (
+        f"import subprocess, sys\nassert subprocess.run({dbt_cmd!r}).returncode == 0\n{connect}\n"
+        f"run('DELETE FROM {b.table(*changed)}')\nc.close()\nsys.exit(1)\n"
+    )
+    config = _config(wh)
+    settings = yaml.safe_load(config.read_text(encoding="utf-8"))
+    settings["dbt"]["wrapper"] = True
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    report = wh.dir / "report.json"
+    proc = wh.etlguard("run", "--json-report", str(report), "--", sys.executable, "-c", script, config=config)
+    assert proc.returncode == EXIT_ROLLBACK_FAILED, proc.stdout + proc.stderr
+    result = json.loads(report.read_text())
+    assert (
+        f"{silver}.int_contracts: dbt did not replace it, yet it changed during the run" in result["message"]
+    )
+    assert f"{silver}.int_contracts" not in result["zero_copy"]["untouched"]
+    after = wh.goldens()
+    assert after[changed][0] == 0  # what the wrapper did stays: no snapshot holds the old rows
+    assert {t: g for t, g in after.items() if t != changed} == {
+        t: g for t, g in before.items() if t != changed
+    }
+    recovered = wh.etlguard("recover", config=config)
+    assert recovered.returncode == EXIT_ROLLBACK_FAILED, recovered.stdout + recovered.stderr
+    assert "int_contracts: dbt did not replace it" in recovered.stdout + recovered.stderr
+    again = wh.etlguard("recover", config=config)
+    assert again.returncode == 0 and "nothing to recover" in again.stdout
+    runs = b.sql(f"SELECT status FROM {b.table(b.catalog_schema, 'runs')} WHERE id = {result['run_id']}")
+    assert runs == [("rollback_failed",)]

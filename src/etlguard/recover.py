@@ -268,7 +268,8 @@ class Recovery:
         created = created_by_run(
             self.db, Membership.from_journal(payload), [self.snapshot_schema, self.catalog.schema]
         )
-        if chosen and not created and not zero.problems and all(self._matches(s) for s in chosen.values()):
+        if chosen and not created and all(self._matches(s) for s in chosen.values()):
+            self._zero_copy_problems(entry, run_id, zero.problems, [])
             self._close(
                 entry, run_id, "rolled_back", f"recover found every table back at its snapshot ({why})"
             )
@@ -296,14 +297,11 @@ class Recovery:
             self._record(run_id, "rollback_failed", f"recover could not roll the run back: {exc}", stopped)
             raise RollbackFailed(f"run {run_id}: the rollback failed again: {exc}") from exc
         unverified = sorted(str(s.table) for s in steps if str(s.table) not in result.verified)
-        if zero.problems:
-            message = f"recover rolled back all but: {'; '.join(zero.problems)}"
-            self._record(run_id, "rollback_failed", message, stopped)
-            raise RollbackFailed(f"run {run_id}: {message}")
         if unverified:
             message = f"recover rolled back, but {', '.join(unverified)} did not match its snapshot"
             self._record(run_id, "rollback_failed", message, stopped)
             raise RollbackFailed(f"run {run_id}: {message}")
+        self._zero_copy_problems(entry, run_id, zero.problems, stopped)
         self._close(
             entry,
             run_id,
@@ -312,6 +310,21 @@ class Recovery:
             stopped,
         )
         return f"{why}; rolled back {plural(len(result.verified), 'table')} and verified them"
+
+    def _zero_copy_problems(
+        self, entry: dict[str, Any], run_id: int, problems: list[str], stopped: list[str]
+    ) -> None:
+        """Every other table is back; a zero-copy table that no snapshot holds cannot be, however
+        often recover runs: the run record says so, the journal entry is closed, exit 20."""
+        if not problems:
+            return
+        message = (
+            f"recover rolled back every other table, but: {'; '.join(problems)}. Put it back from an "
+            "older snapshot (etlguard snapshots TABLE) or rebuild it with dbt"
+        )
+        self._record(run_id, "rollback_failed", message, stopped)
+        self.catalog.finish(entry["id"], "recovered")
+        raise RollbackFailed(f"run {run_id}: {message}")
 
     def _matches(self, snap: Any) -> bool:
         return self.db.table_exists(snap.table) and live_matches(self.db, snap, snap.table)
