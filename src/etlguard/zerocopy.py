@@ -7,13 +7,16 @@ started, in the same atomic statement that puts the new table in place (one RENA
 MySQL/MariaDB, the model's transaction on DuckDB). So such a table needs no copy before the run.
 
 Order of work, so that a crash anywhere leaves nothing ambiguous:
-1. Before the ETL, for each such table: fingerprint it (a read, no write), record a catalog row
-   `pending` with the kept name (an unguessable token), and journal the names in the run's entry.
+1. Before the ETL, for each such table: take the engine's cheap checksum (CHECKSUM TABLE on
+   MySQL/MariaDB, DuckDB's native hash; a read, no write), record a catalog row `pending` with it
+   and the kept name (an unguessable token), and journal the names in the run's entry.
 2. dbt reads the names from ETLGUARD_ZERO_COPY. The kept name existing proves that the swap
    committed (it is one statement or one transaction); its absence proves that the live table
    is still the one fingerprinted, unless something else rewrote it, which `settle` detects.
-3. After the ETL (or in `recover`), `settle` checks each kept table against the fingerprint taken
-   before: then it is a verified snapshot like a copied one, and the rollback swaps it back.
+3. After the ETL (or in `recover`), `settle` checks each kept table against that checksum (the
+   kept table is the very table checksummed, not a copy: same stored rows), then records its
+   fingerprint, as a copy's is recorded: it is a verified snapshot like a copied one, and the
+   rollback swaps it back and verifies the result against that fingerprint.
    A table dbt did not replace has nothing to undo; its row is closed as `failed`.
 """
 
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import dbt as _dbt
-from .adapters.base import Adapter
+from .adapters.base import COPY_CHECK, Adapter, Checksum
 from .catalog import Catalog, Snapshot
 from .errors import ConfigError
 from .snapshot import snapshot_name
@@ -99,7 +102,7 @@ def register(
             if db.staging_beside_live
             else TableRef(snapshot_schema, snapshot_name("s", sid))
         )
-        cs = db.fingerprint(table)
+        cs = db.copy_check(table)
         snap = Snapshot(
             id=sid,
             table=table,
@@ -153,9 +156,18 @@ def settle(db: Adapter, catalog: Catalog, items: Sequence[dict[str, Any]]) -> Se
             out.kept.append(snap)
             continue
         if snap.status == "pending" and db.table_exists(snap.snapshot):
-            if snap.matches(db.checksum(snap.snapshot, snap.fingerprint)):
-                catalog.update_snapshot(snap.id, status="verified", note=None)
-                snap.status, snap.note = "verified", None
+            if snap.matches(_check(db, snap.snapshot, snap)):
+                fp = db.fingerprint(snap.snapshot)
+                catalog.update_snapshot(
+                    snap.id,
+                    status="verified",
+                    note=None,
+                    row_count=fp.rows,
+                    checksum=fp.digest,
+                    fingerprint=fp.algorithm,
+                )
+                snap.status, snap.note, snap.row_count = "verified", None, fp.rows
+                snap.checksum, snap.fingerprint = fp.digest, fp.algorithm
                 out.kept.append(snap)
                 continue
             catalog.update_snapshot(snap.id, status="damaged", note=_DIFFERS)
@@ -168,7 +180,7 @@ def settle(db: Adapter, catalog: Catalog, items: Sequence[dict[str, Any]]) -> Se
             continue
         if snap.status == "pending":
             catalog.update_snapshot(snap.id, status="failed", note=NOT_REPLACED)
-        if db.table_exists(table) and snap.matches(db.checksum(table, snap.fingerprint)):
+        if db.table_exists(table) and snap.matches(_check(db, table, snap)):
             out.untouched.append(table)
         else:
             out.problems.append(
@@ -176,6 +188,11 @@ def settle(db: Adapter, catalog: Catalog, items: Sequence[dict[str, Any]]) -> Se
                 "model: a hook or another client); no snapshot holds its old content"
             )
     return out
+
+
+def _check(db: Adapter, ref: TableRef, snap: Snapshot) -> Checksum:
+    """The table's checksum by the algorithm the catalog row recorded before the run."""
+    return db.copy_check(ref) if snap.fingerprint == COPY_CHECK else db.checksum(ref, snap.fingerprint)
 
 
 __all__ = ["ENV", "NOT_REPLACED", "Settled", "eligible", "environment", "journal", "register", "settle"]
