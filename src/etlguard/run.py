@@ -300,7 +300,7 @@ class GuardedRun:
         self.etl_started_wall = time.time()
 
     def _register_zero_copy(self) -> None:
-        """Fingerprint the tables dbt will keep, and name where it keeps them (see zerocopy.py)."""
+        """Checksum the tables dbt will keep, and name where it keeps them (see zerocopy.py)."""
         if not self.zero_tables or self.interrupted:
             return
         try:

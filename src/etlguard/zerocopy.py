@@ -12,7 +12,7 @@ Order of work, so that a crash anywhere leaves nothing ambiguous:
    and the kept name (an unguessable token), and journal the names in the run's entry.
 2. dbt reads the names from ETLGUARD_ZERO_COPY. The kept name existing proves that the swap
    committed (it is one statement or one transaction); its absence proves that the live table
-   is still the one fingerprinted, unless something else rewrote it, which `settle` detects.
+   is still the one checksummed, unless something else rewrote it, which `settle` detects.
 3. After the ETL (or in `recover`), `settle` checks each kept table against that checksum (the
    kept table is the very table checksummed, not a copy: same stored rows), then records its
    fingerprint, as a copy's is recorded: it is a verified snapshot like a copied one, and the
@@ -38,13 +38,13 @@ ENV = "ETLGUARD_ZERO_COPY"
 KEPT_PREFIX = "_etlguard_k"  # DuckDB: kept beside the live table (it renames within a schema only)
 _ADAPTERS = ("mysql", "mariadb", "duckdb")
 NOT_REPLACED = "zero-copy: dbt did not replace the table; nothing was kept"
-_DIFFERS = "zero-copy: the kept table differs from the table fingerprinted before the run"
+_DIFFERS = "zero-copy: the kept table differs from the table checksummed before the run"
 
 
 @dataclass
 class Settled:
     kept: list[Snapshot] = field(default_factory=list)  # verified: the pre-run table, kept by dbt
-    untouched: list[TableRef] = field(default_factory=list)  # not replaced, still as fingerprinted
+    untouched: list[TableRef] = field(default_factory=list)  # not replaced, still as checksummed
     problems: list[str] = field(default_factory=list)  # tables no snapshot can put back
 
     def as_dict(self) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def _blocked(db: Adapter, table: TableRef) -> bool:
 def register(
     db: Adapter, catalog: Catalog, tables: Sequence[TableRef], snapshot_schema: str, run_id: int | None
 ) -> list[Snapshot]:
-    """Fingerprint each table and record the name dbt will keep it under, as `pending`."""
+    """Checksum each table and record the name dbt will keep it under, as `pending`."""
     db.ensure_schema(snapshot_schema)
     first = catalog.next_snapshot_id()
     taken_at = db.server_now()
@@ -174,7 +174,7 @@ def settle(db: Adapter, catalog: Catalog, items: Sequence[dict[str, Any]]) -> Se
             snap.status = "damaged"
         if snap.status == "damaged":
             out.problems.append(
-                f"{table}: the table dbt replaced, kept as {snap.snapshot}, is not the one fingerprinted "
+                f"{table}: the table dbt replaced, kept as {snap.snapshot}, is not the one checksummed "
                 "before the run (another client wrote to it), so it is not used as its snapshot"
             )
             continue
