@@ -25,7 +25,7 @@ POINTS: tuple[str, ...] = (
     "restore.after_swap",  # swapped; journal does not know yet
     "restore.before_verify",  # swapped, displaced tables recorded; live tables not yet verified
     "restore.before_finish",  # displaced tables recorded; journal entry still open
-    "zerocopy.after_register",  # dbt table models fingerprinted, kept names recorded; not journalled
+    "zerocopy.after_register",  # dbt table models checksummed, kept names recorded; not journalled
     "run.after_snapshot",  # snapshots verified; the ETL has not started
     "run.during_etl",  # the ETL child is running
     "run.after_etl",  # the ETL has exited; audits not run
