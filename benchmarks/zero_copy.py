@@ -7,8 +7,8 @@ DuckDB), and verifies the kept table afterwards. Both sides run here in the same
 same table, interleaved per round, through etlguard's own functions:
 
   copy       take_snapshots(): the copy, its verification and its catalog rows
-  zero-copy  register() (fingerprint + catalog row) + the swap statement the materialization
-             runs instead of dbt's drop-then-rename + settle() (fingerprint of the kept table)
+  zero-copy  register() (engine checksum + catalog row) + the swap statement the materialization
+             runs instead of dbt's drop-then-rename + settle() (checksum and fingerprint of the kept table)
 
 The new table dbt builds (`t__dbt_tmp`) is built in both cases by dbt itself and is not timed.
 
@@ -140,7 +140,7 @@ def main() -> None:
     print(f"snapshot of one table model, {args.rows:,} rows, medians of {args.repeat} rounds")
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     print(
-        "| target | copy before the run | zero-copy (fingerprint + swap + verify) | ratio | bytes written: copy / zero-copy |"
+        "| target | copy before the run | zero-copy (check before + swap + verify after) | ratio | bytes written: copy / zero-copy |"
     )
     print("|---|---|---|---|---|")
     for target in args.targets.split(","):
