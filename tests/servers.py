@@ -38,6 +38,8 @@ class Server:
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.general_log = root / "general.log"
+        self.tmpdir = root / "tmp"
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
 
     @property
     def url(self) -> str:
@@ -52,6 +54,9 @@ class Server:
             "--bind-address=127.0.0.1",
             f"--socket={self.root / 'mysqld.sock'}",
             f"--pid-file={self.root / 'mysqld.pid'}",
+            # its own tmpdir: at startup mariadbd deletes every #sql* file in its tmpdir, which
+            # with the default /tmp includes the shared server's in-use temporary tables
+            f"--tmpdir={self.tmpdir}",
             "--user=root",
             "--skip-name-resolve",
             "--innodb-buffer-pool-size=32M",
