@@ -69,8 +69,9 @@ def test_every_fault_point_in_the_code_is_declared_and_covered() -> None:
         called |= set(re.findall(r'\bfault\("([a-z_.]+)"\)', path.read_text(encoding="utf-8")))
     assert called == set(POINTS)
     # the Iceberg adapter's own point is covered by test_iceberg.py's kill-at-every-point test,
-    # the zero-copy points (a guarded dbt run) by test_zero_copy.py's
-    elsewhere = {"iceberg.before_pointer_swap", *ZERO_COPY_POINTS}
+    # the zero-copy points (a guarded dbt run) by test_zero_copy.py's, and the preflight point
+    # (where a server restart must be ridden out) by test_server_faults.py's
+    elsewhere = {"iceberg.before_pointer_swap", "run.in_preflight", *ZERO_COPY_POINTS}
     assert set(SCENARIOS) == set(POINTS) - elsewhere
 
 
@@ -90,9 +91,12 @@ def _prepare(rig: Rig, op: str) -> tuple[object, object]:
     if op in ("snapshot-again", "run-fail-again"):  # a snapshot to reuse: the tables do not change
         assert rig.etlguard("snapshot").returncode == 0
         return pre, pre
-    if op == "prune":
-        for _ in range(3):
+    if op == "prune":  # three snapshots that are each a copy (an unchanged table would be reused)
+        for n in range(3):
+            for name in ("orders", "order_lines"):
+                rig.b.sql(f"UPDATE {rig.b.table(rig.schema, name)} SET note = 'night {n}' WHERE id = 1")
             assert rig.etlguard("snapshot").returncode == 0
+        pre = rig.state()
         return pre, pre
     if op in ("run-ok", "run-slow"):
         return pre, None

@@ -250,11 +250,14 @@ def test_restore_refuses_when_someone_writes_before_the_pointer_moves(lake: dict
     assert written[0] == 10
 
 
-# run.before_commit is not here: a failing ETL never reaches it (its audits never pass).
+# Not here: run.before_commit (a failing ETL never reaches it: its audits never pass),
+# snapshot.after_reuse (an Iceberg snapshot is a tag, never a reused copy) and run.in_preflight
+# (nothing is written yet; test_server_faults.py covers it).
 ROLLBACK_POINTS = [
     p
     for p in POINTS
-    if p.split(".")[0] in ("snapshot", "restore", "iceberg", "run") and p != "run.before_commit"
+    if p.split(".")[0] in ("snapshot", "restore", "iceberg", "run")
+    and p not in ("run.before_commit", "snapshot.after_reuse", "run.in_preflight")
 ]
 # The points where the catalogs differ (the pointer moves and what recover finds after them) run on
 # every catalog; the rest, where the adapter has only tagged, on SQLite (the suite's time budget).
