@@ -37,15 +37,20 @@ def _start_paused(rig: Rig, fault: str, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+    _wait_stopped(proc, fault)
+    return proc
+
+
+def _wait_stopped(proc: subprocess.Popen[str], fault: str = "the fault point") -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"etlguard exited before {fault}: {proc.communicate()}")
         if Path(f"/proc/{proc.pid}/stat").read_text().split()[2] == "T":
-            return proc
+            return
         time.sleep(0.02)
     proc.kill()
-    raise AssertionError(f"fault point {fault} was not reached")
+    raise AssertionError(f"{fault} was not reached")
 
 
 def _resume(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
@@ -288,3 +293,40 @@ def test_paired_writes_are_in_the_snapshot_both_or_neither(maria) -> None:
         ids[s.table.name] = {r[0] for r in rows}
     assert ids["left_side"] == ids["right_side"]
     assert ids["left_side"], "the writer made no pairs before the snapshot; the test proved nothing"
+
+
+def test_server_restarted_during_preflight_is_ridden_out(throwaway: Server, tmp_path: Path) -> None:
+    """An Aurora failover between connect and snapshot: the lock and the checks are taken again
+    on a new session, and the run goes on (issue: retryable failures during preflight)."""
+    rig = _rig(throwaway, tmp_path)
+    pre = rig.state()
+    proc = _start_paused(rig, "run.in_preflight", "run", "--", sys.executable, "-c", "pass")
+    throwaway.kill()
+    throwaway.start()
+    os.kill(proc.pid, signal.SIGCONT)
+    _wait_stopped(proc)  # the retry took the lock and the checks again, up to the same point
+
+    code, err = _resume(proc)
+
+    assert code == 0, err
+    assert re.search(r"lost the connection to .* during the checks before the ETL; retry 1 of \d+", err), err
+    assert rig.state() == pre
+    assert len(rig.catalog_rows("status = 'verified'")) >= 1  # this run's snapshots, taken after the retry
+
+
+def test_server_gone_during_preflight_is_exit_5_and_nothing_is_run(throwaway: Server, tmp_path: Path) -> None:
+    rig = _rig(throwaway, tmp_path)
+    pre = rig.state()
+    marker = tmp_path / "etl-ran"
+    etl = [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
+    proc = _start_paused(rig, "run.in_preflight", "run", "--", *etl)
+    throwaway.kill()
+
+    code, err = _resume(proc, timeout=120)
+
+    assert code == 5, err  # transient, unlike a configuration error (2): a retry policy can tell
+    assert err.strip().splitlines()[-1].startswith("etlguard: error: cannot reach"), err
+    assert not marker.exists()
+    throwaway.start()
+    assert rig.state() == pre
+    assert rig.catalog_rows("status = 'verified'") == []

@@ -12,6 +12,7 @@ import os
 import signal
 
 POINTS: tuple[str, ...] = (
+    "run.in_preflight",  # connected, run lock held, catalog ready; nothing of the run written
     "snapshot.after_intent",  # journal and 'creating' catalog rows written; nothing copied
     "copy.after_create",  # snapshot tables created, still empty (MySQL: committed DDL)
     "copy.after_rows",  # rows copied; MySQL: locks released, secondary indexes not yet rebuilt

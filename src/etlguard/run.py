@@ -29,7 +29,7 @@ from . import audits as _audits
 from . import dbt as _dbt
 from . import zerocopy as _zerocopy
 from .adapters import adapter_for
-from .adapters.base import Adapter
+from .adapters.base import Adapter, ConnectionLost, with_retries
 from .alerts import announce
 from .catalog import Catalog, Snapshot, utcnow
 from .errors import (
@@ -43,6 +43,7 @@ from .errors import (
     ConfigError,
     EtlguardError,
     SnapshotFailed,
+    TargetUnreachable,
 )
 from .execute import EtlOutcome, EtlProcess, boot_id, check_command, etl_environment, run_command, start_ticks
 from .faults import fault
@@ -189,18 +190,28 @@ class GuardedRun:
     # -- phase 1: lock, preflight, snapshot -----------------------------------------------------
     def start(self) -> None:
         """Raise (having touched nothing) on any problem found before the ETL would start."""
-        self.db.lock(self.guard.lock_name, f"etlguard run since {utcnow():%Y-%m-%d %H:%M:%S} UTC")
+        with_retries(self.config.target, self._lock_and_preflight)
+        self._snapshot()
+
+    def _lock_and_preflight(self) -> None:
+        """Lock and check; read-only apart from the catalog's creation, so a connection lost on
+        the way (a failover, a restart) is retried from the lock on, as an unreachable server
+        is, and ends as exit 5 if the server stays away."""
         try:
+            self.db.lock(self.guard.lock_name, f"etlguard run since {utcnow():%Y-%m-%d %H:%M:%S} UTC")
             self._preflight()
+        except ConnectionLost as exc:
+            self.release()
+            raise TargetUnreachable(f"{exc} during the checks before the ETL") from exc
         except BaseException:
             self.release()
             raise
-        self._snapshot()
 
     def _preflight(self) -> None:
         self.db.connect()
         check_privileges(self.db, [], self.config.snapshot_schema, self.config.catalog_schema, swaps=True)
         self.catalog.ensure()
+        fault("run.in_preflight")
         if self.auto_recover and self.catalog.unfinished():
             from .recover import Recovery
 

@@ -143,6 +143,11 @@ class DatabaseError(EtlguardError):
     """A database error, translated at this boundary (the driver's exception is the cause)."""
 
 
+class ConnectionLost(DatabaseError):
+    """The session went away under a statement (a server restart or failover, a proxy, a
+    network cut); every lock it held is gone with it."""
+
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BACKOFF_SECONDS = 30.0

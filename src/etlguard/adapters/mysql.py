@@ -38,6 +38,7 @@ from .base import (
     Adapter,
     Checksum,
     Column,
+    ConnectionLost,
     Copy,
     CopyResult,
     DatabaseError,
@@ -183,8 +184,10 @@ class MySQLAdapter(Adapter):
             except pymysql.err.Error:
                 pass
             self.conn = None
-            self._locks = []
-            self._lock_lost = False
+        # closed, or already gone with a lost session: either way no lock is held, and a new
+        # session starts with none lost
+        self._locks = []
+        self._lock_lost = False
 
     def _cursor(self) -> Any:
         if self.conn is None:
@@ -216,7 +219,7 @@ class MySQLAdapter(Adapter):
             if (exc.args and exc.args[0] in (2006, 2013, 0)) or isinstance(exc, pymysql.err.InterfaceError):
                 self.conn = None  # the session is gone; so is every lock it held
                 self._lock_lost = self._lock_lost or bool(self._locks)
-                return DatabaseError(f"lost the connection to {self.target.redacted}: {_message(exc)}")
+                return ConnectionLost(f"lost the connection to {self.target.redacted}: {_message(exc)}")
         return DatabaseError(f"{self.name} error: {_message(exc)}")
 
     # -- discovery --------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from .base import (
     Activity,
     Checksum,
     Column,
+    ConnectionLost,
     Copy,
     CopyResult,
     DatabaseError,
@@ -155,8 +156,8 @@ class PostgresAdapter(PostgresStructure):
             with contextlib.suppress(Exception):
                 self.conn.close()
             self.conn = None
-            self._lock_keys = []
-            self._lock_lost = False
+        self._lock_keys = []  # closed, or gone with a lost session: no lock is held any more
+        self._lock_lost = False
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         self.connect()
@@ -191,7 +192,7 @@ class PostgresAdapter(PostgresStructure):
         ):
             self.conn = None
             self._lock_lost = self._lock_lost or bool(self._lock_keys)
-            return DatabaseError(f"lost the connection to {self.target.redacted}: {first}")
+            return ConnectionLost(f"lost the connection to {self.target.redacted}: {first}")
         return DatabaseError(f"postgresql error: {first}")
 
     # -- discovery --------------------------------------------------------------------------
