@@ -1299,8 +1299,8 @@ def write_report(
     backends = ",".join(b.name for b in benches)
     header = [
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `python benchmarks/warehouse.py "
-        f"--rows {args.rows} --rounds {args.rounds} --backends {backends}`"
-        f"{' --dbt' if args.dbt else ''}; medians of {done} interleaved rounds"
+        f"--rows {args.rows} --rounds {args.rounds} --backends {backends}{' --dbt' if args.dbt else ''}`; "
+        f"medians of {done} interleaved rounds"
         + ("." if final else f" (interrupted after {done} of {args.rounds} rounds)."),
         "",
         f"- machine: {machine_line()}; load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end "
