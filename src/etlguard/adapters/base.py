@@ -172,6 +172,27 @@ def with_retries(target: Target, attempt: Callable[[], T]) -> T:
     raise AssertionError("unreachable")  # the loop returns or raises
 
 
+def psycopg_args(t: Target) -> dict[str, Any]:
+    """psycopg.connect's arguments for a target: login, TLS (ssl_ca means verify-full) and the
+    keepalives that keep an idle lock session from being dropped by a NAT or load balancer."""
+    return {
+        "host": t.host,
+        "port": t.port or 5432,
+        "user": t.user or None,
+        "password": t.login_password() or None,
+        "dbname": t.database or "postgres",
+        "sslmode": t.option("sslmode") or ("verify-full" if t.option("ssl_ca") else None),
+        "sslrootcert": t.option("ssl_ca") or None,
+        "autocommit": True,
+        "connect_timeout": int(t.option("connect_timeout", "10")),
+        "application_name": "etlguard",
+        "keepalives": 1,
+        "keepalives_idle": 60,
+        "keepalives_interval": 10,
+        "keepalives_count": 6,
+    }
+
+
 class Adapter:
     """One connection to one target. Subclasses implement a database; see mysql.py, duckdb.py."""
 

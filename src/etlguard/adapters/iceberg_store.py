@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from ..errors import LockHeld, TargetError, TargetUnreachable
 from ..target import Target
-from .base import DatabaseError
+from .base import DatabaseError, psycopg_args
 
 sqlite3.register_adapter(dt.datetime, lambda v: v.isoformat(" "))
 sqlite3.register_converter("TIMESTAMP", lambda b: dt.datetime.fromisoformat(b.decode()))
@@ -185,18 +185,7 @@ class PostgresStore(Store):
             ) from None
         t = self.target
         try:
-            return psycopg.connect(
-                host=t.host,
-                port=t.port or 5432,
-                user=t.user or None,
-                password=t.login_password() or None,
-                dbname=t.database or "postgres",
-                autocommit=True,
-                connect_timeout=int(t.option("connect_timeout", "10")),
-                application_name="etlguard",
-                keepalives=1,  # a NAT must not drop the session that holds the lock
-                keepalives_idle=60,
-            )
+            return psycopg.connect(**psycopg_args(t))  # the same login, TLS and keepalives as a target
         except psycopg.OperationalError as exc:
             text = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             raise TargetUnreachable(

@@ -43,6 +43,7 @@ from .base import (
     Session,
     Swap,
     fingerprint_of,
+    psycopg_args,
     with_retries,
 )
 from .pg_structure import PostgresStructure
@@ -111,21 +112,7 @@ class PostgresAdapter(PostgresStructure):
     def _open(self) -> Any:
         t = self.target
         try:
-            return psycopg.connect(
-                host=t.host,
-                port=t.port or 5432,
-                user=t.user or None,
-                password=t.login_password() or None,
-                dbname=t.database or "postgres",
-                sslmode=t.option("sslmode") or ("verify-full" if t.option("ssl_ca") else None),
-                sslrootcert=t.option("ssl_ca") or None,
-                autocommit=True,
-                connect_timeout=int(t.option("connect_timeout", "10")),
-                keepalives=1,  # a NAT or load balancer must not drop an idle lock session
-                keepalives_idle=60,
-                keepalives_interval=10,
-                keepalives_count=6,
-            )
+            return psycopg.connect(**psycopg_args(t))
         except psycopg.OperationalError as exc:
             text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             if "authentication" in text or "password" in text:
