@@ -13,7 +13,9 @@ A "night" (run as a child process, `python warehouse.py --night ...`) is what th
 pipeline does each day: 1% of the history's rows change (0.5% of tenants get a new version,
 their previous version is closed), the table models int_contracts, moveout_notices and
 daily_activity_summary are rebuilt wholesale into a new table renamed into place (as dbt does),
-with about 1% of rows new or changed; new_contracts and moveouts are left unchanged. A failing
+with about 1% of rows new or changed (listed in snapshot.kept_by_etl where this build has it, the
+night keeps each replaced table where etlguard's ETLGUARD_ZERO_COPY says, in the same RENAME, as
+etlguard_dbt's zero-copy materialization does for dbt table models); new_contracts and moveouts are left unchanged. A failing
 night does the same plus one sentinel row in every protected table, then exits 1.
 
 Each round (`--rounds`, medians reported), per backend:
@@ -93,6 +95,8 @@ TABLES = [
     ("gold", "moveouts"),
     ("gold", "daily_activity_summary"),
 ]
+# The tables the night rebuilds whole and swaps in, as dbt table models are.
+TABLE_MODELS = [("silver", "int_contracts"), ("gold", "moveout_notices"), ("gold", "daily_activity_summary")]
 # How a failing night's sentinel row is found in each table (an indexed lookup on MariaDB).
 SENTINEL = {
     "tenant_status_history": "tenant_id = -1",
@@ -287,10 +291,19 @@ def fills(d: Dialect, schemas: dict[str, str], scale: Scale) -> list[str]:
     ]
 
 
-def night_sql(d: Dialect, schemas: dict[str, str], scale: Scale, night: int, fail: bool) -> list[str]:
+def night_sql(
+    d: Dialect,
+    schemas: dict[str, str],
+    scale: Scale,
+    night: int,
+    fail: bool,
+    kept: dict[str, list[str]] | None = None,
+) -> list[str]:
     """One night of the pipeline: the SCD2 history changed in place (1% of its rows), three table
     models rebuilt into a new table renamed into place, two tables left alone. A failing night
-    also puts a sentinel row into every protected table."""
+    also puts a sentinel row into every protected table. A table model named in `kept` (etlguard's
+    ETLGUARD_ZERO_COPY, under snapshot.kept_by_etl) keeps the replaced table under that name in
+    the statement that swaps the new one in, instead of dropping it."""
     my = isinstance(d, MySQLDialect)
     s, g = schemas["silver"], schemas["gold"]
     today = dt.date(2026, 1, 1) + dt.timedelta(days=night)
@@ -325,6 +338,15 @@ def night_sql(d: Dialect, schemas: dict[str, str], scale: Scale, night: int, fai
         stmts += [f"INSERT INTO {tmp} {select}", f"INSERT INTO {tmp} {new_rows}"]
         if fail:
             stmts.append(f"INSERT INTO {tmp} {sentinel}")
+        keep = (kept or {}).get(f"{schema}.{table}")
+        if keep and my:
+            return [*stmts, f"RENAME TABLE {live} TO {d.q(*keep)}, {tmp} TO {live}"]
+        if keep:  # DuckDB renames within a schema: the kept name is beside the live table
+            return [
+                *stmts,
+                f"ALTER TABLE {live} RENAME TO {d.q(keep[1])}",
+                f"ALTER TABLE {tmp} RENAME TO {d.q(table)}",
+            ]
         if my:  # one atomic rename, so readers never see the table missing (dbt-mysql drops first)
             stmts.append(f"RENAME TABLE {live} TO {old}, {tmp} TO {live}")
         else:
@@ -381,7 +403,8 @@ def dialect(name: str) -> Dialect:
 # -- the night, as the child process etlguard runs -------------------------------------------------
 def night_main(spec: dict[str, Any]) -> int:
     d = dialect(spec["backend"])
-    stmts = night_sql(d, spec["schemas"], Scale(spec["rows"]), spec["night"], spec["fail"])
+    kept = json.loads(os.environ.get("ETLGUARD_ZERO_COPY", "{}"))
+    stmts = night_sql(d, spec["schemas"], Scale(spec["rows"]), spec["night"], spec["fail"], kept)
     if spec["backend"] == "mariadb":
         conn = mysql_connect(parse_target(spec["url"]))
         try:
@@ -443,12 +466,14 @@ class Features:
         default_factory=lambda: [m for m in ("set", "table") if feature({"snapshot": {"consistency": m}})]
     )
     zero_copy: bool = field(default_factory=lambda: feature({"dbt": {"zero_copy": True}}))
+    kept_by_etl: bool = field(default_factory=lambda: feature({"snapshot": {"kept_by_etl": ["a.b"]}}))
 
     def line(self) -> str:
         return (
             f"snapshot.reuse {'yes' if self.reuse else 'not available'}; "
             f"snapshot.consistency {', '.join(self.modes) if self.modes else 'not available (one mode: LOCK TABLES on the set)'}; "
-            f"dbt.zero_copy {'yes' if self.zero_copy else 'not available'}"
+            f"dbt.zero_copy {'yes' if self.zero_copy else 'not available'}; "
+            f"snapshot.kept_by_etl {'yes (the three table models)' if self.kept_by_etl else 'not available'}"
         )
 
 
@@ -595,12 +620,16 @@ class Backend:
         return self.d.q(self.schemas[layer], table)
 
     def guard(self, **extra: Any) -> Guard:
+        snapshot = dict(extra.pop("snapshot", {}))
+        if self.features.kept_by_etl:  # the night keeps the table models it replaces
+            snapshot.setdefault("kept_by_etl", [f"{self.schemas[layer]}.{t}" for layer, t in TABLE_MODELS])
         return Guard.from_url(
             self.url,
             catalog_schema=self.catalog,
             snapshot_schema=self.snap_schema,
             protect=[f"{self.schemas[layer]}.{table}" for layer, table in TABLES],
             retention={"days": None, "keep_last": 2, "displaced_days": None},
+            **({"snapshot": snapshot} if snapshot else {}),
             **extra,
         )
 

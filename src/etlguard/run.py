@@ -172,7 +172,8 @@ class GuardedRun:
         self.db: Adapter = adapter_for(self.config.target, self.config.lock_wait_seconds)
         self.catalog = Catalog(self.db, self.config.catalog_schema)
         self.snapshots: list[Snapshot] = []
-        self.zero_tables: list[TableRef] = []  # dbt table models whose replaced table dbt keeps
+        self.zero_tables: list[TableRef] = []  # tables whose replaced table dbt (or the ETL) keeps
+        self.zero_by_etl: list[TableRef] = []  # of those, the ones the ETL keeps (snapshot.kept_by_etl)
         self.zero_snaps: list[Snapshot] = []
         self.zero: _zerocopy.Settled | None = None
         self.membership = Membership()
@@ -234,6 +235,12 @@ class GuardedRun:
         self.result.protected = [str(t) for t in tables]
         self.tables = tables
         self.zero_tables = _zerocopy.eligible(self.db, self.config.dbt, self.command, tables)
+        self.zero_by_etl = [
+            t
+            for t in _zerocopy.kept_by_etl(self.db, self.config.snapshot.kept_by_etl, tables)
+            if t not in self.zero_tables
+        ]
+        self.zero_tables += self.zero_by_etl
         if self.result.new:
             self.echo(
                 f"new, no table yet (a failed run's version is moved aside): {', '.join(self.result.new)}"
@@ -293,10 +300,11 @@ class GuardedRun:
         self._note(
             phase="etl", snapshot_ids=self.result.snapshot_ids, zero_copy=_zerocopy.journal(self.zero_snaps)
         )
-        kept = (
-            f"; {plural(len(self.zero_snaps), 'table model')} kept by dbt, not copied"
-            if self.zero_snaps
-            else ""
+        by_etl = len(self.zero_by_etl)
+        kept = "".join(
+            f"; {plural(n, what)} kept by {who}, not copied"
+            for n, what, who in [(len(self.zero_snaps) - by_etl, "table model", "dbt"), (by_etl, "table", "the ETL")]
+            if n and self.zero_snaps
         )
         self.echo(
             f"snapshotted {plural(len(self.snapshots), 'table')} in {self.result.snapshot_seconds:.2f} s "

@@ -81,6 +81,27 @@ def eligible(
     return [t for t in chosen if not _blocked(db, t)]
 
 
+def kept_by_etl(db: Adapter, listed: Sequence[TableRef], tables: Sequence[TableRef]) -> list[TableRef]:
+    """The protected tables a (non-dbt) ETL keeps itself (`snapshot.kept_by_etl`): it rebuilds
+    each into a new table and swaps it in, keeping the old one under the name etlguard gives in
+    ETLGUARD_ZERO_COPY. A table the swap cannot keep atomically (see `eligible`) is copied as
+    usual and left out of ETLGUARD_ZERO_COPY, so the ETL replaces it its usual way."""
+    if not listed:
+        return []
+    if db.name not in _ADAPTERS:
+        raise ConfigError(
+            f"snapshot.kept_by_etl is not available on {db.name}: only {', '.join(_ADAPTERS)} can keep a "
+            "replaced table in the statement that swaps the new one in; remove snapshot.kept_by_etl"
+        )
+    stray = [str(t) for t in listed if t not in tables]
+    if stray:
+        raise ConfigError(
+            f"snapshot.kept_by_etl names {', '.join(stray)}, which etlguard does not protect; "
+            "add it to protect or remove it from snapshot.kept_by_etl"
+        )
+    return [t for t in tables if t in listed and not _blocked(db, t)]
+
+
 def _blocked(db: Adapter, table: TableRef) -> bool:
     if db.staging_beside_live:
         return "CREATE INDEX" in db.structure(table).upper()
@@ -116,7 +137,7 @@ def register(
             auto_increment=db.auto_increment(table),
             structure=db.structure(table),
             run_id=run_id,
-            note="zero-copy: dbt keeps the table it replaces",
+            note="zero-copy: the ETL keeps the table it replaces",
             fingerprint=cs.algorithm,
         )
         catalog.add_snapshot(snap)
@@ -195,4 +216,14 @@ def _check(db: Adapter, ref: TableRef, snap: Snapshot) -> Checksum:
     return db.copy_check(ref) if snap.fingerprint == COPY_CHECK else db.checksum(ref, snap.fingerprint)
 
 
-__all__ = ["ENV", "NOT_REPLACED", "Settled", "eligible", "environment", "journal", "register", "settle"]
+__all__ = [
+    "ENV",
+    "NOT_REPLACED",
+    "Settled",
+    "eligible",
+    "environment",
+    "journal",
+    "kept_by_etl",
+    "register",
+    "settle",
+]

@@ -45,6 +45,7 @@ class Retention:
 @dataclass(frozen=True)
 class SnapshotSettings:
     consistency: str = "set"  # "set": one point in time for the protected set; "table": per table
+    kept_by_etl: tuple[TableRef, ...] = ()  # rebuilt and swapped in by the ETL, which keeps the old one
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,10 @@ def build(parsed: schema.ConfigFile, path: Path | None = None, command: Sequence
             keep_last=parsed.retention.keep_last,
             displaced_days=parsed.retention.displaced_days,
         ),
-        snapshot=SnapshotSettings(consistency=parsed.snapshot.consistency),
+        snapshot=SnapshotSettings(
+            consistency=parsed.snapshot.consistency,
+            kept_by_etl=tuple(parse_table(t) for t in parsed.snapshot.kept_by_etl),
+        ),
         lock_wait_seconds=float(parsed.lock_wait_seconds),
         statement_grace_seconds=float(parsed.statement_grace_seconds),
         target_env=target_env,

@@ -90,6 +90,13 @@ class SnapshotOptions(Section):
         "and AUTO_INCREMENT, proven by the database's checksum) shares that snapshot instead of "
         "being copied again; false: copy every table every time.",
     )
+    kept_by_etl: list[str] = Field(
+        [],
+        description="Protected tables the ETL itself rebuilds into a new table and swaps into "
+        "place (not dbt: a script). Each is not copied before the run: the ETL reads the name to "
+        "keep the old table under from ETLGUARD_ZERO_COPY and swaps in one statement (MySQL/"
+        "MariaDB: RENAME TABLE t TO kept, new TO t). See docs/configuration.md.",
+    )
 
 
 class Dbt(Section):
