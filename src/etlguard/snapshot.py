@@ -11,7 +11,9 @@ again. Its new record shares that snapshot's table (`reuses` names the snapshot)
 costs what changed. "Exactly" is proven, not assumed, with the database's cheap change check
 (`Adapter.change_check`, recorded for every copy): the live table's check, its structure and
 its AUTO_INCREMENT counter must equal what the snapshot recorded, and the snapshot table's own
-check and structure too (a snapshot table someone altered is not reused). The checks run with
+check and structure too (a snapshot table someone altered is not reused); where the engine can
+show the snapshot table unwritten since it was verified (its seal, MariaDB), that stands in for
+reading it again. The checks run with
 both tables held still; the reused tables are checked again after the other tables are copied,
 so that they held the same rows across the copies' consistency point. Anything unproven is
 copied.
@@ -163,11 +165,14 @@ def reusable(db: Adapter, catalog: Catalog, tables: Sequence[TableRef]) -> dict[
         return {}
     with db.held_still([*candidates, *(s.snapshot for s in candidates.values())]):
         shaped = {ref: snap for ref, snap in candidates.items() if _same_shape(db, ref, snap, intact=True)}
-        checks = db.change_checks([t for ref, snap in shaped.items() for t in (ref, snap.snapshot)])
+        # a snapshot table its seal shows unwritten since it was verified needs no second read
+        sealed = {ref for ref, snap in shaped.items() if snap.seal and db.seal_holds(snap.snapshot, snap.seal)}
+        reads = [t for ref, snap in shaped.items() for t in (ref, *(() if ref in sealed else (snap.snapshot,)))]
+        checks = dict(zip(reads, db.change_checks(reads), strict=True))
     return {
         ref: snap
-        for i, (ref, snap) in enumerate(shaped.items())
-        if _is_recorded(snap, checks[2 * i]) and _is_recorded(snap, checks[2 * i + 1])
+        for ref, snap in shaped.items()
+        if _is_recorded(snap, checks[ref]) and (ref in sealed or _is_recorded(snap, checks[snap.snapshot]))
     }
 
 
