@@ -24,9 +24,13 @@ POINTS: tuple[str, ...] = (
     "restore.before_swap",  # journal says 'swapping'
     "iceberg.before_pointer_swap",  # Iceberg: displaced tags made; no table pointer moved yet
     "restore.after_swap",  # swapped; journal does not know yet
+    "capture.after_replay",  # captured tables replayed (and copies swapped); triggers still there
     "restore.before_verify",  # swapped, displaced tables recorded; live tables not yet verified
     "restore.before_finish",  # displaced tables recorded; journal entry still open
     "zerocopy.after_register",  # dbt table models checksummed, kept names recorded; not journalled
+    "capture.after_intent",  # capture records and journal written; no capture table, no trigger
+    "capture.after_tables",  # capture tables created; no trigger yet
+    "capture.after_triggers",  # triggers installed, pre-run checksums recorded; the ETL has not started
     "run.after_snapshot",  # snapshots verified; the ETL has not started
     "run.during_etl",  # the ETL child is running
     "run.after_etl",  # the ETL has exited; audits not run

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import capture as _capture
+from .adapters import mysql_capture
 from .adapters.base import Adapter
 from .catalog import Catalog
 from .errors import EXIT_ROLLBACK_FAILED, EtlguardError, RollbackFailed, UnfinishedOperation
@@ -31,8 +33,9 @@ from .zerocopy import NOT_REPLACED, settle
 log = logging.getLogger(__name__)
 
 # s12_ab3de9xz (snapshot), r12_... (MySQL staging), _etlguard_r12_... (DuckDB staging),
-# _etlguard_k12_... (DuckDB: a table a dbt table model replaced, kept beside it by zero-copy)
-_OURS = re.compile(r"^(?:s|r|_etlguard_r|_etlguard_k)\d+_[a-z0-9]{8}$")
+# _etlguard_k12_... (DuckDB: a table a dbt table model replaced, kept beside it by zero-copy),
+# c12_... (a changed-rows capture table)
+_OURS = re.compile(r"^(?:s|r|c|_etlguard_r|_etlguard_k)\d+_[a-z0-9]{8}$")
 
 
 @dataclass
@@ -243,7 +246,9 @@ class Recovery:
         run_id = entry["run_id"]
         payload = entry["payload"]
         phase = payload.get("phase")
+        captured = _capture.from_journal(payload)
         if phase == "snapshot":
+            self._discard_captures(captured)
             for named in self.catalog.snapshots():  # zero-copy names recorded for a dbt that never ran
                 if named.run_id == run_id and named.status == "pending":
                     self.catalog.update_snapshot(named.id, status="failed", note=NOT_REPLACED)
@@ -251,6 +256,7 @@ class Recovery:
             return "the ETL never started; nothing to roll back"
         zero = settle(self.db, self.catalog, payload.get("zero_copy", []))  # what dbt kept, verified
         if phase == "commit":
+            _capture.commit(self.db, self.catalog, captured, run_id)
             self._close(entry, run_id, "ok", "the run died after its audits passed; recover kept its result")
             return "the run had passed its audits; its result is kept"
         chosen = {}
@@ -268,7 +274,8 @@ class Recovery:
         created = created_by_run(
             self.db, Membership.from_journal(payload), [self.snapshot_schema, self.catalog.schema]
         )
-        if chosen and not created and all(self._matches(s) for s in chosen.values()):
+        zero.problems += self._replay_captures(run_id, captured)
+        if (chosen or captured) and not created and all(self._matches(s) for s in chosen.values()):
             self._zero_copy_problems(entry, run_id, zero.problems, [])
             self._close(
                 entry, run_id, "rolled_back", f"recover found every table back at its snapshot ({why})"
@@ -310,6 +317,33 @@ class Recovery:
             stopped,
         )
         return f"{why}; rolled back {plural(len(result.verified), 'table')} and verified them"
+
+    def _discard_captures(self, captured: list[_capture.Captured]) -> None:
+        """The ETL never started: the triggers go first, then the capture tables (ours by name)."""
+        for c in captured:
+            mysql_capture.drop_triggers(self.db, c.table, c.token)
+            self._drop_ours(c.capture)
+            if self.catalog.snapshot(c.id) is not None:
+                self.catalog.update_snapshot(c.id, status="failed", note="changed-rows capture: the ETL never ran")
+
+    def _replay_captures(self, run_id: int, captured: list[_capture.Captured]) -> list[str]:
+        """Put the captured tables back (the replay is idempotent: a crash during or after an
+        earlier one changes nothing), prove them, drop their triggers. A record already
+        `restored` was proved by the rollback: only its triggers are dropped again."""
+        todo = []
+        for c in captured:
+            snap = self.catalog.snapshot(c.id)
+            if snap is not None and snap.status == "restored":
+                mysql_capture.drop_triggers(self.db, c.table, c.token)
+            else:
+                todo.append(c)
+        if not todo:
+            return []
+        self.db.lock_tables([c.table for c in todo], f"etlguard recover of run {run_id}")
+        settle_sessions(self.db, [c.table for c in todo], self.grace, self.echo)
+        replayed = _capture.replay_alone(self.db, todo)
+        problems = _capture.settle_rollback(self.db, self.catalog, replayed)
+        return [f"{t}: its captured changes were replayed, but {why}" for t, why in sorted(problems.items())]
 
     def _zero_copy_problems(
         self, entry: dict[str, Any], run_id: int, problems: list[str], stopped: list[str]

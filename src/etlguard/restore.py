@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .adapters.base import Adapter, Checksum, Copy, Progress, Swap
@@ -141,6 +141,12 @@ def _by_ids(catalog: Catalog, tables: Sequence[TableRef], ids: Sequence[int]) ->
         snap = catalog.snapshot(sid)
         if snap is None or snap.status == "deleted":
             raise SnapshotNotFound(f"snapshot {sid}")
+        if snap.kind == "changes":
+            raise SnapshotNotFound(
+                f"snapshot {sid} is a changed-rows capture (the pre-run rows run {snap.run_id} changed), "
+                f"which restore cannot put back on its own; restore a full snapshot of {snap.table} "
+                "instead (`etlguard snapshots TABLE` lists them)"
+            )
         if not snap.verified:
             raise SnapshotNotFound(f"snapshot {sid} is {snap.status}, not verified")
         if snap.table in chosen:
@@ -248,6 +254,7 @@ def run_restore(
     op: str = "restore",
     aside: Sequence[AsideStep] = (),
     prove_first: bool = True,
+    replay: Callable[[Sequence[Swap]], None] | None = None,
 ) -> RestoreResult:
     """`prove_first`: a snapshot that is renamed into place is proven before the swap, so a
     damaged or tampered one is refused with every live table untouched, and the live table is
@@ -255,7 +262,9 @@ def run_restore(
     moment the table is back cannot make a good restore look unverified. The proof is the
     snapshot's seal where it holds (O(1): the engine shows the table unchanged since it was
     fingerprinted, see Adapter.sealed_checksum), else a full fingerprint. Its structure is
-    still compared after the swap. `prove_first=False` swaps first and proves the data afterwards."""
+    still compared after the swap. `prove_first=False` swaps first and proves the data afterwards.
+    `replay` (a rollback of captured tables, see capture.py) performs the swap itself, so that
+    the captured tables and the swapped ones are back at one moment for readers."""
 
     started = time.perf_counter()
     check_swappable(db, steps, aside)
@@ -304,7 +313,9 @@ def run_restore(
     _counters_ahead(db, [(s.staging, s.table) for s in steps if s.displaced is not None], COUNTER_MARGIN)
     swaps = [Swap(s.table, s.staging, s.displaced, s.structure, _expected_sum(s)) for s in steps]
     swaps += [Swap(a.table, None, a.displaced) for a in aside]
-    if swaps:
+    if replay is not None:
+        replay(swaps)
+    elif swaps:
         db.swap(swaps)
     swap_seconds = time.perf_counter() - swap_started
     back_seconds = time.perf_counter() - started

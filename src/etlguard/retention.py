@@ -90,8 +90,14 @@ def _plan_table(newest_first: list[Snapshot], policy: Retention, now: dt.datetim
             out.append(PruneDecision(s, True, f"older than {policy.days:g} days"))
         else:
             out.append(PruneDecision(s, False, "retention keeps everything"))
+    captures = [s for s in newest_first if s.kind == "changes" and s.status in ("captured", "restored")]
+    out += [
+        PruneDecision(d.snapshot, d.delete, d.reason.replace("displaced", "changed-rows capture"))
+        for d in _plan_displaced(captures, policy, now, age_from)
+    ]
     for s in newest_first:
-        if not s.verified and s.status in ("failed", "damaged"):
+        evidence = s.kind == "changes" and s.status == "damaged"  # the only pre-run images left
+        if not s.verified and s.status in ("failed", "damaged") and not evidence:
             out.append(PruneDecision(s, True, f"{s.status} snapshot"))
     return out
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import audits as _audits
+from . import capture as _capture
 from . import dbt as _dbt
 from . import zerocopy as _zerocopy
 from .adapters import adapter_for
@@ -97,6 +98,8 @@ class RunResult:
     stopped_sessions: list[str] = field(default_factory=list)  # other sessions killed before a rollback
     etl_process: dict[str, Any] | None = None  # the ETL's process group, host and start time
     zero_copy: dict[str, Any] = field(default_factory=dict)  # dbt table models kept, not copied
+    captured: list[str] = field(default_factory=list)  # tables whose changed rows were recorded instead
+    capture_copied: dict[str, str] = field(default_factory=dict)  # capture on, copied anyway: why
 
     @property
     def ok(self) -> bool:
@@ -145,6 +148,8 @@ class RunResult:
             "others_source": self.others_source,
             "others_wrote": self.others_wrote,
             "zero_copy": self.zero_copy,
+            "captured": self.captured,
+            "capture_copied": self.capture_copied,
         }
 
 
@@ -176,6 +181,9 @@ class GuardedRun:
         self.zero_by_etl: list[TableRef] = []  # of those, the ones the ETL keeps (snapshot.kept_by_etl)
         self.zero_snaps: list[Snapshot] = []
         self.zero: _zerocopy.Settled | None = None
+        self.capture_plan = _capture.Plan()
+        self.captured: list[_capture.Captured] = []  # tables whose changed rows the triggers record
+        self.hold: Any = None  # the metadata-lock hold over the captured tables during the ETL
         self.membership = Membership()
         self.counts_before: dict[TableRef, int] = {}
         self.journal: int | None = None
@@ -241,6 +249,9 @@ class GuardedRun:
             if t not in self.zero_tables
         ]
         self.zero_tables += self.zero_by_etl
+        self.capture_plan = _capture.plan(
+            self.db, self.config.snapshot.capture, [t for t in tables if t not in self.zero_tables]
+        )
         if self.result.new:
             self.echo(
                 f"new, no table yet (a failed run's version is moved aside): {', '.join(self.result.new)}"
@@ -263,30 +274,25 @@ class GuardedRun:
         began = time.monotonic()
         try:
             with self._interruptible():
+                skip = {*self.zero_tables, *self.capture_plan.tables}
                 self.snapshots = (
-                    take_snapshots(
-                        self.db,
-                        self.catalog,
-                        [t for t in self.tables if t not in self.zero_tables],
-                        self.config.snapshot_schema,
-                        self.result.run_id,
-                        self.guard.progress,
-                        self.config.snapshot.consistency,
-                        reuse=self.config.snapshot_reuse,
-                    )
+                    self._copy([t for t in self.tables if t not in skip])
                     if len(self.tables) > len(self.zero_tables)
                     else []  # a first build: nothing exists yet, so nothing to copy
                 )
                 self._register_zero_copy()
+                self._register_capture()
         except SnapshotFailed as exc:
             if not self.interrupted:
                 self.result.status, self.result.exit_code = "snapshot_failed", EXIT_SNAPSHOT_FAILED
                 self.result.message = f"{exc}; the ETL was not started"
             self._abandon_zero_copy()
+            self._abandon_capture()
             self._close_run()
             raise
         if self.interrupted:
             self._abandon_zero_copy()
+            self._abandon_capture()
             self._close_run()
             raise SnapshotFailed(self.result.message)
         self.result.snapshot_seconds = time.monotonic() - began
@@ -311,7 +317,10 @@ class GuardedRun:
             f"(snapshots {_ids(self.result.snapshot_ids)}){kept}; run {self.result.run_id} starts the ETL"
         )
         for s in self.snapshots:
-            self.echo(f"  {s.table}: snapshot {s.id}, {how_taken(s)}")
+            why = self.capture_plan.copied.get(s.table)
+            self.echo(f"  {s.table}: snapshot {s.id}, {how_taken(s)}" + (f" (not captured: {why})" if why else ""))
+        for c in self.captured:
+            self.echo(f"  {c.table}: changed rows captured (record {c.id}), not copied")
         self.counts_before = _audits.counts_before(self.db, self.config.audits, self.tables)
         fault("run.after_snapshot")
         if self.db.name == "duckdb":  # the ETL needs the file; our flock keeps other etlguards out
@@ -330,6 +339,47 @@ class GuardedRun:
             raise SnapshotFailed(f"zero-copy snapshot failed, the ETL was not started: {exc}") from exc
         fault("zerocopy.after_register")
         self.result.zero_copy = {"tables": [str(t) for t in self.zero_tables]}
+
+    def _copy(self, tables: Sequence[TableRef]) -> list[Snapshot]:
+        if not tables:
+            return []
+        return take_snapshots(
+            self.db,
+            self.catalog,
+            tables,
+            self.config.snapshot_schema,
+            self.result.run_id,
+            self.guard.progress,
+            self.config.snapshot.consistency,
+            reuse=self.config.snapshot_reuse,
+        )
+
+    def _register_capture(self) -> None:
+        """Record the captured tables in the journal, then install their triggers (capture.py);
+        a table whose triggers cannot be made is copied instead, never left unprotected."""
+        if not self.capture_plan.tables or self.interrupted:
+            return
+        try:
+            items = _capture.intend(
+                self.db, self.catalog, self.capture_plan.tables, self.config.snapshot_schema, self.result.run_id
+            )
+            self.captured = items
+            self._note(capture=[c.as_journal() for c in items])
+            fault("capture.after_intent")
+            self.captured, failed = _capture.install(self.db, self.catalog, items)
+            self._note(capture=[c.as_journal() for c in self.captured])
+        except EtlguardError as exc:
+            raise SnapshotFailed(f"changed-rows capture failed, the ETL was not started: {exc}") from exc
+        self.capture_plan.copied.update(failed)
+        self.snapshots += self._copy(list(failed))
+        self.result.captured = [str(c.table) for c in self.captured]
+        self.result.capture_copied = {str(t): why for t, why in self.capture_plan.copied.items()}
+
+    def _abandon_capture(self) -> None:
+        """The ETL will not start: the triggers and capture tables go, the records are closed."""
+        with contextlib.suppress(EtlguardError):
+            for c in self.captured:
+                _capture.discard(self.db, self.catalog, c, "changed-rows capture: the ETL never ran")
 
     def _abandon_zero_copy(self) -> None:
         """The ETL will not start: dbt keeps nothing, so the recorded names are closed."""
@@ -379,6 +429,11 @@ class GuardedRun:
         env.update(_zerocopy.environment(self.zero_snaps))
         pinger = _Keepalive(self.db)
         try:
+            self.hold = _capture.hold(self.db, self.captured)
+        except EtlguardError as exc:  # without the hold a DDL could make the capture useless
+            self.hold = None
+            self.result.notes.append(f"changed-rows capture: the DDL hold could not start: {exc}")
+        try:
             outcome = run_command(
                 command,
                 timeout or self.config.timeout_seconds,
@@ -424,6 +479,7 @@ class GuardedRun:
 
     def _finish(self, etl_ok: bool, failure: str) -> RunResult:
         try:
+            self._stop_hold()
             if not self.db.holds_lock():
                 self._lock_lost(etl_ok, failure)
                 return self.result
@@ -447,6 +503,21 @@ class GuardedRun:
         finally:
             self._stop_watch()
             self.release()
+
+    def _stop_hold(self) -> None:
+        """The ETL is over: the captured tables' DDL hold ends (a rollback or the triggers'
+        removal needs their locks). Say what it stopped, and whether it held throughout."""
+        hold, self.hold = self.hold, None
+        if hold is None:
+            return
+        hold.stop()
+        for statement in hold.stopped:
+            self.result.notes.append(
+                f"changed-rows capture: stopped a statement that would change a captured table's "
+                f"structure during the run (the capture could not undo it): {statement}"
+            )
+        if hold.lost:
+            self.result.notes.append(f"changed-rows capture: {hold.lost}; a rollback is proved by checksum")
 
     def _settle_zero_copy(self) -> None:
         """Each table model dbt replaced is now kept: verified against its fingerprint, it is
@@ -509,6 +580,7 @@ class GuardedRun:
         before = {
             **self.counts_before,
             **{s.table: s.row_count or 0 for s in [*self.snapshots, *self.zero_snaps]},
+            **{c.table: r.row_count or 0 for c in self.captured if (r := self.catalog.snapshot(c.id))},
         }
         self.result.audits = _audits.run_audits(self.db, self.config.audits, before)
         reasons += [str(a) for a in self.result.failed_audits]
@@ -545,6 +617,7 @@ class GuardedRun:
     def _commit(self) -> None:
         self._note(phase="commit")
         fault("run.before_commit")
+        self.result.snapshot_bytes += _capture.commit(self.db, self.catalog, self.captured, self.result.run_id)
         self.result.status, self.result.exit_code = "ok", EXIT_OK
         self.result.message = (
             f"run {self.result.run_id} succeeded; {plural(len(self.snapshots), 'table')} protected"
@@ -586,14 +659,17 @@ class GuardedRun:
                 run_id=self.result.run_id,
                 op="rollback",
                 aside=aside,
+                replay=(replayed := _capture.replayer(self.db, self.captured)),
             )
+            restored.unverified.update(_capture.settle_rollback(self.db, self.catalog, replayed))
+            restored.verified += [str(c.table) for c in self.captured if str(c.table) not in restored.unverified]
         except EtlguardError as exc:
             self._rollback_failed(f"the rollback failed: {exc}")
             return
         self.result.rollback_seconds = time.monotonic() - began
         self.result.rollback_back_seconds = restoring - began + restored.back_seconds
         self._steps, self._aside = steps, aside
-        self.result.rolled_back = [str(s.table) for s in steps]
+        self.result.rolled_back = [str(s.table) for s in steps] + [str(c.table) for c in self.captured]
         self.result.displaced_ids = [s.displaced_id for s in steps if s.displaced_id is not None]
         self.result.displaced_ids += [a.displaced_id for a in aside]
         self.result.moved_aside = [str(a.table) for a in aside]
@@ -611,8 +687,10 @@ class GuardedRun:
             return
         self._prune()
         self.result.message = (
-            f"{reasons[0]}; rolled back {plural(len(steps), 'table')} to snapshots {_ids(self.result.snapshot_ids)} "
-            f"in one swap and verified them"
+            f"{reasons[0]}; rolled back {plural(len(steps) + len(self.captured), 'table')}"
+            + (f" to snapshots {_ids(self.result.snapshot_ids)}" if steps else "")
+            + (f" ({len(self.captured)} by replaying their captured changes)" if self.captured else "")
+            + " in one swap and verified them"
             + (f", and moved aside {plural(len(aside), 'table')} the run created" if aside else "")
             + (f" (and {len(reasons) - 1} more problems)" if len(reasons) > 1 else "")
         )

@@ -46,6 +46,7 @@ class Retention:
 class SnapshotSettings:
     consistency: str = "set"  # "set": one point in time for the protected set; "table": per table
     kept_by_etl: tuple[TableRef, ...] = ()  # rebuilt and swapped in by the ETL, which keeps the old one
+    capture: bool = False  # MySQL/MariaDB: record the rows a run changes instead of copying (capture.py)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ def build(parsed: schema.ConfigFile, path: Path | None = None, command: Sequence
         snapshot=SnapshotSettings(
             consistency=parsed.snapshot.consistency,
             kept_by_etl=tuple(parse_table(t) for t in parsed.snapshot.kept_by_etl),
+            capture=parsed.snapshot.capture,
         ),
         lock_wait_seconds=float(parsed.lock_wait_seconds),
         statement_grace_seconds=float(parsed.statement_grace_seconds),

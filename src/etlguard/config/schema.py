@@ -97,6 +97,15 @@ class SnapshotOptions(Section):
         "keep the old table under from ETLGUARD_ZERO_COPY and swaps in one statement (MySQL/"
         "MariaDB: RENAME TABLE t TO kept, new TO t). See docs/configuration.md.",
     )
+    capture: bool = Field(
+        False,
+        description="MySQL/MariaDB, opt-in: instead of copying a protected table before the run, "
+        "record the rows the run changes (triggers installed for the run write each touched row's "
+        "pre-run image into the snapshot schema); a rollback puts those rows back. A table "
+        "qualifies with a primary key (or a unique key over NOT NULL columns), InnoDB, no user "
+        "triggers and no foreign keys; others are copied. DDL on a captured table during the run "
+        "is stopped, so that run fails and is rolled back. See docs/configuration.md.",
+    )
 
 
 class Dbt(Section):

@@ -1,0 +1,389 @@
+"""MySQL/MariaDB SQL of changed-rows capture (see etlguard.capture): the capture table, the
+three triggers that fill it, the replay that undoes a run, and the metadata-lock hold that keeps
+DDL off captured tables while the ETL runs.
+
+The capture table keeps, per key of the table, the FIRST image the run touched: its key is the
+table's key, and every trigger writes with `ON DUPLICATE KEY UPDATE` as a no-op, so a later touch
+of the same key leaves the first one. That first image is the row's pre-run state (present, or
+absent for a key the run inserted), whatever happened to the key afterwards. The replay deletes
+every touched key and inserts the present pre-images: the pre-run table, and running it twice
+gives the same table. Its own writes fire the triggers, but every key they touch is already in
+the capture, so they change nothing there (the replay reads a temporary copy of the capture,
+since a statement may not read a table its triggers write: error 1442).
+
+Why this module is long: the capture, the replay and the hold must agree on one naming of the
+capture table's columns, so they stay together, apart from the MySQL adapter, which they use
+only through the Adapter interface.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import EtlguardError
+from ..tables import TableRef
+from .base import Adapter, Checksum
+
+SEQ, OP, PRESENT = "_etlguard_seq", "_etlguard_op", "_etlguard_present"
+KEY = "_etlguard_k{}"
+EVENTS = ("i", "u", "d")  # AFTER INSERT, AFTER UPDATE, AFTER DELETE
+_WAITING = "Waiting for table metadata lock"
+POLL_SECONDS = 0.2
+# what waits for a captured table's metadata lock while the hold has it: DDL, and LOCK TABLES
+# (a DML statement waits only behind a pending DDL, and goes on once that is stopped)
+_DDL = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(alter|rename|drop|truncate|create|optimize|repair|lock)\b", re.I | re.S)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a capture of one table records: its key columns (with their types) and every
+    stored column (with its type), read from information_schema before the triggers exist."""
+
+    key: tuple[tuple[str, str], ...]
+    columns: tuple[tuple[str, str], ...]  # generated columns left out: the server computes them
+
+    def as_journal(self) -> dict[str, list[list[str]]]:
+        return {"key": [list(k) for k in self.key], "columns": [list(c) for c in self.columns]}
+
+    @classmethod
+    def from_journal(cls, data: dict[str, list[list[str]]]) -> Layout:
+        return cls(tuple((a, b) for a, b in data["key"]), tuple((a, b) for a, b in data["columns"]))
+
+
+def refusal(db: Adapter, ref: TableRef) -> str | None:
+    """Why `ref` cannot be captured (it is copied instead), or None."""
+    rows = db.query(
+        "SELECT TABLE_NAME, ENGINE, TABLE_TYPE FROM information_schema.TABLES "
+        "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+        [ref.schema, ref.name],
+    )
+    rows = [r for r in rows if r[0] == ref.name]
+    if not rows or str(rows[0][2]) != "BASE TABLE" or str(rows[0][1]).lower() != "innodb":
+        return "not a base InnoDB table"
+    if db.swap_blockers(ref):
+        return "it has triggers or foreign keys"
+    names = {c.name for c in db.columns(ref)}
+    if any(n.startswith("_etlguard_") for n in names):
+        return "a column name starts with _etlguard_, which the capture table uses"
+    if _key(db, ref) is None:
+        return "no primary key, nor a unique key over NOT NULL columns"
+    return None
+
+
+def layout(db: Adapter, ref: TableRef) -> Layout:
+    key = _key(db, ref)
+    if key is None:
+        raise EtlguardError(f"{ref} has no key to capture changes by")
+    types = _types(db, ref)
+    kinds = dict(types)
+    return Layout(tuple((k, kinds[k]) for k in key), tuple((n, t) for n, t in types if t))
+
+
+def _key(db: Adapter, ref: TableRef) -> list[str] | None:
+    """The primary key, else the first unique key whose columns are all NOT NULL; never a key
+    on a column prefix (two rows may share a prefix)."""
+    rows = db.query(
+        "SELECT s.TABLE_NAME, s.INDEX_NAME, s.COLUMN_NAME, s.SUB_PART, c.IS_NULLABLE "
+        "FROM information_schema.STATISTICS s JOIN information_schema.COLUMNS c "
+        "ON c.TABLE_SCHEMA = s.TABLE_SCHEMA AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME "
+        "WHERE s.TABLE_SCHEMA = %s AND s.TABLE_NAME = %s AND s.NON_UNIQUE = 0 "
+        "ORDER BY s.INDEX_NAME <> 'PRIMARY', s.INDEX_NAME, s.SEQ_IN_INDEX",
+        [ref.schema, ref.name],
+    )
+    keys: dict[str, list[tuple[str, bool]]] = {}
+    for table, index, column, sub_part, nullable in rows:
+        if table == ref.name:
+            keys.setdefault(str(index), []).append((str(column), sub_part is None and nullable == "NO"))
+    for cols in keys.values():
+        if all(ok for _, ok in cols):
+            return [c for c, _ in cols]
+    return None
+
+
+def _types(db: Adapter, ref: TableRef) -> list[tuple[str, str]]:
+    """(name, type with character set and collation) of every column; '' for a generated one."""
+    rows = db.query(
+        "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, "
+        "GENERATION_EXPRESSION FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+        "ORDER BY ORDINAL_POSITION",
+        [ref.schema, ref.name],
+    )
+    out = []
+    for table, name, kind, charset, collation, generated in rows:
+        if table != ref.name:
+            continue
+        text = str(kind.decode() if isinstance(kind, bytes) else kind)
+        if charset and collation:
+            text += f" CHARACTER SET {charset} COLLATE {collation}"
+        out.append((str(name), "" if generated else text))
+    return out
+
+
+# -- the capture table and its triggers -------------------------------------------------------
+@contextlib.contextmanager
+def write_locked(db: Adapter, tables: Sequence[TableRef]) -> Iterator[None]:
+    """LOCK TABLES ... WRITE: no other session reads or writes these tables inside the block,
+    and CREATE TRIGGER is allowed on them (a read lock would refuse it)."""
+    db.execute("LOCK TABLES " + ", ".join(f"{db.qualify(t)} WRITE" for t in dict.fromkeys(tables)))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(EtlguardError):
+            db.execute("UNLOCK TABLES")
+
+
+def create_capture_table(db: Adapter, dest: TableRef, lay: Layout) -> None:
+    keys = [f"{db.quote(KEY.format(i))} {t} NOT NULL" for i, (_, t) in enumerate(lay.key)]
+    cols = [f"{db.quote(n)} {t} NULL DEFAULT NULL" for n, t in lay.columns]
+    pk = ", ".join(db.quote(KEY.format(i)) for i in range(len(lay.key)))
+    db.execute(
+        f"CREATE TABLE {db.qualify(dest)} ({db.quote(SEQ)} BIGINT NOT NULL AUTO_INCREMENT, "
+        f"{db.quote(OP)} CHAR(1) NOT NULL, {db.quote(PRESENT)} TINYINT NOT NULL, "
+        + ", ".join(keys + cols)
+        + f", PRIMARY KEY ({pk}), UNIQUE KEY ({db.quote(SEQ)})) ENGINE=InnoDB"
+    )
+
+
+def trigger_names(table: TableRef, token: str) -> list[TableRef]:
+    """The triggers live in the table's schema (the server requires it); `token` is random."""
+    return [TableRef(table.schema, f"_etlguard_t{token}_{e}") for e in EVENTS]
+
+
+def create_triggers(db: Adapter, table: TableRef, capture: TableRef, lay: Layout, token: str) -> None:
+    names = dict(zip(EVENTS, trigger_names(table, token), strict=True))
+    live = db.qualify(table)
+    db.execute(
+        f"CREATE TRIGGER {db.qualify(names['i'])} AFTER INSERT ON {live} FOR EACH ROW "
+        + _record(db, capture, lay, "i", "NEW", image=False)
+    )
+    moved = " AND ".join(f"NEW.{db.quote(k)} <=> OLD.{db.quote(k)}" for k, _ in lay.key)
+    db.execute(
+        f"CREATE TRIGGER {db.qualify(names['u'])} AFTER UPDATE ON {live} FOR EACH ROW BEGIN "
+        + _record(db, capture, lay, "u", "OLD", image=True)
+        + f"; IF NOT ({moved}) THEN "
+        + _record(db, capture, lay, "k", "NEW", image=False)
+        + "; END IF; END"
+    )
+    db.execute(
+        f"CREATE TRIGGER {db.qualify(names['d'])} AFTER DELETE ON {live} FOR EACH ROW "
+        + _record(db, capture, lay, "d", "OLD", image=True)
+    )
+
+
+def _record(db: Adapter, capture: TableRef, lay: Layout, op: str, row: str, image: bool) -> str:
+    """The first touch of a key wins: a later one is a no-op on the capture's primary key."""
+    cols = [OP, PRESENT] + [KEY.format(i) for i in range(len(lay.key))]
+    values = [f"'{op}'", "1" if image else "0"] + [f"{row}.{db.quote(k)}" for k, _ in lay.key]
+    if image:
+        cols += [n for n, _ in lay.columns]
+        values += [f"{row}.{db.quote(n)}" for n, _ in lay.columns]
+    return (
+        f"INSERT INTO {db.qualify(capture)} ({', '.join(db.quote(c) for c in cols)}) "
+        f"VALUES ({', '.join(values)}) ON DUPLICATE KEY UPDATE {db.quote(SEQ)} = {db.quote(SEQ)}"
+    )
+
+
+def drop_triggers(db: Adapter, table: TableRef, token: str) -> None:
+    """Idempotent (IF EXISTS), so recover can repeat it after a crash at any point."""
+    for name in trigger_names(table, token):
+        db.execute(f"DROP TRIGGER IF EXISTS {db.qualify(name)}")
+
+
+def triggers_present(db: Adapter, table: TableRef, token: str) -> int:
+    rows = db.query(
+        "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s",
+        [table.schema],
+    )
+    names = {n.name for n in trigger_names(table, token)}
+    return sum(1 for (n,) in rows if n in names)
+
+
+# -- the replay -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Replay:
+    table: TableRef
+    capture: TableRef
+    layout: Layout
+    scratch: str  # a temporary table's name, unique to this replay
+
+
+def replay(
+    connect: Callable[[], Adapter],
+    replays: Sequence[Replay],
+    also_lock: Sequence[TableRef] = (),
+    then: Callable[[], None] | None = None,
+    then_session: int | None = None,
+) -> dict[TableRef, Checksum]:
+    """Put every captured table back in one transaction under LOCK TABLES ... WRITE on its own
+    connection, which also write-locks `also_lock` (the live tables a RENAME swaps back). After
+    the commit, `then` (that RENAME, on the caller's connection) is started and, once it is
+    queued behind these locks, the locks are released: a queued exclusive lock is granted
+    before any reader's, so no reader sees some tables of the set back and others not.
+    Returns each table's row count and CHECKSUM TABLE, taken under the same write lock right
+    after the commit: MariaDB's CHECKSUM TABLE of a STORED generated column differs between a
+    write-locked table and an unlocked one, and the pre-run checksum was write-locked too."""
+    side = connect()
+    side.connect()
+    error: list[BaseException] = []
+    worker: threading.Thread | None = None
+    checks = {}
+    try:
+        side.execute("SET autocommit = 0")
+        locked = [db_w for r in replays for db_w in (r.table, r.capture)] + list(also_lock)
+        side.execute("LOCK TABLES " + ", ".join(f"{side.qualify(t)} WRITE" for t in dict.fromkeys(locked)))
+        try:
+            for r in replays:
+                _replay_one(side, r)
+            side.execute("COMMIT")
+            checks = {r.table: side.copy_check(r.table) for r in replays}
+        except BaseException:
+            with contextlib.suppress(EtlguardError):
+                side.execute("ROLLBACK")
+            raise
+        if then is not None:
+            worker = threading.Thread(target=_capture_error(then, error), name="etlguard-swap", daemon=True)
+            worker.start()
+            _wait_queued(side, then_session, worker)
+        side.execute("UNLOCK TABLES")
+    finally:
+        with contextlib.suppress(EtlguardError):
+            if getattr(side, "conn", None) is not None:
+                side.execute("UNLOCK TABLES")
+        side.close()
+        if worker is not None:
+            worker.join()
+    if error:
+        raise error[0]
+    return checks
+
+
+def _replay_one(db: Adapter, r: Replay) -> None:
+    scratch = TableRef(r.capture.schema, r.scratch)
+    live, tmp = db.qualify(r.table), db.qualify(scratch)
+    db.execute(f"CREATE TEMPORARY TABLE {tmp} SELECT * FROM {db.qualify(r.capture)}")
+    on = " AND ".join(
+        f"{live}.{db.quote(k)} = {tmp}.{db.quote(KEY.format(i))}" for i, (k, _) in enumerate(r.layout.key)
+    )
+    db.execute(f"DELETE {live} FROM {live} JOIN {tmp} ON {on}")
+    cols = ", ".join(db.quote(n) for n, _ in r.layout.columns)
+    db.execute(f"INSERT INTO {live} ({cols}) SELECT {cols} FROM {tmp} WHERE {db.quote(PRESENT)} = 1")
+    db.execute(f"DROP TEMPORARY TABLE {tmp}")
+
+
+def _capture_error(action: Callable[[], None], into: list[BaseException]) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            action()
+        except BaseException as exc:  # handed to the caller's thread
+            into.append(exc)
+
+    return run
+
+
+def _wait_queued(side: Adapter, session: int | None, worker: threading.Thread) -> None:
+    """Until the caller's session waits for a metadata lock (or its statement is done)."""
+    for _ in range(int(30 / 0.005)):
+        if not worker.is_alive() or session is None:
+            return
+        rows = side.query("SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = %s", [session])
+        if rows and rows[0][0] == _WAITING:
+            return
+        worker.join(0.005)
+
+
+# -- the hold: no DDL on a captured table while the ETL runs ------------------------------------
+@dataclass
+class Hold:
+    """A READ COMMITTED transaction that has read every captured table holds their shared
+    metadata locks, so ALTER, RENAME, DROP and TRUNCATE of them wait. A watcher stops each such
+    waiting statement (KILL QUERY): the ETL's step fails, and the run is rolled back from the
+    capture, which a changed structure would have made impossible."""
+
+    connect: Callable[[], Adapter]
+    tables: Sequence[TableRef]
+    stopped: list[str] = field(default_factory=list)
+    lost: str | None = None  # why the hold ended early (its session died)
+    _holder: Adapter | None = None
+    _watcher: Adapter | None = None
+    _done: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Hold:
+        self._holder = self.connect()
+        self._holder.connect()
+        self._holder.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        self._holder.execute("START TRANSACTION")
+        for t in self.tables:
+            self._holder.query(f"SELECT 1 FROM {self._holder.qualify(t)} LIMIT 0")
+        self._watcher = self.connect()
+        self._watcher.connect()
+        self._thread = threading.Thread(target=self._watch, name="etlguard-capture-hold", daemon=True)
+        self._thread.start()
+        return self
+
+    def session(self) -> int | None:
+        return getattr(self._holder, "session_id", None)
+
+    def _watch(self) -> None:
+        assert self._watcher is not None
+        while not self._done.wait(POLL_SECONDS):
+            try:
+                self._stop_waiting(self._watcher)
+            except EtlguardError as exc:
+                self.lost = f"the hold's watcher lost its connection: {exc}"
+                return
+
+    def _stop_waiting(self, db: Adapter) -> None:
+        rows = db.query(
+            "SELECT ID, DB, INFO FROM information_schema.PROCESSLIST WHERE STATE = %s AND ID <> %s",
+            [_WAITING, self.session() or 0],
+        )
+        for sid, schema, info in rows:
+            text = info.decode() if isinstance(info, bytes) else str(info or "")
+            if _DDL.match(text) and any(names(text, schema, t) for t in self.tables):
+                db.execute(f"KILL QUERY {int(sid)}")
+                self.stopped.append(text[:200])
+
+    def stop(self) -> None:
+        """End the hold; `lost` says whether it held to the end."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        for db in (self._holder, self._watcher):
+            if db is None:
+                continue
+            try:
+                db.execute("COMMIT")
+            except EtlguardError as exc:
+                if db is self._holder:
+                    self.lost = f"the metadata-lock hold's session ended during the run: {exc}"
+            db.close()
+
+
+def names(statement: str, schema: object, ref: TableRef) -> bool:
+    """Whether a statement's text names the table: by its name, qualified by its schema or
+    run in it (a loose match: stopping a DDL it cannot place would only fail the run)."""
+    low = statement.lower()
+    if ref.name.lower() not in low:
+        return False
+    return schema == ref.schema or ref.schema.lower() in low
+
+
+__all__ = [
+    "Hold",
+    "Layout",
+    "Replay",
+    "create_capture_table",
+    "create_triggers",
+    "drop_triggers",
+    "layout",
+    "refusal",
+    "replay",
+    "trigger_names",
+    "triggers_present",
+    "write_locked",
+]

@@ -1,0 +1,299 @@
+"""Changed-rows capture: a protected MySQL/MariaDB table the ETL changes in place is not copied
+before the run; triggers installed for the run record the pre-run image of every row it touches
+(see adapters/mysql_capture.py), and a rollback puts those rows back in one transaction.
+
+Opt-in (`snapshot.capture: true`). Order of work, so that a crash anywhere leaves `recover`
+able to decide (modelled on zerocopy.py):
+1. Before the ETL: a catalog row of kind `changes` per table (status `creating`) and the run's
+   journal entry naming the capture table, the trigger token and the column layout, all written
+   BEFORE any trigger exists. Then, with the captured tables write-locked (one point in time for
+   them), each table's row count + CHECKSUM TABLE is recorded and its triggers are created; the
+   row becomes `capturing`. A table whose triggers cannot be created (no TRIGGER privilege, binary
+   logging without SUPER) is copied instead, so it is never unprotected.
+2. While the ETL runs, a metadata-lock hold keeps DDL off the captured tables (it is stopped and
+   the run fails): a capture cannot undo a changed structure. If the hold dies, the structure is
+   compared after the ETL, and a rollback is proved by checksum either way.
+3. Commit: triggers dropped first, then the post-run checksum recorded; the row becomes
+   `captured` (a record of what the run changed; not a restorable snapshot).
+   Rollback: the replay, verified against the pre-run checksum and structure; then the triggers
+   are dropped and the row becomes `restored`. The replay is idempotent, so `recover` repeats it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .adapters import adapter_for
+from .adapters import mysql_capture as sql
+from .adapters.base import COPY_CHECK, Adapter, Checksum, Swap
+from .catalog import Catalog, Snapshot
+from .errors import EtlguardError
+from .faults import fault
+from .snapshot import snapshot_name
+from .tables import TableRef
+
+_ADAPTERS = ("mysql", "mariadb")
+KIND = "changes"
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@dataclass
+class Captured:
+    """One captured table, as the run's journal entry records it."""
+
+    id: int
+    table: TableRef
+    capture: TableRef
+    token: str
+    layout: sql.Layout
+
+    def as_journal(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "table": [self.table.schema, self.table.name],
+            "capture": [self.capture.schema, self.capture.name],
+            "token": self.token,
+            "layout": self.layout.as_journal(),
+        }
+
+    @classmethod
+    def from_journal(cls, item: dict[str, Any]) -> Captured:
+        return cls(
+            item["id"],
+            TableRef(*item["table"]),
+            TableRef(*item["capture"]),
+            item["token"],
+            sql.Layout.from_journal(item["layout"]),
+        )
+
+    def replay(self) -> sql.Replay:
+        return sql.Replay(self.table, self.capture, self.layout, f"_etlguard_x{self.token}")
+
+
+@dataclass
+class Plan:
+    tables: list[TableRef] = field(default_factory=list)  # captured
+    copied: dict[TableRef, str] = field(default_factory=dict)  # copied instead, and why
+
+
+def plan(db: Adapter, enabled: bool, tables: Sequence[TableRef]) -> Plan:
+    """Which protected tables this run captures; every other one is copied as before."""
+    out = Plan()
+    if not enabled or db.name not in _ADAPTERS:
+        return out
+    for t in tables:
+        if not db.table_exists(t):
+            continue
+        why = sql.refusal(db, t)
+        if why:
+            out.copied[t] = why
+        else:
+            out.tables.append(t)
+    return out
+
+
+def intend(
+    db: Adapter, catalog: Catalog, tables: Sequence[TableRef], snapshot_schema: str, run_id: int | None
+) -> list[Captured]:
+    """Step 1a: the catalog rows, and what the journal must name before any trigger exists."""
+    db.ensure_schema(snapshot_schema)
+    first = catalog.next_snapshot_id()
+    out = []
+    for i, table in enumerate(tables):
+        sid = first + i
+        token = f"{sid}_" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
+        item = Captured(sid, table, TableRef(snapshot_schema, snapshot_name("c", sid)), token, sql.layout(db, table))
+        catalog.add_snapshot(
+            Snapshot(
+                id=sid,
+                table=table,
+                snapshot=item.capture,
+                kind=KIND,
+                status="creating",
+                taken_at=db.server_now(),
+                row_count=None,
+                size_bytes=None,
+                checksum=None,
+                auto_increment=None,
+                structure=db.structure(table),
+                run_id=run_id,
+                note="changed-rows capture: installing",
+                fingerprint=COPY_CHECK,
+            )
+        )
+        out.append(item)
+    return out
+
+
+def install(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> tuple[list[Captured], dict[TableRef, str]]:
+    """Step 1b: capture tables, then under one write lock of the captured tables their checksums
+    and triggers. Returns the tables captured and those to copy instead (with why)."""
+    for c in items:
+        sql.create_capture_table(db, c.capture, c.layout)
+    fault("capture.after_tables")
+    ok, failed, checks = [], {}, {}
+    with sql.write_locked(db, [c.table for c in items]):  # the checksum and the triggers: one moment
+        for c in items:
+            checks[c.id] = (db.copy_check(c.table), db.auto_increment(c.table))
+            try:
+                sql.create_triggers(db, c.table, c.capture, c.layout, c.token)
+            except EtlguardError as exc:
+                with contextlib.suppress(EtlguardError):
+                    sql.drop_triggers(db, c.table, c.token)
+                failed[c.table] = f"its triggers could not be created ({exc})"
+                continue
+            ok.append(c)
+    for c in ok:  # the catalog is not among the locked tables: written after the lock
+        cs, counter = checks[c.id]
+        catalog.update_snapshot(
+            c.id,
+            status="capturing",
+            row_count=cs.rows,
+            checksum=cs.digest,
+            note="changed-rows capture: recording the run's changes",
+            auto_increment=counter,
+        )
+    for c in items:
+        if c.table in failed:
+            discard(db, catalog, c, "changed-rows capture: not installed; the table was copied")
+    fault("capture.after_triggers")
+    return ok, failed
+
+
+def discard(db: Adapter, catalog: Catalog, c: Captured, note: str) -> None:
+    """Undo step 1 for one table (the ETL never ran, or its triggers could not be made)."""
+    sql.drop_triggers(db, c.table, c.token)
+    db.drop_table(c.capture)
+    catalog.update_snapshot(c.id, status="failed", note=note)
+
+
+def hold(db: Adapter, items: Sequence[Captured]) -> sql.Hold | None:
+    """Step 2: keep DDL off the captured tables while the ETL runs."""
+    if not items:
+        return None
+    connect = functools.partial(adapter_for, db.target, db.lock_wait_seconds)
+    return sql.Hold(connect, [c.table for c in items]).start()
+
+
+def changed_structure(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> list[str]:
+    """Captured tables whose structure is not the pre-run one (or that are gone)."""
+    out = []
+    for c in items:
+        snap = catalog.snapshot(c.id)
+        if not db.table_exists(c.table) or snap is None or not db.structure_matches(c.table, snap.structure):
+            out.append(str(c.table))
+    return out
+
+
+def commit(db: Adapter, catalog: Catalog, items: Sequence[Captured], run_id: int | None) -> int:
+    """Step 3, a good run: triggers first, then the post-run checksum. Returns bytes kept."""
+    kept = 0
+    for c in items:
+        sql.drop_triggers(db, c.table, c.token)
+        snap = catalog.snapshot(c.id)
+        if snap is None or snap.status == "captured":
+            continue
+        post = db.copy_check(c.table)
+        size = db.size_bytes(c.capture) if db.table_exists(c.capture) else 0
+        kept += size
+        catalog.update_snapshot(
+            c.id,
+            status="captured",
+            size_bytes=size,
+            change_check=f"{post.algorithm} {post.rows} {post.digest}",
+            note=f"changed-rows capture of run {run_id}: the pre-run images of the rows it changed",
+        )
+    return kept
+
+
+class Replayer:
+    """Step 3, a rollback: what run_restore calls in place of its swap, so that the captured
+    tables are put back, and the copied ones swapped, at one moment for readers. `checks`:
+    each captured table's checksum right after the replay, under its lock."""
+
+    def __init__(self, db: Adapter, items: Sequence[Captured]) -> None:
+        self.db, self.items = db, list(items)
+        self.checks: dict[TableRef, Checksum] = {}
+
+    def __call__(self, swaps: Sequence[Swap]) -> None:
+        db = self.db
+        then = (lambda: db.swap(swaps)) if swaps else None
+        also = [s.live for s in swaps if s.displaced is not None]
+        connect = functools.partial(adapter_for, db.target, db.lock_wait_seconds)
+        replays = [c.replay() for c in self.items]
+        self.checks = sql.replay(connect, replays, also, then, getattr(db, "session_id", None))
+        fault("capture.after_replay")
+
+
+def replayer(db: Adapter, items: Sequence[Captured]) -> Replayer | None:
+    return Replayer(db, items) if items else None
+
+
+def settle_rollback(db: Adapter, catalog: Catalog, replayed: Replayer | None) -> dict[str, str]:
+    """After the replay: each captured table proven against its pre-run checksum and structure,
+    then its triggers dropped. Returns the tables that did not prove out, and how."""
+    problems: dict[str, str] = {}
+    if replayed is None:
+        return problems
+    for c in replayed.items:
+        snap = catalog.snapshot(c.id)
+        why = _mismatch(db, snap, c.table, replayed.checks.get(c.table))
+        sql.drop_triggers(db, c.table, c.token)
+        if why:
+            problems[str(c.table)] = why
+            if snap is not None:
+                catalog.update_snapshot(c.id, status="damaged", note=f"changed-rows capture: replayed, but {why}")
+            continue
+        if snap is not None and snap.status != "restored":
+            catalog.update_snapshot(c.id, status="restored", note="changed-rows capture: replayed by the rollback")
+    return problems
+
+
+def _mismatch(db: Adapter, snap: Snapshot | None, table: TableRef, live: Checksum | None) -> str | None:
+    if snap is None or snap.row_count is None:
+        return "its capture record is missing"
+    if not db.table_exists(table):
+        return "the table is gone"
+    if not db.structure_matches(table, snap.structure):
+        return "its structure differs from the pre-run one, which the capture cannot undo"
+    if live is None:
+        return "the replay did not reach it"
+    if not snap.matches(live):
+        return f"its data ({live}) differs from the pre-run checksum ({snap.row_count} rows/{snap.checksum})"
+    return None
+
+
+def replay_alone(db: Adapter, items: Sequence[Captured]) -> Replayer | None:
+    """The replay without a swap (recover)."""
+    run = replayer(db, items)
+    if run is not None:
+        run([])
+    return run
+
+
+def from_journal(payload: dict[str, Any]) -> list[Captured]:
+    return [Captured.from_journal(i) for i in payload.get("capture", [])]
+
+
+__all__ = [
+    "KIND",
+    "Captured",
+    "Plan",
+    "changed_structure",
+    "commit",
+    "discard",
+    "from_journal",
+    "hold",
+    "install",
+    "intend",
+    "plan",
+    "replay_alone",
+    "Replayer",
+    "replayer",
+    "settle_rollback",
+]
