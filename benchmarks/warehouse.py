@@ -467,13 +467,15 @@ class Features:
     )
     zero_copy: bool = field(default_factory=lambda: feature({"dbt": {"zero_copy": True}}))
     kept_by_etl: bool = field(default_factory=lambda: feature({"snapshot": {"kept_by_etl": ["a.b"]}}))
+    capture: bool = field(default_factory=lambda: feature({"snapshot": {"capture": True}}))
 
     def line(self) -> str:
         return (
             f"snapshot.reuse {'yes' if self.reuse else 'not available'}; "
             f"snapshot.consistency {', '.join(self.modes) if self.modes else 'not available (one mode: LOCK TABLES on the set)'}; "
             f"dbt.zero_copy {'yes' if self.zero_copy else 'not available'}; "
-            f"snapshot.kept_by_etl {'yes (the three table models)' if self.kept_by_etl else 'not available'}"
+            f"snapshot.kept_by_etl {'yes (the three table models)' if self.kept_by_etl else 'not available'}; "
+            f"snapshot.capture {'on (MariaDB)' if self.capture else 'not available'}"
         )
 
 
@@ -574,6 +576,8 @@ class Round:
     writer: dict[str, float] = field(default_factory=dict)
     history_snapshot: float = float("nan")
     history_restore: float = float("nan")
+    captured: list[str] = field(default_factory=list)  # snapshot.capture: tables not copied
+    capture_copied: dict[str, str] = field(default_factory=dict)  # capture on, copied anyway: why
 
 
 class Backend:
@@ -623,6 +627,8 @@ class Backend:
         snapshot = dict(extra.pop("snapshot", {}))
         if self.features.kept_by_etl:  # the night keeps the table models it replaces
             snapshot.setdefault("kept_by_etl", [f"{self.schemas[layer]}.{t}" for layer, t in TABLE_MODELS])
+        if self.features.capture and self.name == "mariadb":  # the history is changed in place
+            snapshot.setdefault("capture", True)
         return Guard.from_url(
             self.url,
             catalog_schema=self.catalog,
@@ -817,6 +823,8 @@ class Backend:
         before = self.storage()
         result = self.guarded(fail=False)
         r.run_snapshot = result.snapshot_seconds
+        r.captured = list(getattr(result, "captured", []))
+        r.capture_copied = dict(getattr(result, "capture_copied", {}))
         if self.name == "mariadb":
             r.run_bytes = self.written(before, [self.snap_schema, self.catalog])
             r.structure_kept = self.snapshot_structure_kept()
@@ -828,7 +836,10 @@ class Backend:
         """Each protected table's latest snapshot has the live table's exact structure."""
         guard = self.guard()
         for layer, table in TABLES:
-            snaps = [s for s in guard.snapshots(f"{self.schemas[layer]}.{table}") if s.verified]
+            records = guard.snapshots(f"{self.schemas[layer]}.{table}")
+            if records and max(records, key=lambda s: s.id).kind == "changes":
+                continue  # captured: the live table itself is kept, never rebuilt from a copy
+            snaps = [s for s in records if s.verified]
             if not snaps:
                 return False
             snap = max(snaps, key=lambda s: s.id).snapshot
@@ -1310,6 +1321,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def capture_line(b: Backend) -> str:
+    """Which tables the guarded night captured (changed rows only) and which it copied, and why."""
+    r = b.rounds[-1]
+    copied = "; ".join(f"{t} ({why})" for t, why in sorted(r.capture_copied.items()))
+    return (
+        f"- {b.name} guarded night, snapshot.capture: captured {', '.join(r.captured) or 'none'}"
+        + (f"; copied instead: {copied}" if copied else "; every other table copied, reused or kept")
+    )
+
+
 def write_report(
     args: argparse.Namespace,
     benches: list[Backend],
@@ -1337,6 +1358,7 @@ def write_report(
         "- servers: " + "; ".join(f"{b.name} {b.version}" for b in benches),
         f"- etlguard at `{commit()}`",
         f"- this build: {features.line()}",
+        *[capture_line(b) for b in benches if b.rounds and (b.rounds[-1].captured or b.rounds[-1].capture_copied)],
         f"- warehouse: history {args.rows:,} rows, int_contracts {scale.contracts:,}, moveout_notices "
         f"{scale.notices:,}, moveouts {scale.moveouts:,}, new_contracts {scale.new_contracts:,}, "
         f"daily_activity_summary {scale.days:,}; a night changes 1% of the history in place and rebuilds "

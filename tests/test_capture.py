@@ -223,18 +223,31 @@ def test_hostile_identifiers(maria: Backend, name: str) -> None:
         "ALTER TABLE {t} ADD INDEX extra_idx (amount), ALGORITHM=INPLACE, LOCK=NONE",
     ],
 )
-def test_ddl_during_the_run_is_stopped_and_the_run_rolled_back(maria: Backend, ddl: str) -> None:
+def test_ddl_during_the_run_makes_a_full_copy_first_and_the_rollback_is_exact(maria: Backend, ddl: str) -> None:
     gold, t = make_table(maria, rows=30)
     before = state(maria, gold, "history")
     t2 = maria.table(gold, "moved")
-    statements = [f"UPDATE {t} SET name = 'before ddl' WHERE id < 5", ddl.format(t=t, t2=t2),
-                  f"UPDATE {t} SET name = 'after ddl'"]
-    result = guard(maria, [f"{gold}.history"]).run(etl(maria, statements))
-    assert result.exit_code == 10, result.message  # the ETL's DDL was stopped, so it failed
-    assert any("stopped a statement" in n for n in result.notes), result.notes
+    statements = [f"UPDATE {t} SET name = 'before ddl' WHERE id < 5", f"DELETE FROM {t} WHERE id = 9",
+                  ddl.format(t=t, t2=t2)]
+    result = guard(maria, [f"{gold}.history"]).run(etl(maria, statements, exit=1))
+    assert result.exit_code == 10, result.message
+    assert any("full copies" in n for n in result.notes), result.notes
+    assert result.captured == [f"{gold}.history"] and len(result.snapshot_ids) == 1  # the copy
+    assert result.rollback_verified == [f"{gold}.history"]
     assert state(maria, gold, "history") == before
     assert triggers(maria, gold) == []
-    assert maria.sql("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = 'moved'", [gold]) == [(0,)]
+
+
+def test_a_good_run_with_ddl_keeps_its_result_and_the_copy(maria: Backend) -> None:
+    gold, t = make_table(maria, rows=30)
+    statements = [f"UPDATE {t} SET name = 'x' WHERE id < 5", f"ALTER TABLE {t} ADD COLUMN extra INT",
+                  f"UPDATE {t} SET extra = 1, name = 'y' WHERE id < 8", f"INSERT INTO {t} (name) VALUES ('n')"]
+    result = guard(maria, [f"{gold}.history"]).run(etl(maria, statements))
+    assert result.exit_code == 0, result.message
+    assert maria.sql(f"SELECT COUNT(*) FROM {t} WHERE extra = 1") == [(7,)]
+    assert triggers(maria, gold) == []
+    kinds = {(r["kind"], r["status"]) for r in records(maria)}
+    assert ("snapshot", "verified") in kinds and kinds & {("changes", "failed"), ("changes", "deleted")}, kinds
 
 
 def test_a_writer_in_another_session_is_captured_too(maria: Backend) -> None:

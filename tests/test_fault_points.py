@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from etlguard.faults import POINTS
+from test_capture import KILL_POINTS as CAPTURE_KILL_POINTS
 from test_zero_copy import KILLED_AT
 
 from conftest import Backend, Figures, make_backend
@@ -60,6 +61,7 @@ SCENARIOS: dict[str, list[tuple[str, str]]] = {
     "import.after_copy": [("restore-from", "pre")],
 }
 ZERO_COPY_POINTS = {point for point, _ in KILLED_AT if point.startswith("zerocopy.")}
+CAPTURE_POINTS = {point for point, _ in CAPTURE_KILL_POINTS if point.startswith("capture.")}
 CASES = [(point, op, ok) for point, cases in SCENARIOS.items() for op, ok in cases]
 
 
@@ -70,8 +72,9 @@ def test_every_fault_point_in_the_code_is_declared_and_covered() -> None:
     assert called == set(POINTS)
     # the Iceberg adapter's own point is covered by test_iceberg.py's kill-at-every-point test,
     # the zero-copy points (a guarded dbt run) by test_zero_copy.py's, and the preflight point
-    # (where a server restart must be ridden out) by test_server_faults.py's
-    elsewhere = {"iceberg.before_pointer_swap", "run.in_preflight", *ZERO_COPY_POINTS}
+    # (where a server restart must be ridden out) by test_server_faults.py's, and the changed-rows
+    # capture points by test_capture.py's kill-at-every-point test (a run with capture on)
+    elsewhere = {"iceberg.before_pointer_swap", "run.in_preflight", *ZERO_COPY_POINTS, *CAPTURE_POINTS}
     assert set(SCENARIOS) == set(POINTS) - elsewhere
 
 

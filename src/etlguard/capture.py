@@ -51,6 +51,8 @@ class Captured:
     capture: TableRef
     token: str
     layout: sql.Layout
+    lazy_id: int  # the full copy made only if a DDL comes (see mysql_capture.Hold)
+    lazy: TableRef
 
     def as_journal(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,8 @@ class Captured:
             "capture": [self.capture.schema, self.capture.name],
             "token": self.token,
             "layout": self.layout.as_journal(),
+            "lazy_id": self.lazy_id,
+            "lazy": [self.lazy.schema, self.lazy.name],
         }
 
     @classmethod
@@ -69,6 +73,8 @@ class Captured:
             TableRef(*item["capture"]),
             item["token"],
             sql.Layout.from_journal(item["layout"]),
+            item["lazy_id"],
+            TableRef(*item["lazy"]),
         )
 
     def replay(self) -> sql.Replay:
@@ -105,27 +111,40 @@ def intend(
     first = catalog.next_snapshot_id()
     out = []
     for i, table in enumerate(tables):
-        sid = first + i
+        sid = first + 2 * i
         token = f"{sid}_" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
-        item = Captured(sid, table, TableRef(snapshot_schema, snapshot_name("c", sid)), token, sql.layout(db, table))
-        catalog.add_snapshot(
-            Snapshot(
-                id=sid,
-                table=table,
-                snapshot=item.capture,
-                kind=KIND,
-                status="creating",
-                taken_at=db.server_now(),
-                row_count=None,
-                size_bytes=None,
-                checksum=None,
-                auto_increment=None,
-                structure=db.structure(table),
-                run_id=run_id,
-                note="changed-rows capture: installing",
-                fingerprint=COPY_CHECK,
-            )
+        item = Captured(
+            sid,
+            table,
+            TableRef(snapshot_schema, snapshot_name("c", sid)),
+            token,
+            sql.layout(db, table),
+            sid + 1,
+            TableRef(snapshot_schema, snapshot_name("s", sid + 1)),
         )
+        structure = db.structure(table)
+        for rid, ref, kind, note in (
+            (sid, item.capture, KIND, "changed-rows capture: installing"),
+            (sid + 1, item.lazy, "snapshot", "changed-rows capture: the full copy made only if a DDL comes"),
+        ):
+            catalog.add_snapshot(
+                Snapshot(
+                    id=rid,
+                    table=table,
+                    snapshot=ref,
+                    kind=kind,
+                    status="creating",
+                    taken_at=db.server_now(),
+                    row_count=None,
+                    size_bytes=None,
+                    checksum=None,
+                    auto_increment=None,
+                    structure=structure,
+                    run_id=run_id,
+                    note=note,
+                    fingerprint=COPY_CHECK,
+                )
+            )
         out.append(item)
     return out
 
@@ -135,6 +154,7 @@ def install(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> tuple[l
     and triggers. Returns the tables captured and those to copy instead (with why)."""
     for c in items:
         sql.create_capture_table(db, c.capture, c.layout)
+        db.create_like(c.lazy, c.table)  # empty: filled only if a DDL comes during the run
     fault("capture.after_tables")
     ok, failed, checks = [], {}, {}
     with sql.write_locked(db, [c.table for c in items]):  # the checksum and the triggers: one moment
@@ -169,7 +189,9 @@ def discard(db: Adapter, catalog: Catalog, c: Captured, note: str) -> None:
     """Undo step 1 for one table (the ETL never ran, or its triggers could not be made)."""
     sql.drop_triggers(db, c.table, c.token)
     db.drop_table(c.capture)
+    db.drop_table(c.lazy)
     catalog.update_snapshot(c.id, status="failed", note=note)
+    catalog.update_snapshot(c.lazy_id, status="failed", note=note)
 
 
 def hold(db: Adapter, items: Sequence[Captured]) -> sql.Hold | None:
@@ -177,7 +199,65 @@ def hold(db: Adapter, items: Sequence[Captured]) -> sql.Hold | None:
     if not items:
         return None
     connect = functools.partial(adapter_for, db.target, db.lock_wait_seconds)
-    return sql.Hold(connect, [c.table for c in items]).start()
+    return sql.Hold(connect, [(c.replay(), c.lazy) for c in items]).start()
+
+
+@dataclass
+class Settled:
+    copies: list[Snapshot] = field(default_factory=list)  # full copies a DDL made the hold take
+    captured: list[Captured] = field(default_factory=list)  # still captured: the replay undoes them
+    problems: list[str] = field(default_factory=list)  # tables neither can put back
+
+
+def settle(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> Settled:
+    """After the ETL (or in recover): each table whose full copy the hold made before a DDL
+    becomes a copied snapshot once the copy proves out against the pre-run checksum, and its
+    triggers go (a rename swap cannot move a table with triggers across schemas); every other
+    table stays captured and its unused empty copy is dropped. Idempotent."""
+    out = Settled()
+    for c in items:
+        lazy = catalog.snapshot(c.lazy_id)
+        if lazy is not None and lazy.verified:
+            out.copies.append(lazy)
+            continue
+        rows = db.table_exists(c.lazy) and db.query(f"SELECT 1 FROM {db.qualify(c.lazy)} LIMIT 1")
+        if not rows:  # no DDL came (or its copy never committed): the capture undoes the run
+            db.drop_table(c.lazy)
+            if lazy is not None and lazy.status == "creating":
+                catalog.update_snapshot(c.lazy_id, status="failed", note="changed-rows capture: no DDL came")
+            out.captured.append(c)
+            continue
+        sql.drop_triggers(db, c.table, c.token)
+        snap = _adopt(db, catalog, c)
+        if snap is None:
+            out.problems.append(
+                f"{c.table}: the full copy made before a DDL does not match the pre-run checksum"
+            )
+        else:
+            out.copies.append(snap)
+    return out
+
+
+def _adopt(db: Adapter, catalog: Catalog, c: Captured) -> Snapshot | None:
+    record = catalog.snapshot(c.id)
+    with sql.write_locked(db, [c.lazy]):  # as the pre-run checksum was taken
+        check = db.copy_check(c.lazy)
+    if record is None or not record.matches(check):
+        catalog.update_snapshot(c.lazy_id, status="damaged", note="changed-rows capture: the copy before a DDL differs")
+        return None
+    fp = db.fingerprint(c.lazy)
+    catalog.update_snapshot(
+        c.lazy_id,
+        status="verified",
+        row_count=fp.rows,
+        checksum=fp.digest,
+        fingerprint=fp.algorithm,
+        auto_increment=record.auto_increment,
+        size_bytes=db.size_bytes(c.lazy),
+        note="changed-rows capture: a full copy, made when a DDL came during the run",
+    )
+    catalog.update_snapshot(c.id, status="failed", note=f"superseded by the full copy {c.lazy_id} (a DDL came)")
+    return catalog.snapshot(c.lazy_id)
 
 
 def changed_structure(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> list[str]:
@@ -284,6 +364,8 @@ __all__ = [
     "KIND",
     "Captured",
     "Plan",
+    "Settled",
+    "settle",
     "changed_structure",
     "commit",
     "discard",

@@ -256,7 +256,7 @@ class Recovery:
             return "the ETL never started; nothing to roll back"
         zero = settle(self.db, self.catalog, payload.get("zero_copy", []))  # what dbt kept, verified
         if phase == "commit":
-            _capture.commit(self.db, self.catalog, captured, run_id)
+            _capture.commit(self.db, self.catalog, _capture.settle(self.db, self.catalog, captured).captured, run_id)
             self._close(entry, run_id, "ok", "the run died after its audits passed; recover kept its result")
             return "the run had passed its audits; its result is kept"
         chosen = {}
@@ -274,7 +274,9 @@ class Recovery:
         created = created_by_run(
             self.db, Membership.from_journal(payload), [self.snapshot_schema, self.catalog.schema]
         )
-        zero.problems += self._replay_captures(run_id, captured)
+        settled = _capture.settle(self.db, self.catalog, captured)  # full copies a DDL made
+        chosen.update({s.table: s for s in settled.copies})
+        zero.problems += settled.problems + self._replay_captures(run_id, settled.captured)
         if (chosen or captured) and not created and all(self._matches(s) for s in chosen.values()):
             self._zero_copy_problems(entry, run_id, zero.problems, [])
             self._close(
@@ -322,9 +324,10 @@ class Recovery:
         """The ETL never started: the triggers go first, then the capture tables (ours by name)."""
         for c in captured:
             mysql_capture.drop_triggers(self.db, c.table, c.token)
-            self._drop_ours(c.capture)
-            if self.catalog.snapshot(c.id) is not None:
-                self.catalog.update_snapshot(c.id, status="failed", note="changed-rows capture: the ETL never ran")
+            for ref, sid in ((c.capture, c.id), (c.lazy, c.lazy_id)):
+                self._drop_ours(ref)
+                if self.catalog.snapshot(sid) is not None:
+                    self.catalog.update_snapshot(sid, status="failed", note="changed-rows capture: the ETL never ran")
 
     def _replay_captures(self, run_id: int, captured: list[_capture.Captured]) -> list[str]:
         """Put the captured tables back (the replay is idempotent: a crash during or after an

@@ -184,6 +184,7 @@ class GuardedRun:
         self.capture_plan = _capture.Plan()
         self.captured: list[_capture.Captured] = []  # tables whose changed rows the triggers record
         self.hold: Any = None  # the metadata-lock hold over the captured tables during the ETL
+        self.capture_problems: list[str] = []  # captured tables nothing can put back
         self.membership = Membership()
         self.counts_before: dict[TableRef, int] = {}
         self.journal: int | None = None
@@ -487,6 +488,7 @@ class GuardedRun:
             if "etl" in self.payload and self.db.name == "duckdb":
                 self._note(phase="etl")
             self._settle_zero_copy()
+            self._settle_capture()
             reasons = self._etl_failure(failure) if not etl_ok else self._audit()
             others = self._stop_watch()
             if self.drill and not reasons:
@@ -511,6 +513,12 @@ class GuardedRun:
         if hold is None:
             return
         hold.stop()
+        if hold.copied:
+            self.result.notes.append(
+                "changed-rows capture: a statement would change a captured table's structure during the "
+                f"run ({hold.trigger}); full copies of {', '.join(str(t) for t in hold.copied)} were made "
+                "before it went on"
+            )
         for statement in hold.stopped:
             self.result.notes.append(
                 f"changed-rows capture: stopped a statement that would change a captured table's "
@@ -518,6 +526,19 @@ class GuardedRun:
             )
         if hold.lost:
             self.result.notes.append(f"changed-rows capture: {hold.lost}; a rollback is proved by checksum")
+
+    def _settle_capture(self) -> None:
+        """A table whose full copy the hold made before a DDL is now a copied snapshot; the
+        others stay captured (capture.settle)."""
+        if not self.captured:
+            return
+        settled = _capture.settle(self.db, self.catalog, self.captured)
+        self.snapshots += settled.copies
+        self.result.snapshot_ids += [s.id for s in settled.copies]
+        self.result.snapshot_bytes += sum(s.size_bytes or 0 for s in settled.copies)
+        self.captured = settled.captured
+        self.capture_problems = settled.problems
+        self._note(capture=[c.as_journal() for c in self.captured], snapshot_ids=self.result.snapshot_ids)
 
     def _settle_zero_copy(self) -> None:
         """Each table model dbt replaced is now kept: verified against its fingerprint, it is
@@ -674,8 +695,9 @@ class GuardedRun:
         self.result.displaced_ids += [a.displaced_id for a in aside]
         self.result.moved_aside = [str(a.table) for a in aside]
         self.result.rollback_verified = restored.verified
-        if self.zero is not None and self.zero.problems:
-            self._rollback_failed(f"rolled back all but: {'; '.join(self.zero.problems)}")
+        problems = (self.zero.problems if self.zero is not None else []) + self.capture_problems
+        if problems:
+            self._rollback_failed(f"rolled back all but: {'; '.join(problems)}")
             return
         if restored.unverified:
             kept = self.result.displaced_ids

@@ -295,22 +295,33 @@ def _wait_queued(side: Adapter, session: int | None, worker: threading.Thread) -
         worker.join(0.005)
 
 
-# -- the hold: no DDL on a captured table while the ETL runs ------------------------------------
+# -- the hold: no DDL on a captured table while the ETL runs unnoticed ---------------------------
 @dataclass
 class Hold:
     """A READ COMMITTED transaction that has read every captured table holds their shared
-    metadata locks, so ALTER, RENAME, DROP and TRUNCATE of them wait. A watcher stops each such
-    waiting statement (KILL QUERY): the ETL's step fails, and the run is rolled back from the
-    capture, which a changed structure would have made impossible."""
+    metadata locks, so ALTER, RENAME, DROP and TRUNCATE of them wait. A watcher looks for such a
+    waiting statement; when one appears, the hold makes a full pre-run copy of every captured
+    table IN ITS OWN TRANSACTION (other sessions would queue behind the waiting DDL): the rows
+    into an empty copy made before the ETL, then the capture's inverse applied to it (first-touch
+    images are the pre-run state, whatever moment the rows were read), then COMMIT, which lets
+    the DDL go on. Each copy's row count and CHECKSUM TABLE (write-locked, as the pre-run one was)
+    is for the caller to prove against the pre-run checksum. If the copy fails, the waiting
+    statement is stopped instead (KILL QUERY): the ETL fails, and the capture still undoes it."""
 
     connect: Callable[[], Adapter]
-    tables: Sequence[TableRef]
+    items: Sequence[tuple[Replay, TableRef]]  # each captured table's replay and its empty copy
     stopped: list[str] = field(default_factory=list)
+    copied: list[TableRef] = field(default_factory=list)  # tables whose full copy was made
+    trigger: str | None = None  # the statement that made the copies
     lost: str | None = None  # why the hold ended early (its session died)
     _holder: Adapter | None = None
     _watcher: Adapter | None = None
     _done: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+
+    @property
+    def tables(self) -> list[TableRef]:
+        return [r.table for r, _ in self.items]
 
     def start(self) -> Hold:
         self._holder = self.connect()
@@ -332,21 +343,43 @@ class Hold:
         assert self._watcher is not None
         while not self._done.wait(POLL_SECONDS):
             try:
-                self._stop_waiting(self._watcher)
+                waiting = self._waiting(self._watcher)
+                if waiting and self.trigger is None:
+                    self._copy_or_stop(waiting)
             except EtlguardError as exc:
-                self.lost = f"the hold's watcher lost its connection: {exc}"
+                self.lost = f"the hold lost its connection: {exc}"
                 return
+            if self.copied:
+                return  # the copies are made: nothing is held any more
 
-    def _stop_waiting(self, db: Adapter) -> None:
+    def _waiting(self, db: Adapter) -> list[tuple[int, str]]:
         rows = db.query(
             "SELECT ID, DB, INFO FROM information_schema.PROCESSLIST WHERE STATE = %s AND ID <> %s",
             [_WAITING, self.session() or 0],
         )
+        out = []
         for sid, schema, info in rows:
             text = info.decode() if isinstance(info, bytes) else str(info or "")
             if _DDL.match(text) and any(names(text, schema, t) for t in self.tables):
-                db.execute(f"KILL QUERY {int(sid)}")
-                self.stopped.append(text[:200])
+                out.append((int(sid), text[:200]))
+        return out
+
+    def _copy_or_stop(self, waiting: list[tuple[int, str]]) -> None:
+        assert self._holder is not None and self._watcher is not None
+        try:
+            for r, copy in self.items:
+                materialise(self._holder, r, copy)
+            self._holder.execute("COMMIT")
+        except EtlguardError as exc:
+            with contextlib.suppress(EtlguardError):
+                self._holder.execute("ROLLBACK")
+            for sid, text in waiting:  # keep the table undoable: the DDL does not go on
+                self._watcher.execute(f"KILL QUERY {int(sid)}")
+                self.stopped.append(f"{text} (a full copy could not be made: {exc})")
+            self.lost = f"the hold ended: the copy before a DDL failed ({exc})"
+            return
+        self.trigger = waiting[0][1]
+        self.copied = [r.table for r, _ in self.items]
 
     def stop(self) -> None:
         """End the hold; `lost` says whether it held to the end."""
@@ -359,9 +392,22 @@ class Hold:
             try:
                 db.execute("COMMIT")
             except EtlguardError as exc:
-                if db is self._holder:
+                if db is self._holder and not self.copied:
                     self.lost = f"the metadata-lock hold's session ended during the run: {exc}"
             db.close()
+
+
+def materialise(db: Adapter, r: Replay, copy: TableRef) -> None:
+    """The pre-run table into `copy` (made empty before the run, CREATE TABLE ... LIKE): its
+    current rows, then, for each key the capture holds, that key's first-touch image."""
+    cols = ", ".join(db.quote(n) for n, _ in r.layout.columns)
+    dest, capture = db.qualify(copy), db.qualify(r.capture)
+    db.execute(f"INSERT INTO {dest} ({cols}) SELECT {cols} FROM {db.qualify(r.table)}")
+    on = " AND ".join(
+        f"{dest}.{db.quote(k)} = {capture}.{db.quote(KEY.format(i))}" for i, (k, _) in enumerate(r.layout.key)
+    )
+    db.execute(f"DELETE {dest} FROM {dest} JOIN {capture} ON {on}")
+    db.execute(f"INSERT INTO {dest} ({cols}) SELECT {cols} FROM {capture} WHERE {db.quote(PRESENT)} = 1")
 
 
 def names(statement: str, schema: object, ref: TableRef) -> bool:
@@ -381,6 +427,7 @@ __all__ = [
     "create_triggers",
     "drop_triggers",
     "layout",
+    "materialise",
     "refusal",
     "replay",
     "trigger_names",
