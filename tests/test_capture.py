@@ -137,8 +137,8 @@ def test_a_failed_run_is_put_back_exactly(maria: Backend, change: str) -> None:
     assert result.rollback_verified == [f"{gold}.history"]
     assert state(maria, gold, "history") == before
     assert triggers(maria, gold) == []
-    [rec] = records(maria)
-    assert rec["kind"] == "changes" and rec["status"] == "restored"
+    [rec] = [r for r in records(maria) if r["kind"] == "changes"]
+    assert rec["status"] == "restored"
 
 
 def test_a_good_run_keeps_only_the_changed_rows(maria: Backend) -> None:
@@ -148,8 +148,8 @@ def test_a_good_run_keeps_only_the_changed_rows(maria: Backend) -> None:
     )
     assert result.exit_code == 0, result.message
     assert triggers(maria, gold) == []
-    [rec] = records(maria)
-    assert rec["kind"] == "changes" and rec["status"] == "captured"
+    [rec] = [r for r in records(maria) if r["kind"] == "changes"]
+    assert rec["status"] == "captured"
     capture = maria.table(maria.snapshot_schema, rec["snapshot_table"])
     assert maria.sql(f"SELECT COUNT(*) FROM {capture}") == [(5,)]  # 4 pre-images + 1 inserted key
     assert maria.sql(f"SELECT COUNT(*) FROM {capture} WHERE _etlguard_present = 1") == [(4,)]

@@ -95,7 +95,7 @@ def plan(db: Adapter, enabled: bool, tables: Sequence[TableRef]) -> Plan:
     for t in tables:
         if not db.table_exists(t):
             continue
-        why = sql.refusal(db, t)
+        why = sql.why_not_captured(db, t)
         if why:
             out.copied[t] = why
         else:
@@ -209,7 +209,7 @@ class Settled:
     problems: list[str] = field(default_factory=list)  # tables neither can put back
 
 
-def settle(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> Settled:
+def settle_copies(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> Settled:
     """After the ETL (or in recover): each table whose full copy the hold made before a DDL
     becomes a copied snapshot once the copy proves out against the pre-run checksum, and its
     triggers go (a rename swap cannot move a table with triggers across schemas); every other
@@ -322,7 +322,7 @@ def settle_rollback(db: Adapter, catalog: Catalog, replayed: Replayer | None) ->
         return problems
     for c in replayed.items:
         snap = catalog.snapshot(c.id)
-        why = _mismatch(db, snap, c.table, replayed.checks.get(c.table))
+        why = _unproven(db, snap, c.table, replayed.checks.get(c.table))
         sql.drop_triggers(db, c.table, c.token)
         if why:
             problems[str(c.table)] = why
@@ -334,7 +334,7 @@ def settle_rollback(db: Adapter, catalog: Catalog, replayed: Replayer | None) ->
     return problems
 
 
-def _mismatch(db: Adapter, snap: Snapshot | None, table: TableRef, live: Checksum | None) -> str | None:
+def _unproven(db: Adapter, snap: Snapshot | None, table: TableRef, live: Checksum | None) -> str | None:
     if snap is None or snap.row_count is None:
         return "its capture record is missing"
     if not db.table_exists(table):
@@ -365,7 +365,7 @@ __all__ = [
     "Captured",
     "Plan",
     "Settled",
-    "settle",
+    "settle_copies",
     "changed_structure",
     "commit",
     "discard",

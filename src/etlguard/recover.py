@@ -256,7 +256,7 @@ class Recovery:
             return "the ETL never started; nothing to roll back"
         zero = settle(self.db, self.catalog, payload.get("zero_copy", []))  # what dbt kept, verified
         if phase == "commit":
-            _capture.commit(self.db, self.catalog, _capture.settle(self.db, self.catalog, captured).captured, run_id)
+            _capture.commit(self.db, self.catalog, _capture.settle_copies(self.db, self.catalog, captured).captured, run_id)
             self._close(entry, run_id, "ok", "the run died after its audits passed; recover kept its result")
             return "the run had passed its audits; its result is kept"
         chosen = {}
@@ -274,7 +274,7 @@ class Recovery:
         created = created_by_run(
             self.db, Membership.from_journal(payload), [self.snapshot_schema, self.catalog.schema]
         )
-        settled = _capture.settle(self.db, self.catalog, captured)  # full copies a DDL made
+        settled = _capture.settle_copies(self.db, self.catalog, captured)  # full copies a DDL made
         chosen.update({s.table: s for s in settled.copies})
         zero.problems += settled.problems + self._replay_captures(run_id, settled.captured)
         if (chosen or captured) and not created and all(self._matches(s) for s in chosen.values()):

@@ -532,7 +532,7 @@ class GuardedRun:
         others stay captured (capture.settle)."""
         if not self.captured:
             return
-        settled = _capture.settle(self.db, self.catalog, self.captured)
+        settled = _capture.settle_copies(self.db, self.catalog, self.captured)
         self.snapshots += settled.copies
         self.result.snapshot_ids += [s.id for s in settled.copies]
         self.result.snapshot_bytes += sum(s.size_bytes or 0 for s in settled.copies)

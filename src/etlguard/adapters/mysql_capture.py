@@ -54,7 +54,7 @@ class Layout:
         return cls(tuple((a, b) for a, b in data["key"]), tuple((a, b) for a, b in data["columns"]))
 
 
-def refusal(db: Adapter, ref: TableRef) -> str | None:
+def why_not_captured(db: Adapter, ref: TableRef) -> str | None:
     """Why `ref` cannot be captured (it is copied instead), or None."""
     rows = db.query(
         "SELECT TABLE_NAME, ENGINE, TABLE_TYPE FROM information_schema.TABLES "
@@ -428,7 +428,7 @@ __all__ = [
     "drop_triggers",
     "layout",
     "materialise",
-    "refusal",
+    "why_not_captured",
     "replay",
     "trigger_names",
     "triggers_present",
