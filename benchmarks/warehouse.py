@@ -1325,9 +1325,8 @@ def capture_line(b: Backend) -> str:
     """Which tables the guarded night captured (changed rows only) and which it copied, and why."""
     r = b.rounds[-1]
     copied = "; ".join(f"{t} ({why})" for t, why in sorted(r.capture_copied.items()))
-    return (
-        f"- {b.name} guarded night, snapshot.capture: captured {', '.join(r.captured) or 'none'}"
-        + (f"; copied instead: {copied}" if copied else "; every other table copied, reused or kept")
+    return f"- {b.name} guarded night, snapshot.capture: captured {', '.join(r.captured) or 'none'}" + (
+        f"; copied instead: {copied}" if copied else "; every other table copied, reused or kept"
     )
 
 
@@ -1358,7 +1357,11 @@ def write_report(
         "- servers: " + "; ".join(f"{b.name} {b.version}" for b in benches),
         f"- etlguard at `{commit()}`",
         f"- this build: {features.line()}",
-        *[capture_line(b) for b in benches if b.rounds and (b.rounds[-1].captured or b.rounds[-1].capture_copied)],
+        *[
+            capture_line(b)
+            for b in benches
+            if b.rounds and (b.rounds[-1].captured or b.rounds[-1].capture_copied)
+        ],
         f"- warehouse: history {args.rows:,} rows, int_contracts {scale.contracts:,}, moveout_notices "
         f"{scale.notices:,}, moveouts {scale.moveouts:,}, new_contracts {scale.new_contracts:,}, "
         f"daily_activity_summary {scale.days:,}; a night changes 1% of the history in place and rebuilds "

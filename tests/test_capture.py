@@ -67,7 +67,12 @@ def state(b: Backend, schema: str, name: str) -> tuple[Any, ...]:
 
 
 def triggers(b: Backend, schema: str) -> list[str]:
-    return [r[0] for r in b.sql("SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s", [schema])]
+    return [
+        r[0]
+        for r in b.sql(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s", [schema]
+        )
+    ]
 
 
 def records(b: Backend) -> list[dict[str, Any]]:
@@ -118,11 +123,17 @@ CHANGES = {
     "delete": ["DELETE FROM {t} WHERE id % 4 = 1"],
     "insert": ["INSERT INTO {t} (name, doc) VALUES ('new', '{{\"n\": 1}}'), (NULL, NULL)"],
     "replace": ["REPLACE INTO {t} (id, name, data) VALUES (3, 'replaced', x'00'), (1000, 'fresh', NULL)"],
-    "upsert": ["INSERT INTO {t} (id, name) VALUES (2, 'dup'), (2000, 'other') ON DUPLICATE KEY UPDATE name = 'upserted'"],
+    "upsert": [
+        "INSERT INTO {t} (id, name) VALUES (2, 'dup'), (2000, 'other') ON DUPLICATE KEY UPDATE name = 'upserted'"
+    ],
     "key": ["UPDATE {t} SET id = id + 100000 WHERE id < 6", "UPDATE {t} SET id = 3 WHERE id = 100004"],
-    "many": [f"UPDATE {{t}} SET amount = amount + {n}, note = CONCAT(note, '{n}') WHERE id = 7" for n in range(20)]
+    "many": [
+        f"UPDATE {{t}} SET amount = amount + {n}, note = CONCAT(note, '{n}') WHERE id = 7" for n in range(20)
+    ]
     + ["DELETE FROM {t} WHERE id = 7", "INSERT INTO {t} (id, name) VALUES (7, 'back')"],
-    "nulls": ["UPDATE {t} SET name = NULL, note = NULL, data = NULL, doc = NULL, at = NULL, ts = NULL, flags = NULL, kind = NULL, tags = NULL WHERE id < 10"],
+    "nulls": [
+        "UPDATE {t} SET name = NULL, note = NULL, data = NULL, doc = NULL, at = NULL, ts = NULL, flags = NULL, kind = NULL, tags = NULL WHERE id < 10"
+    ],
 }
 
 
@@ -180,11 +191,14 @@ def test_tables_that_do_not_qualify_are_copied_and_say_why(maria: Backend) -> No
     tables = [f"{gold}.{n}" for n in ("nokey", "nullable_unique", "myisam", "clash", "unique_ok")]
     befores = {n: state(maria, gold, n) for n in ("nokey", "nullable_unique", "myisam", "clash", "unique_ok")}
     result = guard(maria, tables).run(
-        etl(maria, [f"UPDATE {maria.table(gold, n)} SET a = a + 10" for n in befores], exit=1), echo=lines.append
+        etl(maria, [f"UPDATE {maria.table(gold, n)} SET a = a + 10" for n in befores], exit=1),
+        echo=lines.append,
     )
     assert result.exit_code == 10, result.message
     assert result.captured == [f"{gold}.unique_ok"]
-    assert set(result.capture_copied) == {f"{gold}.{n}" for n in ("nokey", "nullable_unique", "myisam", "clash")}
+    assert set(result.capture_copied) == {
+        f"{gold}.{n}" for n in ("nokey", "nullable_unique", "myisam", "clash")
+    }
     assert "no primary key" in result.capture_copied[f"{gold}.nokey"]
     assert "InnoDB" in result.capture_copied[f"{gold}.myisam"]
     assert any("not captured: no primary key" in line for line in lines)
@@ -203,8 +217,15 @@ def test_hostile_identifiers(maria: Backend, name: str) -> None:
     maria.sql(f"INSERT INTO {t} VALUES (1, 'a'), (2, 'b'), (3, NULL)")
     before = state(maria, gold, name)
     result = guard(maria, [str(TableRef(gold, name))]).run(
-        etl(maria, [f"UPDATE {t} SET {col} = 'z'", f"DELETE FROM {t} WHERE {maria.q('order')} = 1",
-                    f"INSERT INTO {t} VALUES (9, 'n')"], exit=1)
+        etl(
+            maria,
+            [
+                f"UPDATE {t} SET {col} = 'z'",
+                f"DELETE FROM {t} WHERE {maria.q('order')} = 1",
+                f"INSERT INTO {t} VALUES (9, 'n')",
+            ],
+            exit=1,
+        )
     )
     assert result.exit_code == 10 and result.captured == [str(TableRef(gold, name))], result.message
     assert state(maria, gold, name) == before
@@ -223,12 +244,17 @@ def test_hostile_identifiers(maria: Backend, name: str) -> None:
         "ALTER TABLE {t} ADD INDEX extra_idx (amount), ALGORITHM=INPLACE, LOCK=NONE",
     ],
 )
-def test_ddl_during_the_run_makes_a_full_copy_first_and_the_rollback_is_exact(maria: Backend, ddl: str) -> None:
+def test_ddl_during_the_run_makes_a_full_copy_first_and_the_rollback_is_exact(
+    maria: Backend, ddl: str
+) -> None:
     gold, t = make_table(maria, rows=30)
     before = state(maria, gold, "history")
     t2 = maria.table(gold, "moved")
-    statements = [f"UPDATE {t} SET name = 'before ddl' WHERE id < 5", f"DELETE FROM {t} WHERE id = 9",
-                  ddl.format(t=t, t2=t2)]
+    statements = [
+        f"UPDATE {t} SET name = 'before ddl' WHERE id < 5",
+        f"DELETE FROM {t} WHERE id = 9",
+        ddl.format(t=t, t2=t2),
+    ]
     result = guard(maria, [f"{gold}.history"]).run(etl(maria, statements, exit=1))
     assert result.exit_code == 10, result.message
     assert any("full copies" in n for n in result.notes), result.notes
@@ -240,14 +266,20 @@ def test_ddl_during_the_run_makes_a_full_copy_first_and_the_rollback_is_exact(ma
 
 def test_a_good_run_with_ddl_keeps_its_result_and_the_copy(maria: Backend) -> None:
     gold, t = make_table(maria, rows=30)
-    statements = [f"UPDATE {t} SET name = 'x' WHERE id < 5", f"ALTER TABLE {t} ADD COLUMN extra INT",
-                  f"UPDATE {t} SET extra = 1, name = 'y' WHERE id < 8", f"INSERT INTO {t} (name) VALUES ('n')"]
+    statements = [
+        f"UPDATE {t} SET name = 'x' WHERE id < 5",
+        f"ALTER TABLE {t} ADD COLUMN extra INT",
+        f"UPDATE {t} SET extra = 1, name = 'y' WHERE id < 8",
+        f"INSERT INTO {t} (name) VALUES ('n')",
+    ]
     result = guard(maria, [f"{gold}.history"]).run(etl(maria, statements))
     assert result.exit_code == 0, result.message
     assert maria.sql(f"SELECT COUNT(*) FROM {t} WHERE extra = 1") == [(7,)]
     assert triggers(maria, gold) == []
     kinds = {(r["kind"], r["status"]) for r in records(maria)}
-    assert ("snapshot", "verified") in kinds and kinds & {("changes", "failed"), ("changes", "deleted")}, kinds
+    assert ("snapshot", "verified") in kinds and kinds & {("changes", "failed"), ("changes", "deleted")}, (
+        kinds
+    )
 
 
 def test_a_writer_in_another_session_is_captured_too(maria: Backend) -> None:
@@ -269,7 +301,9 @@ def test_a_writer_in_another_session_is_captured_too(maria: Backend) -> None:
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
     try:
-        result = guard(maria, [f"{gold}.history"]).run(etl(maria, ["SLEEP", f"DELETE FROM {t} WHERE id < 20"], exit=1, sleep=1))
+        result = guard(maria, [f"{gold}.history"]).run(
+            etl(maria, ["SLEEP", f"DELETE FROM {t} WHERE id < 20"], exit=1, sleep=1)
+        )
     finally:
         done.set()
         thread.join()
@@ -317,8 +351,12 @@ def test_kill_at_each_point_then_recover(maria: Backend, tmp_path: Path, point: 
         tmp_path / "etlguard.yml", [f"{gold}.history", f"{gold}.plain"], snapshot={"capture": True}
     )
     pre = (state(maria, gold, "history"), state(maria, gold, "plain"))
-    statements = [f"UPDATE {t} SET name = 'etl' WHERE id < 10", f"DELETE FROM {t} WHERE id > 25",
-                  f"INSERT INTO {t} (name) VALUES ('new')", f"UPDATE {plain} SET b = 5"]
+    statements = [
+        f"UPDATE {t} SET name = 'etl' WHERE id < 10",
+        f"DELETE FROM {t} WHERE id > 25",
+        f"INSERT INTO {t} (name) VALUES ('new')",
+        f"UPDATE {plain} SET b = 5",
+    ]
     if how == "slow":
         statements.append("SLEEP")
     command = etl(maria, statements, exit=1 if how == "fail" else 0, sleep=30)
@@ -330,7 +368,10 @@ def test_kill_at_each_point_then_recover(maria: Backend, tmp_path: Path, point: 
         time.sleep(1)  # the watchdog stops the ETL's process group
     recovered = subprocess.run(
         [sys.executable, "-m", "etlguard", "recover", "--config", str(config)],
-        env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     after = (state(maria, gold, "history"), state(maria, gold, "plain"))
@@ -344,6 +385,9 @@ def test_kill_at_each_point_then_recover(maria: Backend, tmp_path: Path, point: 
     assert statuses <= {"failed", "restored", "captured"}, statuses
     again = subprocess.run(
         [sys.executable, "-m", "etlguard", "recover", "--config", str(config)],
-        env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert again.returncode == 0 and "nothing" in (again.stdout + again.stderr).lower(), again.stdout

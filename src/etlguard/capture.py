@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,7 +149,9 @@ def intend(
     return out
 
 
-def install(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> tuple[list[Captured], dict[TableRef, str]]:
+def install(
+    db: Adapter, catalog: Catalog, items: Sequence[Captured]
+) -> tuple[list[Captured], dict[TableRef, str]]:
     """Step 1b: capture tables, then under one write lock of the captured tables their checksums
     and triggers. Returns the tables captured and those to copy instead (with why)."""
     for c in items:
@@ -243,7 +245,9 @@ def _adopt(db: Adapter, catalog: Catalog, c: Captured) -> Snapshot | None:
     with sql.write_locked(db, [c.lazy]):  # as the pre-run checksum was taken
         check = db.copy_check(c.lazy)
     if record is None or not record.matches(check):
-        catalog.update_snapshot(c.lazy_id, status="damaged", note="changed-rows capture: the copy before a DDL differs")
+        catalog.update_snapshot(
+            c.lazy_id, status="damaged", note="changed-rows capture: the copy before a DDL differs"
+        )
         return None
     fp = db.fingerprint(c.lazy)
     catalog.update_snapshot(
@@ -256,7 +260,9 @@ def _adopt(db: Adapter, catalog: Catalog, c: Captured) -> Snapshot | None:
         size_bytes=db.size_bytes(c.lazy),
         note="changed-rows capture: a full copy, made when a DDL came during the run",
     )
-    catalog.update_snapshot(c.id, status="failed", note=f"superseded by the full copy {c.lazy_id} (a DDL came)")
+    catalog.update_snapshot(
+        c.id, status="failed", note=f"superseded by the full copy {c.lazy_id} (a DDL came)"
+    )
     return catalog.snapshot(c.lazy_id)
 
 
@@ -327,10 +333,14 @@ def settle_rollback(db: Adapter, catalog: Catalog, replayed: Replayer | None) ->
         if why:
             problems[str(c.table)] = why
             if snap is not None:
-                catalog.update_snapshot(c.id, status="damaged", note=f"changed-rows capture: replayed, but {why}")
+                catalog.update_snapshot(
+                    c.id, status="damaged", note=f"changed-rows capture: replayed, but {why}"
+                )
             continue
         if snap is not None and snap.status != "restored":
-            catalog.update_snapshot(c.id, status="restored", note="changed-rows capture: replayed by the rollback")
+            catalog.update_snapshot(
+                c.id, status="restored", note="changed-rows capture: replayed by the rollback"
+            )
     return problems
 
 
@@ -364,8 +374,8 @@ __all__ = [
     "KIND",
     "Captured",
     "Plan",
+    "Replayer",
     "Settled",
-    "settle_copies",
     "changed_structure",
     "commit",
     "discard",
@@ -375,7 +385,7 @@ __all__ = [
     "intend",
     "plan",
     "replay_alone",
-    "Replayer",
     "replayer",
+    "settle_copies",
     "settle_rollback",
 ]

@@ -256,7 +256,12 @@ class Recovery:
             return "the ETL never started; nothing to roll back"
         zero = settle(self.db, self.catalog, payload.get("zero_copy", []))  # what dbt kept, verified
         if phase == "commit":
-            _capture.commit(self.db, self.catalog, _capture.settle_copies(self.db, self.catalog, captured).captured, run_id)
+            _capture.commit(
+                self.db,
+                self.catalog,
+                _capture.settle_copies(self.db, self.catalog, captured).captured,
+                run_id,
+            )
             self._close(entry, run_id, "ok", "the run died after its audits passed; recover kept its result")
             return "the run had passed its audits; its result is kept"
         chosen = {}
@@ -327,7 +332,9 @@ class Recovery:
             for ref, sid in ((c.capture, c.id), (c.lazy, c.lazy_id)):
                 self._drop_ours(ref)
                 if self.catalog.snapshot(sid) is not None:
-                    self.catalog.update_snapshot(sid, status="failed", note="changed-rows capture: the ETL never ran")
+                    self.catalog.update_snapshot(
+                        sid, status="failed", note="changed-rows capture: the ETL never ran"
+                    )
 
     def _replay_captures(self, run_id: int, captured: list[_capture.Captured]) -> list[str]:
         """Put the captured tables back (the replay is idempotent: a crash during or after an

@@ -319,7 +319,9 @@ class GuardedRun:
         )
         for s in self.snapshots:
             why = self.capture_plan.copied.get(s.table)
-            self.echo(f"  {s.table}: snapshot {s.id}, {how_taken(s)}" + (f" (not captured: {why})" if why else ""))
+            self.echo(
+                f"  {s.table}: snapshot {s.id}, {how_taken(s)}" + (f" (not captured: {why})" if why else "")
+            )
         for c in self.captured:
             self.echo(f"  {c.table}: changed rows captured (record {c.id}), not copied")
         self.counts_before = _audits.counts_before(self.db, self.config.audits, self.tables)
@@ -362,7 +364,11 @@ class GuardedRun:
             return
         try:
             items = _capture.intend(
-                self.db, self.catalog, self.capture_plan.tables, self.config.snapshot_schema, self.result.run_id
+                self.db,
+                self.catalog,
+                self.capture_plan.tables,
+                self.config.snapshot_schema,
+                self.result.run_id,
             )
             self.captured = items
             self._note(capture=[c.as_journal() for c in items])
@@ -638,7 +644,9 @@ class GuardedRun:
     def _commit(self) -> None:
         self._note(phase="commit")
         fault("run.before_commit")
-        self.result.snapshot_bytes += _capture.commit(self.db, self.catalog, self.captured, self.result.run_id)
+        self.result.snapshot_bytes += _capture.commit(
+            self.db, self.catalog, self.captured, self.result.run_id
+        )
         self.result.status, self.result.exit_code = "ok", EXIT_OK
         self.result.message = (
             f"run {self.result.run_id} succeeded; {plural(len(self.snapshots), 'table')} protected"
@@ -683,7 +691,9 @@ class GuardedRun:
                 replay=(replayed := _capture.replayer(self.db, self.captured)),
             )
             restored.unverified.update(_capture.settle_rollback(self.db, self.catalog, replayed))
-            restored.verified += [str(c.table) for c in self.captured if str(c.table) not in restored.unverified]
+            restored.verified += [
+                str(c.table) for c in self.captured if str(c.table) not in restored.unverified
+            ]
         except EtlguardError as exc:
             self._rollback_failed(f"the rollback failed: {exc}")
             return

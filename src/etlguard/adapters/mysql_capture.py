@@ -35,7 +35,9 @@ _WAITING = "Waiting for table metadata lock"
 POLL_SECONDS = 0.2
 # what waits for a captured table's metadata lock while the hold has it: DDL, and LOCK TABLES
 # (a DML statement waits only behind a pending DDL, and goes on once that is stopped)
-_DDL = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(alter|rename|drop|truncate|create|optimize|repair|lock)\b", re.I | re.S)
+_DDL = re.compile(
+    r"^\s*(?:/\*.*?\*/\s*)*(alter|rename|drop|truncate|create|optimize|repair|lock)\b", re.I | re.S
+)
 
 
 @dataclass(frozen=True)
@@ -428,9 +430,9 @@ __all__ = [
     "drop_triggers",
     "layout",
     "materialise",
-    "why_not_captured",
     "replay",
     "trigger_names",
     "triggers_present",
+    "why_not_captured",
     "write_locked",
 ]
