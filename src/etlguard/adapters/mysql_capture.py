@@ -35,6 +35,8 @@ _WAITING = "Waiting for table metadata lock"
 POLL_SECONDS = 0.2
 # what waits for a captured table's metadata lock while the hold has it: DDL, and LOCK TABLES
 # (a DML statement waits only behind a pending DDL, and goes on once that is stopped)
+_DML = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(select|insert|update|delete|replace|with)\b", re.I | re.S)
+_IDENT = re.compile(r"`((?:[^`]|``)+)`|([^\s`.,;()='\"]+)")
 _DDL = re.compile(
     r"^\s*(?:/\*.*?\*/\s*)*(alter|rename|drop|truncate|create|optimize|repair|lock)\b", re.I | re.S
 )
@@ -300,24 +302,27 @@ def _wait_queued(side: Adapter, session: int | None, worker: threading.Thread) -
 # -- the hold: no DDL on a captured table while the ETL runs unnoticed ---------------------------
 @dataclass
 class Hold:
-    """A READ COMMITTED transaction that has read every captured table holds their shared
-    metadata locks, so ALTER, RENAME, DROP and TRUNCATE of them wait. A watcher looks for such a
-    waiting statement; when one appears, the hold makes a full pre-run copy of every captured
-    table IN ITS OWN TRANSACTION (other sessions would queue behind the waiting DDL): the rows
-    into an empty copy made before the ETL, then the capture's inverse applied to it (first-touch
-    images are the pre-run state, whatever moment the rows were read), then COMMIT, which lets
-    the DDL go on. Each copy's row count and CHECKSUM TABLE (write-locked, as the pre-run one was)
-    is for the caller to prove against the pre-run checksum. If the copy fails, the waiting
-    statement is stopped instead (KILL QUERY): the ETL fails, and the capture still undoes it."""
+    """One READ COMMITTED transaction per captured table, each of which has read its table,
+    holds that table's shared metadata lock, so ALTER, RENAME, DROP and TRUNCATE of it wait. A
+    watcher looks for such a waiting statement; when one appears, the table's holder makes a
+    full pre-run copy of it IN ITS OWN TRANSACTION (other sessions would queue behind the waiting
+    DDL): the rows into an empty copy made before the ETL, then the capture's inverse applied to
+    it (first-touch images are the pre-run state, whatever moment the rows were read), then
+    COMMIT, which lets the DDL go on; the other tables stay held. The caller proves each copy
+    against the pre-run checksum. If the copy fails, the waiting statement is stopped instead
+    (KILL QUERY): the ETL fails, and the capture still undoes it. A waiting statement that
+    names no captured table but is not plain DML (a procedure, say) counts, after a second, for
+    every table still held: an unneeded copy costs bytes, a missed DDL the undo."""
 
     connect: Callable[[], Adapter]
     items: Sequence[tuple[Replay, TableRef]]  # each captured table's replay and its empty copy
     stopped: list[str] = field(default_factory=list)
     copied: list[TableRef] = field(default_factory=list)  # tables whose full copy was made
-    trigger: str | None = None  # the statement that made the copies
-    lost: str | None = None  # why the hold ended early (its session died)
-    _holder: Adapter | None = None
+    trigger: str | None = None  # the first statement that made a copy
+    lost: str | None = None  # why the hold ended early (a session died)
+    _holders: dict[TableRef, Adapter] = field(default_factory=dict)
     _watcher: Adapter | None = None
+    _unsure: dict[int, int] = field(default_factory=dict)  # session -> polls seen waiting
     _done: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -326,77 +331,92 @@ class Hold:
         return [r.table for r, _ in self.items]
 
     def start(self) -> Hold:
-        self._holder = self.connect()
-        self._holder.connect()
-        self._holder.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        self._holder.execute("START TRANSACTION")
         for t in self.tables:
-            self._holder.query(f"SELECT 1 FROM {self._holder.qualify(t)} LIMIT 0")
+            holder = self.connect()
+            self._holders[t] = holder
+            holder.connect()
+            holder.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            holder.execute("START TRANSACTION")
+            holder.query(f"SELECT 1 FROM {holder.qualify(t)} LIMIT 0")
         self._watcher = self.connect()
         self._watcher.connect()
         self._thread = threading.Thread(target=self._watch, name="etlguard-capture-hold", daemon=True)
         self._thread.start()
         return self
 
-    def session(self) -> int | None:
-        return getattr(self._holder, "session_id", None)
+    def sessions(self) -> list[int]:
+        return [int(getattr(h, "session_id", 0) or 0) for h in self._holders.values()]
 
     def _watch(self) -> None:
         assert self._watcher is not None
-        while not self._done.wait(POLL_SECONDS):
+        while self._holders and not self._done.wait(POLL_SECONDS):
             try:
-                waiting = self._waiting(self._watcher)
-                if waiting and self.trigger is None:
-                    self._copy_or_stop(waiting)
+                for table, statements in self._waiting(self._watcher).items():
+                    self._copy_or_stop(table, statements)
             except EtlguardError as exc:
                 self.lost = f"the hold lost its connection: {exc}"
                 return
-            if self.copied:
-                return  # the copies are made: nothing is held any more
 
-    def _waiting(self, db: Adapter) -> list[tuple[int, str]]:
+    def _waiting(self, db: Adapter) -> dict[TableRef, list[tuple[int, str]]]:
+        """Held tables that a waiting statement names (or may reach), with those statements."""
+        marks = ", ".join(["%s"] * len(self.sessions()))
         rows = db.query(
-            "SELECT ID, DB, INFO FROM information_schema.PROCESSLIST WHERE STATE = %s AND ID <> %s",
-            [_WAITING, self.session() or 0],
+            f"SELECT ID, DB, INFO FROM information_schema.PROCESSLIST WHERE STATE = %s AND ID NOT IN ({marks})",
+            [_WAITING, *self.sessions()],
         )
-        out = []
+        out: dict[TableRef, list[tuple[int, str]]] = {}
+        seen = set()
         for sid, schema, info in rows:
             text = info.decode() if isinstance(info, bytes) else str(info or "")
-            if _DDL.match(text) and any(names(text, schema, t) for t in self.tables):
-                out.append((int(sid), text[:200]))
+            named = [t for t in self._holders if names(text, schema, t)]
+            if named and _DDL.match(text):
+                hit = named
+            elif not named and not _DML.match(text):
+                seen.add(int(sid))
+                self._unsure[int(sid)] = self._unsure.get(int(sid), 0) + 1
+                hit = list(self._holders) if self._unsure[int(sid)] > 5 else []
+            else:
+                hit = []
+            for t in hit:
+                out.setdefault(t, []).append((int(sid), text[:200]))
+        self._unsure = {k: v for k, v in self._unsure.items() if k in seen}
         return out
 
-    def _copy_or_stop(self, waiting: list[tuple[int, str]]) -> None:
-        assert self._holder is not None and self._watcher is not None
+    def _copy_or_stop(self, table: TableRef, waiting: list[tuple[int, str]]) -> None:
+        assert self._watcher is not None
+        holder = self._holders.pop(table)
+        replay, copy = next((r, c) for r, c in self.items if r.table == table)
         try:
-            for r, copy in self.items:
-                materialise(self._holder, r, copy)
-            self._holder.execute("COMMIT")
+            materialise(holder, replay, copy)
+            holder.execute("COMMIT")
         except EtlguardError as exc:
             with contextlib.suppress(EtlguardError):
-                self._holder.execute("ROLLBACK")
+                holder.execute("ROLLBACK")
             for sid, text in waiting:  # keep the table undoable: the DDL does not go on
                 self._watcher.execute(f"KILL QUERY {int(sid)}")
                 self.stopped.append(f"{text} (a full copy could not be made: {exc})")
-            self.lost = f"the hold ended: the copy before a DDL failed ({exc})"
+            self.lost = f"the hold of {table} ended: the copy before a DDL failed ({exc})"
             return
-        self.trigger = waiting[0][1]
-        self.copied = [r.table for r, _ in self.items]
+        finally:
+            holder.close()
+        self.trigger = self.trigger or waiting[0][1]
+        self.copied.append(table)
 
     def stop(self) -> None:
         """End the hold; `lost` says whether it held to the end."""
         self._done.set()
         if self._thread is not None:
             self._thread.join()
-        for db in (self._holder, self._watcher):
+        for table, db in [*self._holders.items(), (None, self._watcher)]:
             if db is None:
                 continue
             try:
                 db.execute("COMMIT")
             except EtlguardError as exc:
-                if db is self._holder and not self.copied:
-                    self.lost = f"the metadata-lock hold's session ended during the run: {exc}"
+                if table is not None:
+                    self.lost = f"the metadata-lock hold of {table} ended during the run: {exc}"
             db.close()
+        self._holders = {}
 
 
 def materialise(db: Adapter, r: Replay, copy: TableRef) -> None:
@@ -413,12 +433,17 @@ def materialise(db: Adapter, r: Replay, copy: TableRef) -> None:
 
 
 def names(statement: str, schema: object, ref: TableRef) -> bool:
-    """Whether a statement's text names the table: by its name, qualified by its schema or
-    run in it (a loose match: stopping a DDL it cannot place would only fail the run)."""
-    low = statement.lower()
-    if ref.name.lower() not in low:
+    """Whether a statement's text names the table: its name as an identifier (bare or quoted),
+    qualified by its schema or run in that schema (case-insensitively: a loose match costs an
+    unneeded copy, a missed one the undo)."""
+    words = {w.lower() for w in _identifiers(statement)}
+    if ref.name.lower() not in words:
         return False
-    return schema == ref.schema or ref.schema.lower() in low
+    return str(schema or "").lower() == ref.schema.lower() or ref.schema.lower() in words
+
+
+def _identifiers(text: str) -> list[str]:
+    return [q.replace("``", "`") if q else bare for q, bare in _IDENT.findall(text)]
 
 
 __all__ = [
