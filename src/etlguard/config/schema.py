@@ -103,8 +103,9 @@ class SnapshotOptions(Section):
         "record the rows the run changes (triggers installed for the run write each touched row's "
         "pre-run image into the snapshot schema); a rollback puts those rows back. A table "
         "qualifies with a primary key (or a unique key over NOT NULL columns), InnoDB, no user "
-        "triggers and no foreign keys; others are copied. DDL on a captured table during the run "
-        "is stopped, so that run fails and is rolled back. See docs/configuration.md.",
+        "triggers and no foreign keys; others are copied. A DDL on a captured table during the "
+        "run waits until etlguard has made a full pre-run copy of that table, which the rollback "
+        "then uses. See docs/configuration.md.",
     )
 
 
