@@ -310,7 +310,10 @@ class GuardedRun:
         by_etl = len(self.zero_by_etl)
         kept = "".join(
             f"; {plural(n, what)} kept by {who}, not copied"
-            for n, what, who in [(len(self.zero_snaps) - by_etl, "table model", "dbt"), (by_etl, "table", "the ETL")]
+            for n, what, who in [
+                (len(self.zero_snaps) - by_etl, "table model", "dbt"),
+                (by_etl, "table", "the ETL"),
+            ]
             if n and self.zero_snaps
         )
         self.echo(
