@@ -10,9 +10,11 @@ able to decide (modelled on zerocopy.py):
    them), each table's row count + CHECKSUM TABLE is recorded and its triggers are created; the
    row becomes `capturing`. A table whose triggers cannot be created (no TRIGGER privilege, binary
    logging without SUPER) is copied instead, so it is never unprotected.
-2. While the ETL runs, a metadata-lock hold keeps DDL off the captured tables (it is stopped and
-   the run fails): a capture cannot undo a changed structure. If the hold dies, the structure is
-   compared after the ETL, and a rollback is proved by checksum either way.
+2. While the ETL runs, one transaction per captured table holds its metadata lock, so a DDL on
+   it waits; the holder then makes a full pre-run copy of that table (its rows, then the
+   capture's inverse) into an empty copy made before the ETL, and lets the DDL go on. After the
+   ETL (`settle_copies`) that copy is proved against the pre-run checksum and becomes the run's
+   snapshot of the table: a capture cannot undo a changed structure, a copy can.
 3. Commit: triggers dropped first, then the post-run checksum recorded; the row becomes
    `captured` (a record of what the run changed; not a restorable snapshot).
    Rollback: the replay, verified against the pre-run checksum and structure; then the triggers
@@ -266,16 +268,6 @@ def _adopt(db: Adapter, catalog: Catalog, c: Captured) -> Snapshot | None:
     return catalog.snapshot(c.lazy_id)
 
 
-def changed_structure(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> list[str]:
-    """Captured tables whose structure is not the pre-run one (or that are gone)."""
-    out = []
-    for c in items:
-        snap = catalog.snapshot(c.id)
-        if not db.table_exists(c.table) or snap is None or not db.structure_matches(c.table, snap.structure):
-            out.append(str(c.table))
-    return out
-
-
 def commit(db: Adapter, catalog: Catalog, items: Sequence[Captured], run_id: int | None) -> int:
     """Step 3, a good run: triggers first, then the post-run checksum. Returns bytes kept."""
     kept = 0
@@ -376,7 +368,6 @@ __all__ = [
     "Plan",
     "Replayer",
     "Settled",
-    "changed_structure",
     "commit",
     "discard",
     "from_journal",

@@ -197,15 +197,6 @@ def drop_triggers(db: Adapter, table: TableRef, token: str) -> None:
         db.execute(f"DROP TRIGGER IF EXISTS {db.qualify(name)}")
 
 
-def triggers_present(db: Adapter, table: TableRef, token: str) -> int:
-    rows = db.query(
-        "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s",
-        [table.schema],
-    )
-    names = {n.name for n in trigger_names(table, token)}
-    return sum(1 for (n,) in rows if n in names)
-
-
 # -- the replay -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Replay:
@@ -457,7 +448,6 @@ __all__ = [
     "materialise",
     "replay",
     "trigger_names",
-    "triggers_present",
     "why_not_captured",
     "write_locked",
 ]
