@@ -378,6 +378,8 @@ class GuardedRun:
             fault("capture.after_intent")
             self.captured, failed = _capture.install(self.db, self.catalog, items)
             self._note(capture=[c.as_journal() for c in self.captured])
+            # fail closed: without the hold a DDL in the ETL could leave a table no capture undoes
+            self.hold = _capture.hold(self.db, self.captured)
         except EtlguardError as exc:
             raise SnapshotFailed(f"changed-rows capture failed, the ETL was not started: {exc}") from exc
         self.capture_plan.copied.update(failed)
@@ -387,6 +389,9 @@ class GuardedRun:
 
     def _abandon_capture(self) -> None:
         """The ETL will not start: the triggers and capture tables go, the records are closed."""
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            hold.stop()
         with contextlib.suppress(EtlguardError):
             for c in self.captured:
                 _capture.discard(self.db, self.catalog, c, "changed-rows capture: the ETL never ran")
@@ -438,11 +443,6 @@ class GuardedRun:
         env = etl_environment(self.config.target_env, self.pass_env)
         env.update(_zerocopy.environment(self.zero_snaps))
         pinger = _Keepalive(self.db)
-        try:
-            self.hold = _capture.hold(self.db, self.captured)
-        except EtlguardError as exc:  # without the hold a DDL could make the capture useless
-            self.hold = None
-            self.result.notes.append(f"changed-rows capture: the DDL hold could not start: {exc}")
         try:
             outcome = run_command(
                 command,
