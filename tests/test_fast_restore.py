@@ -18,9 +18,10 @@ import pymysql
 import pytest
 
 from etlguard.adapters import adapter_for
-from etlguard.adapters.base import FINGERPRINT
+from etlguard.adapters.base import COPY_CHECK, FINGERPRINT
 from etlguard.adapters.mysql import MySQLAdapter
 from etlguard.errors import EXIT_ROLLBACK_FAILED, ChecksumMismatch, EtlguardError, RollbackFailed
+from etlguard.tables import TableRef
 from etlguard.target import parse_target
 from test_atomic_restore import DAMAGED_STATE, DEADLINE, KEPT, SNAPSHOT_STATE, TABLES, fill, start_poller
 
@@ -88,15 +89,104 @@ def test_a_restore_proves_a_sealed_snapshot_in_o1_and_puts_the_table_back(backen
     [snap] = guard.snapshot()
     assert _seal(backend, snap.id) is not None
     _damage(backend, t)
+    _next_second(backend)  # a table written in the second its seal is read gets none (next test)
     result = guard.restore([f"{gold}.facts"], latest=True)
     assert [s.proof for s in result.steps] == ["seal"]
     assert result.verified == [f"{gold}.facts"] and backend.golden(gold, "facts") == original
     assert 0 < result.back_seconds <= result.total_seconds and result.verify_seconds > 0
-    # the displaced table is sealed too: undoing the restore is as fast
+    # the displaced table is recorded by CHECKSUM TABLE, not fingerprinted, and sealed too:
+    # undoing the restore is as fast
     [displaced] = [s.displaced_id for s in result.steps]
     assert displaced is not None and _seal(backend, displaced) is not None
+    assert _recorded(backend, displaced, "fingerprint") == COPY_CHECK
     undo = guard.restore(snapshot_ids=[displaced])
     assert [s.proof for s in undo.steps] == ["seal"] and undo.verified == [f"{gold}.facts"]
+
+
+def _recorded(backend: Backend, snapshot_id: int, column: str) -> object:
+    [(value,)] = backend.sql(
+        f"SELECT {backend.q(column)} FROM {backend.table(backend.catalog_schema, 'snapshots')} WHERE id = %s",
+        [snapshot_id],
+    )
+    return value
+
+
+def _next_second(backend: Backend) -> None:
+    """Wait until the server's clock is in a later second than now (UPDATE_TIME's resolution)."""
+    [(start,)] = backend.sql("SELECT UNIX_TIMESTAMP(NOW())")
+    while backend.sql("SELECT UNIX_TIMESTAMP(NOW())")[0][0] == start:
+        time.sleep(0.05)
+
+
+def _forget_seal(backend: Backend, snapshot_id: int) -> None:
+    """As after a restart: the seal proves nothing, the recorded checksum must decide."""
+    backend.sql(
+        f"UPDATE {backend.table(backend.catalog_schema, 'snapshots')} SET seal = NULL WHERE id = %s",
+        [snapshot_id],
+    )
+
+
+@MARIADB
+def test_a_displaced_table_without_a_seal_is_restored_exactly_and_proven_by_its_checksum(
+    backend: Backend,
+) -> None:
+    gold, t = _facts(backend)
+    guard = backend.guard([f"{gold}.facts"])
+    guard.snapshot()
+    damaged = _damage(backend, t)
+    [displaced] = [s.displaced_id for s in guard.restore([f"{gold}.facts"], latest=True).steps]
+    assert displaced is not None and _recorded(backend, displaced, "row_count") == damaged[0]
+    _forget_seal(backend, displaced)
+    assert [v.ok for v in guard.verify([f"{gold}.facts"]) if v.snapshot.id == displaced] == [True]
+    undo = guard.restore(snapshot_ids=[displaced])
+    assert [s.proof for s in undo.steps] == ["checksum"] and undo.verified == [f"{gold}.facts"]
+    assert backend.golden(gold, "facts") == damaged
+
+
+@MARIADB
+@pytest.mark.parametrize("sealed", [True, False])
+def test_a_tampered_displaced_table_is_refused_and_the_live_table_left_untouched(
+    backend: Backend, sealed: bool
+) -> None:
+    gold, t = _facts(backend)
+    original = backend.golden(gold, "facts")
+    guard = backend.guard([f"{gold}.facts"])
+    guard.snapshot()
+    _damage(backend, t)
+    [step] = guard.restore([f"{gold}.facts"], latest=True).steps
+    assert step.displaced is not None and step.displaced_id is not None
+    if not sealed:
+        _forget_seal(backend, step.displaced_id)
+    backend.sql(
+        f"UPDATE {backend.table(step.displaced.schema, step.displaced.name)} SET name = 'x' WHERE id = 5"
+    )
+    assert [v.ok for v in guard.verify([f"{gold}.facts"]) if v.snapshot.id == step.displaced_id] == [False]
+    with pytest.raises(ChecksumMismatch):
+        guard.restore(snapshot_ids=[step.displaced_id])
+    assert backend.golden(gold, "facts") == original
+
+
+@MARIADB
+def test_the_storage_identity_a_restore_checks_after_its_rename_follows_the_table(backend: Backend) -> None:
+    """After the RENAME the live table is proven to be the sealed snapshot table by its InnoDB
+    identity, which RENAME keeps; a copy of the same rows under the name is another table."""
+    gold, _ = _facts(backend)
+    [snap] = backend.guard([f"{gold}.facts"]).snapshot()
+    seal = _seal(backend, snap.id)
+    assert seal is not None
+    s = backend.table(snap.snapshot.schema, snap.snapshot.name)
+    moved, copy = backend.table(gold, "moved"), backend.table(gold, "copy")
+    db = _adapter(backend)
+    try:
+        assert db.same_storage(snap.snapshot, seal)
+        backend.sql(f"RENAME TABLE {s} TO {moved}")
+        assert db.same_storage(TableRef(gold, "moved"), seal)
+        assert not db.seal_holds(TableRef(gold, "moved"), seal)  # RENAME moves CREATE_TIME
+        backend.sql(f"CREATE TABLE {copy} LIKE {moved}")
+        backend.sql(f"INSERT INTO {copy} SELECT * FROM {moved}")
+        assert not db.same_storage(TableRef(gold, "copy"), seal)
+    finally:
+        db.close()
 
 
 # Each changes the snapshot's data; run the moment the snapshot is taken (the same second as

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -251,31 +252,13 @@ class Catalog:
         return self.db.next_id(self.t("snapshots"))
 
     def add_snapshot(self, snap: Snapshot) -> None:
-        self.db.insert(
-            self.t("snapshots"),
-            {
-                "id": snap.id,
-                "table_schema": snap.table.schema,
-                "table_name": snap.table.name,
-                "snapshot_schema": snap.snapshot.schema,
-                "snapshot_table": snap.snapshot.name,
-                "kind": snap.kind,
-                "status": snap.status,
-                "run_id": snap.run_id,
-                "journal_id": snap.journal_id,
-                "taken_at": snap.taken_at,
-                "row_count": snap.row_count,
-                "size_bytes": snap.size_bytes,
-                "checksum": snap.checksum,
-                "auto_increment": snap.auto_increment,
-                "structure": snap.structure,
-                "note": snap.note,
-                "fingerprint": snap.fingerprint,
-                "change_check": snap.change_check,
-                "reuses": snap.reuses,
-                "seal": snap.seal,
-            },
-        )
+        self.add_snapshots([snap])
+
+    def add_snapshots(self, snaps: Sequence[Snapshot]) -> None:
+        """Several records in one statement (one commit: a rollback records its displaced
+        tables just before its swap, where every round trip delays the tables coming back)."""
+        if snaps:
+            self.db.insert_many(self.t("snapshots"), [_snapshot_row(s) for s in snaps])
 
     def update_snapshot(self, snapshot_id: int, **values: Any) -> None:
         """Change one record. A restore consuming its table (`restored`) or a kept copy taking
@@ -398,3 +381,28 @@ class Catalog:
             r["command"] = json.loads(r["command"] or "[]")
             r["details"] = json.loads(r["details"] or "{}")
         return rows
+
+
+def _snapshot_row(snap: Snapshot) -> dict[str, Any]:
+    return {
+        "id": snap.id,
+        "table_schema": snap.table.schema,
+        "table_name": snap.table.name,
+        "snapshot_schema": snap.snapshot.schema,
+        "snapshot_table": snap.snapshot.name,
+        "kind": snap.kind,
+        "status": snap.status,
+        "run_id": snap.run_id,
+        "journal_id": snap.journal_id,
+        "taken_at": snap.taken_at,
+        "row_count": snap.row_count,
+        "size_bytes": snap.size_bytes,
+        "checksum": snap.checksum,
+        "auto_increment": snap.auto_increment,
+        "structure": snap.structure,
+        "note": snap.note,
+        "fingerprint": snap.fingerprint,
+        "change_check": snap.change_check,
+        "reuses": snap.reuses,
+        "seal": snap.seal,
+    }

@@ -24,7 +24,7 @@ from .catalog import Catalog
 from .errors import EXIT_ROLLBACK_FAILED, EtlguardError, RollbackFailed, UnfinishedOperation
 from .execute import group_alive, start_ticks
 from .faults import fault
-from .restore import live_matches, plan_aside, plan_restore, run_restore, settle_consumed
+from .restore import live_matches, mark_displaced, plan_aside, plan_restore, run_restore, settle_consumed
 from .sessions import settle_sessions
 from .snapshot import Membership, created_by_run
 from .tables import TableRef, plural
@@ -228,10 +228,7 @@ class Recovery:
         if not self.db.table_exists(ref):
             self.catalog.update_snapshot(sid, status="failed")
             return
-        cs = self.db.checksum(ref)
-        self.catalog.update_snapshot(
-            sid, status="verified", row_count=cs.rows, checksum=cs.digest, fingerprint=cs.algorithm
-        )
+        mark_displaced(self.db, self.catalog, [(ref, sid, None, self.db.auto_increment(ref))])
 
     # -- prune: finish the deletions ------------------------------------------------------------
     def _prune(self, entry: dict[str, Any]) -> str:

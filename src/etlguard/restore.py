@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .adapters.base import Adapter, Checksum, Copy, Progress, Swap
+from .adapters.base import COPY_CHECK, Adapter, Checksum, Copy, Progress, Swap
 from .catalog import Catalog, Snapshot, utcnow
 from .errors import (
     ChecksumMismatch,
@@ -177,6 +177,7 @@ def plan_restore(
     next_id = catalog.next_snapshot_id()
     consume = db.snapshot_renames_into_place
     by_pointer = db.restores_by_refill or db.snapshots_by_reference  # no staging copy to build
+    present = db.existing(sorted(chosen))
     for i, (table, snap) in enumerate(sorted(chosen.items())):
         displaced_id = next_id + i
         staging_schema = table.schema if db.staging_beside_live else snapshot_schema
@@ -187,7 +188,7 @@ def plan_restore(
                 staging_schema, snapshot_name("_etlguard_r" if db.staging_beside_live else "r", displaced_id)
             )
         )
-        live_exists = db.table_exists(table)
+        live_exists = table in present
         steps.append(
             RestoreStep(
                 table=table,
@@ -229,14 +230,19 @@ def check_swappable(db: Adapter, steps: Sequence[RestoreStep], aside: Sequence[A
     is now a view, or a trigger or foreign key the snapshot did not have (snapshots refuse
     tables with either, so the run added it). A rename would fail on a trigger (MySQL error
     1435) and carry a foreign key into the snapshot schema."""
-    for ref in [s.table for s in steps] + [a.table for a in aside]:
-        if db.is_view(ref):
+    refs = [s.table for s in steps] + [a.table for a in aside]
+    views = db.views_among(refs)
+    # a step has a displaced table where the live one exists (plan_restore), an aside table exists
+    present = [s.table for s in steps if s.displaced is not None] + [a.table for a in aside]
+    found = db.swap_blockers_of(present)
+    for ref in refs:
+        if ref in views:
             raise RestoreFailed(
                 f"cannot put {ref} back: it is now a view, which etlguard did not create and will not "
                 f"drop; drop or rename the view (keep its definition if you need it), then retry; "
                 "nothing was changed"
             )
-        blockers = db.swap_blockers(ref) if db.table_exists(ref) else []
+        blockers = found.get(ref, [])
         if blockers:
             raise RestoreFailed(
                 f"cannot put {ref} back: the run added {blockers[0]}, which a swap would break; "
@@ -268,11 +274,14 @@ def run_restore(
 
     started = time.perf_counter()
     check_swappable(db, steps, aside)
-    db.ensure_schema(snapshot_schema)
-    entry = catalog.begin(op, _payload("staging", steps, aside), run_id)
+    _prove(db, steps, progress, prove_first)  # reads only: a damaged snapshot is refused before any write
+    copying = any(not (s.consume or s.refill) or s.recopy is not None for s in steps)
+    if not any(s.consume or s.refill for s in steps):  # else it holds the snapshot tables just found
+        db.ensure_schema(snapshot_schema)
+    entry = catalog.begin(op, _payload("staging" if copying else "swapping", steps, aside), run_id)
     fault("restore.after_intent")
     try:
-        _stage(db, steps, progress, prove_first)
+        _stage(db, steps, progress)
     except BaseException as exc:
         for s in steps:
             if not (s.consume or s.refill):  # never drop the snapshot itself
@@ -285,29 +294,9 @@ def run_restore(
         raise
     fault("restore.after_staging")
     _add_aside(db, catalog, aside, entry, run_id)
-    for s in steps:
-        if s.displaced is not None and s.displaced_id is not None:
-            s.live_structure = db.structure(s.table)
-            s.live_auto_increment = db.auto_increment(s.table)
-            catalog.add_snapshot(
-                Snapshot(
-                    id=s.displaced_id,
-                    table=s.table,
-                    snapshot=s.displaced,
-                    kind="displaced",
-                    status="creating",
-                    taken_at=db.server_now(),
-                    row_count=None,
-                    size_bytes=None,
-                    checksum=None,
-                    auto_increment=None,
-                    structure=s.live_structure,  # kept even if recover has to finish this
-                    run_id=run_id,
-                    journal_id=entry,
-                    note=f"replaced by snapshot {s.snapshot.id}",
-                )
-            )
-    catalog.note(entry, _payload("swapping", steps, aside))
+    _add_displaced(db, catalog, steps, entry, run_id)
+    if copying:
+        catalog.note(entry, _payload("swapping", steps, aside))
     fault("restore.before_swap")
     swap_started = time.perf_counter()
     _counters_ahead(db, [(s.staging, s.table) for s in steps if s.displaced is not None], COUNTER_MARGIN)
@@ -335,6 +324,38 @@ def run_restore(
     return result
 
 
+def _add_displaced(
+    db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], entry: int, run_id: int | None
+) -> None:
+    """Before the swap, a `creating` record of each table it will displace, all in one
+    statement, so that `recover` knows every table the swap moves into the snapshot schema."""
+    moving = [s for s in steps if s.displaced is not None and s.displaced_id is not None]
+    taken_at = db.server_now() if moving else None
+    records = []
+    for s in moving:
+        assert s.displaced is not None and s.displaced_id is not None and taken_at is not None
+        s.live_structure, s.live_auto_increment = db.structure_and_counter(s.table)
+        records.append(
+            Snapshot(
+                id=s.displaced_id,
+                table=s.table,
+                snapshot=s.displaced,
+                kind="displaced",
+                status="creating",
+                taken_at=taken_at,
+                row_count=None,
+                size_bytes=None,
+                checksum=None,
+                auto_increment=None,
+                structure=s.live_structure,  # kept even if recover has to finish this
+                run_id=run_id,
+                journal_id=entry,
+                note=f"replaced by snapshot {s.snapshot.id}",
+            )
+        )
+    catalog.add_snapshots(records)
+
+
 # Rows other clients insert into the live table between reading its counter and the swap
 # (milliseconds; MySQL allows no RENAME under LOCK TABLES to close that gap) take ids below
 # live + margin, so the incoming table starts above them.
@@ -345,19 +366,47 @@ def _counters_ahead(db: Adapter, pairs: Sequence[tuple[TableRef, TableRef]], mar
     """Never hand out an AUTO_INCREMENT id twice (ids of rows a restore discarded may be
     referenced elsewhere): just before the swap the incoming table's counter is raised past the
     live table's, and after it to at least the displaced table's final value."""
-    for table, ahead_of in pairs:
-        db.raise_counter(table, ahead_of, margin)
+    if pairs:
+        db.raise_counters(pairs, margin)
 
 
-def _stage(
-    db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None, prove_first: bool = False
-) -> None:
-    """Build what the swap needs without touching a live table: staging copies (checked against
-    the catalog, so a damaged snapshot is refused here), and for --keep-snapshot a copy of the
-    snapshot table that outlives its consumption. A consumed snapshot is only checked to exist
-    (it is proven after the swap, once the table is already back) unless `prove_first`."""
+def _prove(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None, prove_first: bool) -> None:
+    """Read, before the journal and before any write: each snapshot table that is renamed into
+    place or refilled from exists, and with `prove_first` a consumed one is proven against the
+    catalog, by its seal where the engine can tell (one round trip for all of them), else by its
+    recorded fingerprint. A damaged or tampered snapshot is refused here, nothing touched."""
     for s in steps:
         s.structure = s.snapshot.structure or _own_structure(db, s.snapshot)
+    pointed = [s for s in steps if s.consume or s.refill]
+    present = db.existing([s.snapshot.snapshot for s in pointed])
+    for s in pointed:
+        if s.snapshot.snapshot not in present:
+            raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), "its table is missing")
+    consumed = [s for s in steps if prove_first and s.consume and s.recopy is None]
+    sealed = [s for s in consumed if s.snapshot.seal is not None]
+    holds = db.seals_hold([(s.snapshot.snapshot, s.snapshot.seal or "") for s in sealed])
+    for s, ok in zip(sealed, holds, strict=True):
+        s.proven, s.proof = ok, "seal" if ok else ""
+    for s in steps:
+        if s.refill or (s in consumed and not s.proven):
+            actual = db.checksum(s.snapshot.snapshot, s.snapshot.fingerprint)
+            s.proven, s.proof = s.consume, _proof(s.snapshot)
+            if progress:
+                progress(s.table, s.snapshot.row_count or 0)
+            if not s.snapshot.matches(actual):
+                raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), str(actual))
+
+
+def _proof(snap: Snapshot) -> str:
+    """How a snapshot proven by reading it was proven: its fingerprint, or (a displaced table's
+    record) the engine's row count and checksum."""
+    return "checksum" if snap.fingerprint == COPY_CHECK else "fingerprint"
+
+
+def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None) -> None:
+    """Build what the swap needs without touching a live table: staging copies (checked against
+    the catalog, so a damaged snapshot is refused here), and for --keep-snapshot a copy of the
+    snapshot table that outlives its consumption."""
     copying = [s for s in steps if not (s.consume or s.refill)]
     copies = [
         Copy(s.snapshot.snapshot, s.staging, s.snapshot.auto_increment, s.snapshot.fingerprint)
@@ -369,36 +418,16 @@ def _stage(
         for s in keeping
         if s.recopy is not None
     ]
-    for s in steps:
-        if (s.consume or s.refill) and not db.table_exists(s.snapshot.snapshot):
-            raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), "its table is missing")
     results = db.copy_tables(copies, progress) if copies else []
-    checked = []
     for s, r in zip(copying + keeping, results, strict=True):
         if r.source != r.dest:
             raise ChecksumMismatch(
                 str(s.table), s.snapshot.id, _expected(s), f"{r.source}, its copy {r.dest}"
             )
-        checked.append((s, r.fingerprint))
         if s.recopy is not None:
             s.recopy_seal = r.seal
-    for s in steps:
-        if prove_first and s.consume and s.recopy is None and _sealed(db, s.snapshot):
-            s.proven, s.proof = True, "seal"
-        elif s.refill or (prove_first and s.consume and s.recopy is None):
-            checked.append((s, db.checksum(s.snapshot.snapshot, s.snapshot.fingerprint)))
-            s.proven, s.proof = s.consume, "fingerprint"
-            if progress:
-                progress(s.table, s.snapshot.row_count or 0)
-    for s, actual in checked:
-        if not s.snapshot.matches(actual):
-            raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), str(actual))
-
-
-def _sealed(db: Adapter, snap: Snapshot) -> bool:
-    """Whether the snapshot table is provably unchanged since it was fingerprinted, by its
-    seal (O(1)); False (prove it by fingerprint) when it has none or the engine cannot tell."""
-    return snap.seal is not None and db.seal_holds(snap.snapshot, snap.seal)
+        if not s.snapshot.matches(r.fingerprint):
+            raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), str(r.fingerprint))
 
 
 def _own_structure(db: Adapter, snap: Snapshot) -> str:
@@ -407,23 +436,39 @@ def _own_structure(db: Adapter, snap: Snapshot) -> str:
     return db.structure(snap.snapshot) if db.table_exists(snap.snapshot) else ""
 
 
-def _mark_displaced(
-    db: Adapter, catalog: Catalog, table: TableRef, sid: int, structure: str, auto_increment: int | None
+def mark_displaced(
+    db: Adapter, catalog: Catalog, moved: Sequence[tuple[TableRef, int, str | None, int | None]]
 ) -> None:
-    """A table the swap moved into the snapshot schema becomes a verified `displaced` snapshot,
-    sealed so that restoring it later needs no second pass over it."""
-    [(cs, seal)] = db.sealed_checksums([(table, None)])
-    catalog.update_snapshot(
-        sid,
-        status="verified",
-        row_count=cs.rows,
-        checksum=cs.digest,
-        fingerprint=cs.algorithm,
-        seal=seal,
-        structure=structure,
-        size_bytes=db.size_bytes(table),
-        auto_increment=auto_increment,
-    )
+    """Tables a swap moved into the snapshot schema, as (table, snapshot id, structure, counter),
+    become verified `displaced` snapshots. What is recorded is `displaced_check` of each, with
+    its seal: enough to restore it exactly later (see `_prove`), and on MySQL a CHECKSUM TABLE
+    run side by side, not a fingerprint, so that a rollback does not spend seconds on the
+    failed run's tables once its own are back. A structure of None leaves the recorded one."""
+    if not moved:
+        return
+    checks = db.sealed_checksums([(table, displaced_check(db)) for table, _, _, _ in moved])
+    for (table, sid, structure, auto_increment), (cs, seal) in zip(moved, checks, strict=True):
+        values = {"structure": structure} if structure is not None else {}
+        catalog.update_snapshot(
+            sid,
+            status="verified",
+            row_count=cs.rows,
+            checksum=cs.digest,
+            fingerprint=cs.algorithm,
+            seal=seal,
+            size_bytes=db.size_bytes(table),
+            auto_increment=auto_increment,
+            **values,
+        )
+
+
+def displaced_check(db: Adapter) -> str | None:
+    """The check a displaced table records: the engine's cheap one where it detects any change
+    of a row (MySQL: row count + CHECKSUM TABLE, `COPY_CHECK`), else the fingerprint (None).
+    A displaced table is only ever checked against itself (a restore renames it back, or copies
+    it and compares the copy), never trusted on a reuse, so the CRC's weakness against a
+    deliberate forger does not weaken any snapshot the ETL is rolled back to."""
+    return COPY_CHECK if db.copy_check_detects_change else None
 
 
 def _expected_sum(s: RestoreStep) -> Checksum | None:
@@ -437,11 +482,17 @@ def _expected(s: RestoreStep) -> str:
 
 
 def _record_displaced(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep]) -> None:
-    """After the swap: fingerprint each displaced table and mark it a verified snapshot, so a
+    """After the swap: check each displaced table and mark it a verified snapshot, so a
     restore can be undone the same way (and a failed verification keeps what it replaced)."""
-    for s in steps:
-        if s.displaced is not None and s.displaced_id is not None:
-            _mark_displaced(db, catalog, s.displaced, s.displaced_id, s.live_structure, s.live_auto_increment)
+    mark_displaced(
+        db,
+        catalog,
+        [
+            (s.displaced, s.displaced_id, s.live_structure, s.live_auto_increment)
+            for s in steps
+            if s.displaced is not None and s.displaced_id is not None
+        ],
+    )
 
 
 def _verify(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result: RestoreResult) -> None:
@@ -450,7 +501,7 @@ def _verify(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result:
     as it commits), so only its structure is read again here."""
     for s in steps:
         proved_in_swap = (s.refill and _expected_sum(s) is not None) or s.proven
-        problem = _mismatch(db, s, data=not proved_in_swap)
+        problem = _mismatch(db, s, data=not proved_in_swap) or _not_the_sealed(db, s)
         if s.consume:
             settle_consumed(catalog, s.snapshot, s.table, s.recopy, problem is None, s.recopy_seal)
         if problem:
@@ -472,6 +523,15 @@ def _mismatch(db: Adapter, s: RestoreStep, data: bool = True) -> str | None:
     if not s.snapshot.matches(live):
         return f"its data ({live}) differs from the snapshot's ({_expected(s)})"
     return None
+
+
+def _not_the_sealed(db: Adapter, s: RestoreStep) -> str | None:
+    """A snapshot proven by its seal is not read again after the swap: the live table is shown
+    to be that very table (its storage identity, which RENAME keeps), so the seal's proof
+    carries over to it. See docs/architecture.md, "Restore: swap first"."""
+    if s.proof != "seal" or s.snapshot.seal is None or db.same_storage(s.table, s.snapshot.seal):
+        return None
+    return "it is not the sealed snapshot table that was renamed into place (another table took its name)"
 
 
 def live_matches(db: Adapter, snap: Snapshot, live: TableRef) -> bool:
@@ -519,7 +579,7 @@ def _add_aside(
     db: Adapter, catalog: Catalog, aside: Sequence[AsideStep], entry: int, run_id: int | None
 ) -> None:
     for a in aside:
-        a.structure, a.auto_increment = db.structure(a.table), db.auto_increment(a.table)
+        a.structure, a.auto_increment = db.structure_and_counter(a.table)
         catalog.add_snapshot(
             Snapshot(
                 id=a.displaced_id,
@@ -541,8 +601,7 @@ def _add_aside(
 
 
 def _finish_aside(db: Adapter, catalog: Catalog, aside: Sequence[AsideStep]) -> None:
-    for a in aside:
-        _mark_displaced(db, catalog, a.displaced, a.displaced_id, a.structure, a.auto_increment)
+    mark_displaced(db, catalog, [(a.displaced, a.displaced_id, a.structure, a.auto_increment) for a in aside])
 
 
 def _payload(phase: str, steps: Sequence[RestoreStep], aside: Sequence[AsideStep]) -> dict[str, object]:

@@ -28,7 +28,9 @@ from ..target import Target
 # re-checked with the algorithm it was recorded with. See docs/architecture.md, "Fingerprint".
 FINGERPRINT = "v2"  # SHA-256 of an unambiguous row encoding; 128 bits as two sums modulo 2^64
 LEGACY_FINGERPRINT = "v1"  # values joined with '#', one 32/64-bit hash summed: snapshots before v2
-COPY_CHECK = "copy-check"  # an engine checksum, only for comparing a fresh copy with its source
+# An engine checksum (MySQL: row count + CHECKSUM TABLE): a fresh copy against its source, and
+# what a rollback records of each displaced table (re-checked against that very table, sealed).
+COPY_CHECK = "copy-check"
 ROW_COUNT = "row-count"  # rows read by a copy's one consistent read, against the rows it holds
 
 # How the tables of one snapshot call are read (config `snapshot.consistency`).
@@ -288,6 +290,11 @@ class Adapter:
     def table_exists(self, ref: TableRef) -> bool:
         return ref.name in self.list_tables(ref.schema)
 
+    def existing(self, refs: Sequence[TableRef]) -> set[TableRef]:
+        """Which of `refs` exist as base tables (adapters answer in one round trip where they can:
+        a rollback asks this of every table before its swap)."""
+        return {r for r in refs if self.table_exists(r)}
+
     def columns(self, ref: TableRef) -> list[Column]:
         raise NotImplementedError
 
@@ -313,6 +320,14 @@ class Adapter:
         """The table's next AUTO_INCREMENT value, where the database has such a counter."""
         return None
 
+    def auto_increments(self, refs: Sequence[TableRef]) -> dict[TableRef, int | None]:
+        """`auto_increment` of each table (in one round trip where the adapter can)."""
+        return {r: self.auto_increment(r) for r in refs}
+
+    def structure_and_counter(self, ref: TableRef) -> tuple[str, int | None]:
+        """`structure` and `auto_increment` together (one read of the DDL where they share it)."""
+        return self.structure(ref), self.auto_increment(ref)
+
     def size_bytes(self, ref: TableRef) -> int:
         raise NotImplementedError
 
@@ -330,6 +345,15 @@ class Adapter:
             [ref.schema, ref.name],
         )
         return any(r[0] == ref.name for r in rows)
+
+    def views_among(self, refs: Sequence[TableRef]) -> set[TableRef]:
+        """Which of `refs` are views (in one round trip where the adapter can)."""
+        return {r for r in refs if self.is_view(r)}
+
+    def swap_blockers_of(self, refs: Sequence[TableRef]) -> dict[TableRef, list[str]]:
+        """`swap_blockers` of each table (batched where the adapter can); tables with none left out."""
+        found = {r: self.swap_blockers(r) for r in refs}
+        return {r: b for r, b in found.items() if b}
 
     def swap_blockers(self, ref: TableRef) -> list[str]:
         """What on or around a live table would make a swap fail or go wrong, each with the
@@ -355,6 +379,12 @@ class Adapter:
         before a restore are never handed out again; return the new value if it moved.
         Databases whose counters live outside the table (sequences) need nothing here."""
         return None
+
+    def raise_counters(self, pairs: Sequence[tuple[TableRef, TableRef]], margin: int = 0) -> None:
+        """`raise_counter` of each (table, at_least_as) pair (the counters read in one round trip
+        where the adapter can)."""
+        for table, ahead_of in pairs:
+            self.raise_counter(table, ahead_of, margin)
 
     # -- data -------------------------------------------------------------------------------
     def ensure_schema(self, schema: str) -> None:
@@ -396,10 +426,13 @@ class Adapter:
 
     def checksum(self, ref: TableRef, algorithm: str | None = None) -> Checksum:
         """The table's fingerprint by `algorithm` (None: `default_algorithm`): the current one,
-        or the legacy one that snapshots recorded before it (kept only to verify and restore those)."""
+        the legacy one that snapshots recorded before it (kept only to verify and restore those),
+        or the engine's cheap check that displaced tables record (`COPY_CHECK`)."""
         algorithm = algorithm or self.default_algorithm()
         if algorithm == FINGERPRINT:
             return self.fingerprint(ref)
+        if algorithm == COPY_CHECK:  # what displaced tables record: see `record_check`
+            return self.copy_check(ref)
         if algorithm == LEGACY_FINGERPRINT:
             with self.unpinned_session():
                 return self.legacy_checksum(ref)
@@ -424,6 +457,16 @@ class Adapter:
 
     def seal_holds(self, ref: TableRef, seal: str) -> bool:
         """Whether `ref` is provably unchanged since `seal` was taken. False when in doubt."""
+        return False
+
+    def seals_hold(self, sealed: Sequence[tuple[TableRef, str]]) -> list[bool]:
+        """`seal_holds` of each (table, seal), in order (one round trip where the adapter can)."""
+        return [self.seal_holds(ref, seal) for ref, seal in sealed]
+
+    def same_storage(self, ref: TableRef, seal: str) -> bool:
+        """Whether `ref` is the very table (the same storage, whatever its name now) that `seal`
+        was taken of: after a RENAME that put a sealed snapshot in place, proof that the live
+        table is that snapshot. False when in doubt or where the engine cannot tell."""
         return False
 
     def legacy_checksum(self, ref: TableRef) -> Checksum:
@@ -614,6 +657,19 @@ class Adapter:
         cols = ", ".join(self.quote(c) for c in row)
         marks = ", ".join([self.paramstyle] * len(row))
         self.execute(f"INSERT INTO {self.qualify(table)} ({cols}) VALUES ({marks})", list(row.values()))
+
+    def insert_many(self, table: TableRef, rows: Sequence[dict[str, Any]]) -> None:
+        """Rows with the same columns in one multi-row INSERT: one statement, one commit."""
+        if len(rows) == 1:
+            self.insert(table, rows[0])
+            return
+        cols = ", ".join(self.quote(c) for c in rows[0])
+        marks = "(" + ", ".join([self.paramstyle] * len(rows[0])) + ")"
+        values = ", ".join([marks] * len(rows))
+        self.execute(
+            f"INSERT INTO {self.qualify(table)} ({cols}) VALUES {values}",
+            [v for r in rows for v in r.values()],
+        )
 
     def update(self, table: TableRef, values: dict[str, Any], where: dict[str, Any]) -> int:
         sets = ", ".join(f"{self.quote(c)} = {self.paramstyle}" for c in values)

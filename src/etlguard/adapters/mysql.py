@@ -96,6 +96,7 @@ class MySQLAdapter(Adapter):
         self._locks: list[str] = []  # GET_LOCK names this session holds
         self._lock_lost = False  # the session that held them died
         self._mariadb: bool | None = None
+        self._perf_schema: bool | None = None
         self.session_id: int | None = None
 
     # -- connection -------------------------------------------------------------------------
@@ -241,6 +242,28 @@ class MySQLAdapter(Adapter):
         )
         return sorted(r[1] for r in rows if r[0] == schema)
 
+    def existing(self, refs: Sequence[TableRef]) -> set[TableRef]:
+        if not refs:
+            return set()
+        rows = self.query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE IN "
+            f"('BASE TABLE', 'SYSTEM VERSIONED') AND ({_any_table(len(refs))})",
+            _table_params(refs),
+        )
+        found = {TableRef(str(r[0]), str(r[1])) for r in rows}  # exact case: the query's is not
+        return {r for r in refs if r in found}
+
+    def views_among(self, refs: Sequence[TableRef]) -> set[TableRef]:
+        if not refs:
+            return set()
+        rows = self.query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'VIEW' "
+            f"AND ({_any_table(len(refs))})",
+            _table_params(refs),
+        )
+        found = {TableRef(str(r[0]), str(r[1])) for r in rows}
+        return {r for r in refs if r in found}
+
     def check_identifier(self, name: str) -> None:
         super().check_identifier(name)
         if any(ord(ch) > 0xFFFF for ch in name):  # identifiers are utf8mb3: no emoji, no astral plane
@@ -285,8 +308,37 @@ class MySQLAdapter(Adapter):
         m = _AUTO_INC.search(self.show_create(ref))
         return int(m.group(1)) if m else None
 
+    def structure_and_counter(self, ref: TableRef) -> tuple[str, int | None]:
+        ddl = self.show_create(ref)
+        m = _AUTO_INC.search(ddl)
+        return json.dumps([_HEADER.sub("CREATE TABLE ⟨T⟩ (", _AUTO_INC.sub("", ddl), count=1)]), (
+            int(m.group(1)) if m else None
+        )
+
+    def auto_increments(self, refs: Sequence[TableRef]) -> dict[TableRef, int | None]:
+        """MariaDB: information_schema.TABLES in one query (it asks InnoDB for the live
+        counter). MySQL 8 caches that column (information_schema_stats_expiry), so there each
+        table's SHOW CREATE TABLE is read."""
+        if not refs or not self._is_mariadb():
+            return super().auto_increments(refs)
+        rows = self.query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES "
+            f"WHERE {_any_table(len(refs))}",
+            _table_params(refs),
+        )
+        found = {TableRef(str(r[0]), str(r[1])): (None if r[2] is None else int(r[2])) for r in rows}
+        return {r: found.get(r) for r in refs}
+
     def raise_counter(self, table: TableRef, at_least_as: TableRef, margin: int = 0) -> int | None:
         want, have = self.auto_increment(at_least_as), self.auto_increment(table)
+        return self._raise_to(table, have, want, margin)
+
+    def raise_counters(self, pairs: Sequence[tuple[TableRef, TableRef]], margin: int = 0) -> None:
+        counters = self.auto_increments(list(dict.fromkeys(r for pair in pairs for r in pair)))
+        for table, ahead_of in pairs:
+            self._raise_to(table, counters[table], counters[ahead_of], margin)
+
+    def _raise_to(self, table: TableRef, have: int | None, want: int | None, margin: int) -> int | None:
         if want is None or have is None or want <= have:
             return None
         want += margin
@@ -301,9 +353,15 @@ class MySQLAdapter(Adapter):
             "events_statements_current and events_statements_history consumers to see finished ones)"
         )
 
+    def _performance_schema(self) -> bool:
+        """@@performance_schema, read once per adapter (it only changes with a server restart)."""
+        if self._perf_schema is None:
+            (on,) = self.query("SELECT @@performance_schema")[0]
+            self._perf_schema = bool(on)
+        return self._perf_schema
+
     def _statement_history(self) -> bool:
-        (on,) = self.query("SELECT @@performance_schema")[0]
-        if not on:
+        if not self._performance_schema():
             return False
         # the history consumer records only what the `current` one does (MariaDB: both off by default)
         (enabled,) = self.query(
@@ -327,6 +385,30 @@ class MySQLAdapter(Adapter):
                 "WHERE h.SQL_TEXT IS NOT NULL AND t.PROCESSLIST_ID <> CONNECTION_ID()"
             )
         return [Activity(str(r[0]), _client(str(r[1] or "")), _text(r[2])) for r in rows]
+
+    def swap_blockers_of(self, refs: Sequence[TableRef]) -> dict[TableRef, list[str]]:
+        """One query for the triggers of all `refs`, one for their foreign keys; only a table
+        that has either is looked at again, for the messages."""
+        if not refs:
+            return {}
+        wanted = set(refs)
+        triggers = self.query(
+            "SELECT EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS WHERE "
+            + _any_table(len(refs), "EVENT_OBJECT_SCHEMA", "EVENT_OBJECT_TABLE"),
+            _table_params(refs),
+        )
+        fks = self.query(
+            "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME "
+            "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+            + _any_table(len(refs), "CONSTRAINT_SCHEMA", "TABLE_NAME")
+            + " OR "
+            + _any_table(len(refs), "UNIQUE_CONSTRAINT_SCHEMA", "REFERENCED_TABLE_NAME"),
+            _table_params(refs) * 2,
+        )
+        named = [TableRef(str(r[0]), str(r[1])) for r in triggers]
+        named += [TableRef(str(r[i]), str(r[i + 1])) for r in fks for i in (0, 2)]
+        found = {r: self.swap_blockers(r) for r in dict.fromkeys(named) if r in wanted}
+        return {r: b for r, b in found.items() if b}
 
     def swap_blockers(self, ref: TableRef) -> list[str]:
         triggers = self.query(
@@ -668,65 +750,85 @@ class MySQLAdapter(Adapter):
         uses, so the lock holds nobody up), then the seals (`_seals`)."""
         if not tables:
             return []
-        self.execute("LOCK TABLES " + ", ".join(f"{self.qualify(ref)} READ" for ref, _ in tables))
+        refs = [ref for ref, _ in tables]
+        self.execute("LOCK TABLES " + ", ".join(f"{self.qualify(ref)} READ" for ref in refs))
         try:
-            sums = [self.checksum(ref, algorithm) for ref, algorithm in tables]
-            seals = self._seals([ref for ref, _ in tables])
+            cheap = all(algorithm == COPY_CHECK for _, algorithm in tables)
+            if cheap:  # side by side, see change_checks
+                sums = [c for c in self.change_checks(refs) if c is not None]
+            else:
+                sums = [self.checksum(ref, algorithm) for ref, algorithm in tables]
+            # a cheap check is cheap to take again: no waiting out the second for its seal
+            seals = self._seals(refs, wait=not cheap)
         finally:
             with contextlib.suppress(EtlguardError):
                 self.execute("UNLOCK TABLES")
         return list(zip(sums, seals, strict=True))
 
-    def _seals(self, refs: Sequence[TableRef]) -> list[str | None]:
+    def _seals(self, refs: Sequence[TableRef], wait: bool = True) -> list[str | None]:
         """Seals of read-locked tables. A table last written in the current second (a small
         copy) could be changed within that second after the lock goes without its UPDATE_TIME
         moving, so the lock is first held into the next second (at most once per call, and
-        only when copy and fingerprints took less than a second)."""
+        only when copy and fingerprints took less than a second). Without `wait` such a table
+        gets no seal (`_seal`), and is checked again in full when it is next needed."""
         if not self._is_mariadb():
             return [None] * len(refs)
-        facts = [self._seal_facts(ref) for ref in refs]
-        if any(f is not None and f["updated"] is not None and f["updated"] >= f["now"] for f in facts):
+        facts = self._seal_facts_of(refs)
+        if wait and any(f["updated"] is not None and f["updated"] >= f["now"] for f in facts.values()):
             (now,) = self.query("SELECT NOW(6)")[0]
             time.sleep(1.02 - now.microsecond / 1e6)
-            facts = [self._seal_facts(ref) for ref in refs]
-        return [_seal(f) for f in facts]
+            facts = self._seal_facts_of(refs)
+        return [_seal(facts.get(ref)) for ref in refs]
 
     def seal_holds(self, ref: TableRef, seal: str) -> bool:
+        return self.seals_hold([(ref, seal)])[0]
+
+    def seals_hold(self, sealed: Sequence[tuple[TableRef, str]]) -> list[bool]:
+        """Every seal against its table's facts, read for all tables in one query."""
+        if not sealed or not self._is_mariadb():
+            return [False] * len(sealed)
+        facts = self._seal_facts_of([ref for ref, _ in sealed])
+        return [_seal_matches(facts.get(ref), seal) for ref, seal in sealed]
+
+    def same_storage(self, ref: TableRef, seal: str) -> bool:
+        """The InnoDB TABLE_ID and tablespace stay with a table through RENAME TABLE (a
+        rename moves the table, it does not rebuild it) and are never reused while the server
+        runs: equal ones mean that `ref` is the table the seal was taken of."""
         try:
             sealed = json.loads(seal)
         except ValueError:
             return False
         facts = self._seal_facts(ref) if self._is_mariadb() else None
-        if facts is None or facts["updated"] is None or abs(facts["boot"] - sealed.get("boot", -9)) > 1:
+        if facts is None or abs(facts["boot"] - sealed.get("boot", -9)) > 1:
             return False
-        return all(facts[k] == sealed.get(k) for k in ("table_id", "space", "created", "updated"))
+        return all(facts[k] == sealed.get(k) for k in ("table_id", "space"))
 
     def _seal_facts(self, ref: TableRef) -> dict[str, Any] | None:
-        """The table's InnoDB TABLE_ID and space, CREATE_TIME and UPDATE_TIME (seconds since the
-        epoch), the server's boot time and uptime, and now. None if any is out of reach (no
-        PROCESS privilege for INNODB_SYS_TABLES, not InnoDB, a name the dictionary encodes)."""
+        return self._seal_facts_of([ref]).get(ref)
+
+    def _seal_facts_of(self, refs: Sequence[TableRef]) -> dict[TableRef, dict[str, Any]]:
+        """Each table's InnoDB TABLE_ID and space, CREATE_TIME and UPDATE_TIME (seconds since
+        the epoch), the server's boot time and uptime, and now. A table is left out if any is
+        out of reach (no PROCESS privilege for INNODB_SYS_TABLES, not InnoDB, a name the
+        dictionary encodes)."""
         try:
             rows = self.query(
-                "SELECT s.TABLE_ID, s.SPACE, UNIX_TIMESTAMP(t.CREATE_TIME), UNIX_TIMESTAMP(t.UPDATE_TIME), "
-                "UNIX_TIMESTAMP(NOW()), g.VARIABLE_VALUE FROM information_schema.TABLES t "
+                "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, s.TABLE_ID, s.SPACE, UNIX_TIMESTAMP(t.CREATE_TIME), "
+                "UNIX_TIMESTAMP(t.UPDATE_TIME), UNIX_TIMESTAMP(NOW()), g.VARIABLE_VALUE FROM information_schema.TABLES t "
                 "JOIN information_schema.INNODB_SYS_TABLES s ON s.NAME = CONCAT(t.TABLE_SCHEMA, '/', t.TABLE_NAME) "
                 "JOIN information_schema.GLOBAL_STATUS g ON g.VARIABLE_NAME = 'UPTIME' "
-                "WHERE t.TABLE_SCHEMA = %s AND t.TABLE_NAME = %s AND t.ENGINE = 'InnoDB'",
-                [ref.schema, ref.name],
+                f"WHERE t.ENGINE = 'InnoDB' AND ({_any_table(len(refs), 't.TABLE_SCHEMA', 't.TABLE_NAME')})",
+                _table_params(refs),
             )
         except EtlguardError:
-            return None
-        if len(rows) != 1 or rows[0][2] is None:
-            return None
-        table_id, space, created, updated, now, uptime = rows[0]
+            return {}
+        by_table: dict[TableRef, list[tuple[Any, ...]]] = {}
+        for r in rows:
+            by_table.setdefault(TableRef(str(r[0]), str(r[1])), []).append(r[2:])
         return {
-            "table_id": int(table_id),
-            "space": int(space),
-            "created": int(created),
-            "updated": None if updated is None else int(updated),
-            "now": int(now),
-            "uptime": int(uptime),
-            "boot": int(now) - int(uptime),
+            ref: _facts(found[0])
+            for ref, found in by_table.items()
+            if ref in refs and len(found) == 1 and found[0][2] is not None
         }
 
     def _is_mariadb(self) -> bool:
@@ -890,6 +992,8 @@ class MySQLAdapter(Adapter):
         return found
 
     def _metadata_lock_holders(self, tables: Sequence[TableRef]) -> set[int]:
+        if not self._performance_schema():  # MariaDB's default: nothing to ask, skip the round trip
+            return set()
         marks = " OR ".join(["(m.OBJECT_SCHEMA = %s AND m.OBJECT_NAME = %s)"] * len(tables))
         try:
             rows = self.query(
@@ -956,6 +1060,40 @@ def _seal(facts: dict[str, Any] | None) -> str | None:
         return None
     kept = ("table_id", "space", "created", "updated", "boot")
     return json.dumps({k: facts[k] for k in kept}, sort_keys=True)
+
+
+def _facts(row: Sequence[Any]) -> dict[str, Any]:
+    """A seal's facts from (TABLE_ID, SPACE, created, updated, now, uptime)."""
+    table_id, space, created, updated, now, uptime = row
+    return {
+        "table_id": int(table_id),
+        "space": int(space),
+        "created": int(created),
+        "updated": None if updated is None else int(updated),
+        "now": int(now),
+        "uptime": int(uptime),
+        "boot": int(now) - int(uptime),
+    }
+
+
+def _seal_matches(facts: dict[str, Any] | None, seal: str) -> bool:
+    """Whether a table's facts now are the ones sealed (same boot, table, space, times)."""
+    try:
+        sealed = json.loads(seal)
+    except ValueError:
+        return False
+    if facts is None or facts["updated"] is None or abs(facts["boot"] - sealed.get("boot", -9)) > 1:
+        return False
+    return all(facts[k] == sealed.get(k) for k in ("table_id", "space", "created", "updated"))
+
+
+def _any_table(n: int, schema: str = "TABLE_SCHEMA", name: str = "TABLE_NAME") -> str:
+    """A WHERE condition matching any of `n` (schema, name) pairs, as %s placeholders."""
+    return " OR ".join([f"({schema} = %s AND {name} = %s)"] * n)
+
+
+def _table_params(refs: Sequence[TableRef]) -> list[str]:
+    return [v for r in refs for v in (r.schema, r.name)]
 
 
 def _message(exc: BaseException) -> str:
