@@ -10,9 +10,12 @@ snapshot_restore.py, `--rows` rows, and a 10,000-row dimension). Each round, int
      "back (internal)" is the rollback's own clock up to its RENAME (rollback_back_seconds).
 DuckDB (`--duck-rows`, 0 to skip): etlguard's snapshot and restore of one table against a plain
 CTAS of it and a plain copy back (CREATE OR REPLACE TABLE t AS SELECT * FROM copy).
+`--trace` prints every statement etlguard sent from the ETL's failure to the end of the last
+round's rollback, with its time, and how many came before the RENAME.
 
     .venv/bin/python benchmarks/rollback_speed.py                   # 1M rows, 3 rounds, DuckDB 10M
     .venv/bin/python benchmarks/rollback_speed.py --rows 4000000 --duck-rows 0
+    .venv/bin/python benchmarks/rollback_speed.py --rows 100000 --repeat 1 --duck-rows 0 --trace
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pymysql
+import pymysql.cursors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from snapshot_restore import DDL, FILL, TABLE, connect, median, q, run, secs
@@ -39,6 +44,35 @@ from etlguard.target import parse_target
 DEFAULT_URL = "mariadb+pymysql://root@127.0.0.1:3306"
 DIM = "dim_room"
 POLL = 0.010
+
+
+class Trace:
+    """Every statement etlguard's own thread sends through PyMySQL, with when and how long."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.statements: list[tuple[float, float, str]] = []
+        self.thread = threading.current_thread()
+        original = pymysql.cursors.Cursor.execute
+
+        def execute(cursor: Any, query: str, args: Any = None) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(cursor, query, args)
+            finally:
+                if self.on and threading.current_thread() is self.thread:
+                    took = time.perf_counter() - started
+                    self.statements.append((started, took, " ".join(str(query).split())))
+
+        pymysql.cursors.Cursor.execute = execute  # type: ignore[method-assign]
+
+    def report(self, since: float) -> None:
+        shown = [s for s in self.statements if s[0] >= since]
+        rename = next((i for i, s in enumerate(shown) if s[2].startswith("RENAME TABLE")), len(shown))
+        print(f"trace: {rename} statements from the ETL's failure to the RENAME, {len(shown)} in all")
+        for i, (started, took, sql) in enumerate(shown):
+            mark = "*" if i == rename else " "
+            print(f"  {(started - since) * 1000:9.1f} ms {took * 1000:8.2f} ms {mark} {sql[:140]}")
 
 
 class Reader(threading.Thread):
@@ -72,7 +106,7 @@ class Reader(threading.Thread):
         return next((t for t, row in self.seen if t >= after and row == state), float("nan"))
 
 
-def mariadb(url: str, rows: int, repeat: int) -> None:
+def mariadb(url: str, rows: int, repeat: int, trace: Trace | None = None) -> None:
     token = f"bench_{secrets.token_hex(3)}"
     silver, note, catalog, snaps = (f"{token}_{s}" for s in ("silver", "note", "etlguard", "snapshots"))
     conn = connect(parse_target(url))
@@ -117,10 +151,15 @@ def mariadb(url: str, rows: int, repeat: int) -> None:
                         run(conn, f"UPDATE {q(silver, t)} SET {markers[t]} = 'etl' WHERE id = 1")
                         run(conn, f"DELETE FROM {q(silver, t)} WHERE id > 1 AND id % 100 = 0")
                     time.sleep(0.1)
+                    if trace:
+                        trace.statements.clear()
+                        trace.on = True
                     failed_at = time.perf_counter()
                     raise RuntimeError("the ETL failed")
             except RuntimeError:
                 pass
+            if trace:
+                trace.on = False
             time.sleep(0.1)
             reader.stop.set()
             reader.join(30)
@@ -142,6 +181,8 @@ def mariadb(url: str, rows: int, repeat: int) -> None:
             f"  rollback total, verification incl. {secs(med['rollback'])}  = {med['rollback'] / med['ctas']:.2f}x CTAS"
         )
         print(f"  reader errors (1146 and other)      {int(max(r['missing'] for r in rounds))}")
+        if trace:
+            trace.report(failed_at)
     finally:
         for schema in (silver, note, catalog, snaps):
             run(conn, f"DROP DATABASE IF EXISTS {q(schema)}")
@@ -205,10 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported (default 3)")
     p.add_argument("--url", default=os.environ.get("ETLGUARD_BENCH_URL", DEFAULT_URL), help="MariaDB target")
+    p.add_argument("--trace", action="store_true", help="print the last rollback's statements, timed")
     args = p.parse_args(argv)
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     if args.rows:
-        mariadb(args.url, args.rows, args.repeat)
+        mariadb(args.url, args.rows, args.repeat, Trace() if args.trace else None)
     if args.duck_rows:
         duck(args.duck_rows, args.repeat)
     print(f"load average at end: {os.getloadavg()[0]:.2f}")

@@ -498,10 +498,16 @@ def _record_displaced(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep
 def _verify(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], result: RestoreResult) -> None:
     """Prove every live table holds its snapshot: the recorded fingerprint and structure. A
     refill's data was proved inside the swap's own transaction (other clients may write as soon
-    as it commits), so only its structure is read again here."""
+    as it commits), so only its structure is read again here. A snapshot proven by its seal is
+    not read again either: the live table is shown to be that very table by its storage
+    identity, which RENAME keeps (docs/architecture.md, "Restore: swap first"); where the
+    engine cannot tell (a name its dictionary encodes) the live table's data is read."""
     for s in steps:
         proved_in_swap = (s.refill and _expected_sum(s) is not None) or s.proven
-        problem = _mismatch(db, s, data=not proved_in_swap) or _not_the_sealed(db, s)
+        same = db.same_storage(s.table, s.snapshot.seal) if s.proof == "seal" and s.snapshot.seal else True
+        problem = _mismatch(db, s, data=not proved_in_swap or same is None)
+        if problem is None and same is False:
+            problem = "it is not the sealed snapshot table renamed into place (another table took its name)"
         if s.consume:
             settle_consumed(catalog, s.snapshot, s.table, s.recopy, problem is None, s.recopy_seal)
         if problem:
@@ -523,15 +529,6 @@ def _mismatch(db: Adapter, s: RestoreStep, data: bool = True) -> str | None:
     if not s.snapshot.matches(live):
         return f"its data ({live}) differs from the snapshot's ({_expected(s)})"
     return None
-
-
-def _not_the_sealed(db: Adapter, s: RestoreStep) -> str | None:
-    """A snapshot proven by its seal is not read again after the swap: the live table is shown
-    to be that very table (its storage identity, which RENAME keeps), so the seal's proof
-    carries over to it. See docs/architecture.md, "Restore: swap first"."""
-    if s.proof != "seal" or s.snapshot.seal is None or db.same_storage(s.table, s.snapshot.seal):
-        return None
-    return "it is not the sealed snapshot table that was renamed into place (another table took its name)"
 
 
 def live_matches(db: Adapter, snap: Snapshot, live: TableRef) -> bool:

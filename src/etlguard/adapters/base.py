@@ -463,11 +463,11 @@ class Adapter:
         """`seal_holds` of each (table, seal), in order (one round trip where the adapter can)."""
         return [self.seal_holds(ref, seal) for ref, seal in sealed]
 
-    def same_storage(self, ref: TableRef, seal: str) -> bool:
+    def same_storage(self, ref: TableRef, seal: str) -> bool | None:
         """Whether `ref` is the very table (the same storage, whatever its name now) that `seal`
         was taken of: after a RENAME that put a sealed snapshot in place, proof that the live
-        table is that snapshot. False when in doubt or where the engine cannot tell."""
-        return False
+        table is that snapshot. None where the engine cannot tell (then read the data)."""
+        return None
 
     def legacy_checksum(self, ref: TableRef) -> Checksum:
         """The v1 checksum, for snapshots recorded with it. Not injective: never for new ones."""

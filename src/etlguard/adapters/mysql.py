@@ -246,8 +246,11 @@ class MySQLAdapter(Adapter):
         if not refs:
             return set()
         rows = self.query(
-            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE IN "
-            f"('BASE TABLE', 'SYSTEM VERSIONED') AND ({_any_table(len(refs))})",
+            _each_table(
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE IN "
+                "('BASE TABLE', 'SYSTEM VERSIONED') AND",
+                len(refs),
+            ),
             _table_params(refs),
         )
         found = {TableRef(str(r[0]), str(r[1])) for r in rows}  # exact case: the query's is not
@@ -257,8 +260,10 @@ class MySQLAdapter(Adapter):
         if not refs:
             return set()
         rows = self.query(
-            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'VIEW' "
-            f"AND ({_any_table(len(refs))})",
+            _each_table(
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'VIEW' AND",
+                len(refs),
+            ),
             _table_params(refs),
         )
         found = {TableRef(str(r[0]), str(r[1])) for r in rows}
@@ -322,8 +327,10 @@ class MySQLAdapter(Adapter):
         if not refs or not self._is_mariadb():
             return super().auto_increments(refs)
         rows = self.query(
-            "SELECT TABLE_SCHEMA, TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES "
-            f"WHERE {_any_table(len(refs))}",
+            _each_table(
+                "SELECT TABLE_SCHEMA, TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES WHERE",
+                len(refs),
+            ),
             _table_params(refs),
         )
         found = {TableRef(str(r[0]), str(r[1])): (None if r[2] is None else int(r[2])) for r in rows}
@@ -393,22 +400,48 @@ class MySQLAdapter(Adapter):
             return {}
         wanted = set(refs)
         triggers = self.query(
-            "SELECT EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS WHERE "
-            + _any_table(len(refs), "EVENT_OBJECT_SCHEMA", "EVENT_OBJECT_TABLE"),
+            _each_table(
+                "SELECT EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS WHERE",
+                len(refs),
+                "EVENT_OBJECT_SCHEMA",
+                "EVENT_OBJECT_TABLE",
+            ),
             _table_params(refs),
         )
-        fks = self.query(
-            "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME "
-            "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
-            + _any_table(len(refs), "CONSTRAINT_SCHEMA", "TABLE_NAME")
-            + " OR "
-            + _any_table(len(refs), "UNIQUE_CONSTRAINT_SCHEMA", "REFERENCED_TABLE_NAME"),
-            _table_params(refs) * 2,
-        )
         named = [TableRef(str(r[0]), str(r[1])) for r in triggers]
-        named += [TableRef(str(r[i]), str(r[i + 1])) for r in fks for i in (0, 2)]
+        if self._may_have_foreign_keys(refs):
+            # the incoming side cannot be looked up by table: this reads every table's constraints
+            fks = self.query(
+                "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME "
+                "FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE "
+                + " OR ".join(["(CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s)"] * len(refs))
+                + " OR "
+                + " OR ".join(["(UNIQUE_CONSTRAINT_SCHEMA = %s AND REFERENCED_TABLE_NAME = %s)"] * len(refs)),
+                _table_params(refs) * 2,
+            )
+            named += [TableRef(str(r[i]), str(r[i + 1])) for r in fks for i in (0, 2)]
         found = {r: self.swap_blockers(r) for r in dict.fromkeys(named) if r in wanted}
         return {r: b for r, b in found.items() if b}
+
+    def _may_have_foreign_keys(self, refs: Sequence[TableRef]) -> bool:
+        """False only when InnoDB's dictionary (in memory, one lookup) shows no foreign key from
+        or to any of `refs`: then information_schema's REFERENTIAL_CONSTRAINTS, which reads every
+        table of the server, is not needed. Names are compared in lower case (a false match only
+        costs the full read), and a name the dictionary would encode, or no PROCESS privilege,
+        means asking the full way. Foreign keys exist only on InnoDB tables."""
+        if not all(_PLAIN_NAME.fullmatch(r.schema) and _PLAIN_NAME.fullmatch(r.name) for r in refs):
+            return True
+        names = [f"{r.schema}/{r.name}".lower() for r in refs]
+        marks = ", ".join(["%s"] * len(names))
+        try:
+            (found,) = self.query(
+                "SELECT COUNT(*) FROM information_schema.INNODB_SYS_FOREIGN "
+                f"WHERE LOWER(FOR_NAME) IN ({marks}) OR LOWER(REF_NAME) IN ({marks})",
+                names * 2,
+            )[0]
+        except EtlguardError:
+            return True
+        return int(found) > 0
 
     def swap_blockers(self, ref: TableRef) -> list[str]:
         triggers = self.query(
@@ -790,17 +823,18 @@ class MySQLAdapter(Adapter):
         facts = self._seal_facts_of([ref for ref, _ in sealed])
         return [_seal_matches(facts.get(ref), seal) for ref, seal in sealed]
 
-    def same_storage(self, ref: TableRef, seal: str) -> bool:
+    def same_storage(self, ref: TableRef, seal: str) -> bool | None:
         """The InnoDB TABLE_ID and tablespace stay with a table through RENAME TABLE (a
         rename moves the table, it does not rebuild it) and are never reused while the server
-        runs: equal ones mean that `ref` is the table the seal was taken of."""
+        runs: equal ones mean that `ref` is the table the seal was taken of. None when the
+        facts are out of reach (a name the dictionary encodes, no PROCESS privilege, a restart)."""
         try:
             sealed = json.loads(seal)
         except ValueError:
-            return False
+            return None
         facts = self._seal_facts(ref) if self._is_mariadb() else None
         if facts is None or abs(facts["boot"] - sealed.get("boot", -9)) > 1:
-            return False
+            return None
         return all(facts[k] == sealed.get(k) for k in ("table_id", "space"))
 
     def _seal_facts(self, ref: TableRef) -> dict[str, Any] | None:
@@ -811,13 +845,21 @@ class MySQLAdapter(Adapter):
         the epoch), the server's boot time and uptime, and now. A table is left out if any is
         out of reach (no PROCESS privilege for INNODB_SYS_TABLES, not InnoDB, a name the
         dictionary encodes)."""
+        refs = list(dict.fromkeys(refs))
         try:
             rows = self.query(
-                "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, s.TABLE_ID, s.SPACE, UNIX_TIMESTAMP(t.CREATE_TIME), "
-                "UNIX_TIMESTAMP(t.UPDATE_TIME), UNIX_TIMESTAMP(NOW()), g.VARIABLE_VALUE FROM information_schema.TABLES t "
-                "JOIN information_schema.INNODB_SYS_TABLES s ON s.NAME = CONCAT(t.TABLE_SCHEMA, '/', t.TABLE_NAME) "
-                "JOIN information_schema.GLOBAL_STATUS g ON g.VARIABLE_NAME = 'UPTIME' "
-                f"WHERE t.ENGINE = 'InnoDB' AND ({_any_table(len(refs), 't.TABLE_SCHEMA', 't.TABLE_NAME')})",
+                # one lookup per table (UNION ALL): an OR of several would make the server open
+                # every table it has to read their times
+                _each_table(
+                    "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, s.TABLE_ID, s.SPACE, UNIX_TIMESTAMP(t.CREATE_TIME), "
+                    "UNIX_TIMESTAMP(t.UPDATE_TIME), UNIX_TIMESTAMP(NOW()), g.VARIABLE_VALUE FROM information_schema.TABLES t "
+                    "JOIN information_schema.INNODB_SYS_TABLES s ON s.NAME = CONCAT(t.TABLE_SCHEMA, '/', t.TABLE_NAME) "
+                    "JOIN information_schema.GLOBAL_STATUS g ON g.VARIABLE_NAME = 'UPTIME' "
+                    "WHERE t.ENGINE = 'InnoDB' AND",
+                    len(refs),
+                    "t.TABLE_SCHEMA",
+                    "t.TABLE_NAME",
+                ),
                 _table_params(refs),
             )
         except EtlguardError:
@@ -1087,9 +1129,15 @@ def _seal_matches(facts: dict[str, Any] | None, seal: str) -> bool:
     return all(facts[k] == sealed.get(k) for k in ("table_id", "space", "created", "updated"))
 
 
-def _any_table(n: int, schema: str = "TABLE_SCHEMA", name: str = "TABLE_NAME") -> str:
-    """A WHERE condition matching any of `n` (schema, name) pairs, as %s placeholders."""
-    return " OR ".join([f"({schema} = %s AND {name} = %s)"] * n)
+def _each_table(select: str, n: int, schema: str = "TABLE_SCHEMA", name: str = "TABLE_NAME") -> str:
+    """`select` (ending in WHERE or AND) once per table, its (schema, name) as %s placeholders,
+    joined by UNION ALL: one round trip, and each part an information_schema lookup of one
+    table, where an OR of several pairs would make the server read every table it has."""
+    return " UNION ALL ".join([f"{select} {schema} = %s AND {name} = %s"] * n)
+
+
+# Names InnoDB's dictionary spells as given (others are encoded, e.g. '-' as '@002d').
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _table_params(refs: Sequence[TableRef]) -> list[str]:
