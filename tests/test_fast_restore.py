@@ -250,6 +250,9 @@ def test_a_tampered_snapshot_breaks_its_seal_and_a_restore_refuses_it_untouched(
         guard.restore([f"{gold}.facts"], latest=True)
     assert backend.golden(gold, "facts") == damaged
     assert _row(backend, snap.id)["status"] == "verified"
+    # refused while only reading: no journal entry, no displaced record was written
+    assert [e for e in catalog_rows(backend, "journal") if e["op"] == "restore"] == []
+    assert [r["kind"] for r in catalog_rows(backend)] == ["snapshot"]
 
 
 # Each leaves the data as it was: the seal no longer holds, the fingerprint decides, and the
