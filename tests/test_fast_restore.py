@@ -181,7 +181,6 @@ def test_the_storage_identity_a_restore_checks_after_its_rename_follows_the_tabl
         assert db.same_storage(snap.snapshot, seal)
         backend.sql(f"RENAME TABLE {s} TO {moved}")
         assert db.same_storage(TableRef(gold, "moved"), seal)
-        assert not db.seal_holds(TableRef(gold, "moved"), seal)  # RENAME moves CREATE_TIME
         backend.sql(f"CREATE TABLE {copy} LIKE {moved}")
         backend.sql(f"INSERT INTO {copy} SELECT * FROM {moved}")
         assert not db.same_storage(TableRef(gold, "copy"), seal)
