@@ -17,7 +17,7 @@ from conftest import Backend
 
 # The ETL: rebuild `table` into `table__new` (old rows + one), then swap it in keeping the old
 # table where ETLGUARD_ZERO_COPY says, or dropping it when the table is not named there.
-SCRIPT = r'''
+SCRIPT = r"""
 import json, os, sys
 kind, where, schema, table, fail, seen = sys.argv[1:7]
 plan = json.loads(os.environ.get("ETLGUARD_ZERO_COPY", "{}"))
@@ -54,7 +54,7 @@ else:
     run("COMMIT")
     conn.close()
 sys.exit(1 if fail == "fail" else 0)
-'''
+"""
 
 
 @pytest.fixture(params=["duckdb", "mariadb"])

@@ -166,8 +166,12 @@ def reusable(db: Adapter, catalog: Catalog, tables: Sequence[TableRef]) -> dict[
     with db.held_still([*candidates, *(s.snapshot for s in candidates.values())]):
         shaped = {ref: snap for ref, snap in candidates.items() if _same_shape(db, ref, snap, intact=True)}
         # a snapshot table its seal shows unwritten since it was verified needs no second read
-        sealed = {ref for ref, snap in shaped.items() if snap.seal and db.seal_holds(snap.snapshot, snap.seal)}
-        reads = [t for ref, snap in shaped.items() for t in (ref, *(() if ref in sealed else (snap.snapshot,)))]
+        sealed = {
+            ref for ref, snap in shaped.items() if snap.seal and db.seal_holds(snap.snapshot, snap.seal)
+        }
+        reads = [
+            t for ref, snap in shaped.items() for t in (ref, *(() if ref in sealed else (snap.snapshot,)))
+        ]
         checks = dict(zip(reads, db.change_checks(reads), strict=True))
     return {
         ref: snap
