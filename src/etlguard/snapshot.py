@@ -13,10 +13,10 @@ costs what changed. "Exactly" is proven, not assumed, with the database's cheap 
 its AUTO_INCREMENT counter must equal what the snapshot recorded, and the snapshot table's own
 check and structure too (a snapshot table someone altered is not reused); where the engine can
 show the snapshot table unwritten since it was verified (its seal, MariaDB), that stands in for
-reading it again. The checks run with
-both tables held still; the reused tables are checked again after the other tables are copied,
-so that they held the same rows across the copies' consistency point. Anything unproven is
-copied.
+reading it again. The checks run with both tables held still (`set`) or each from a consistent
+read of its own that no writer waits for (`table`: its structure read before and after, as a
+copy's is); in `set` the reused tables are checked again after the other tables are copied, so
+that they held the same rows across the copies' consistency point. Anything unproven is copied.
 """
 
 from __future__ import annotations
@@ -29,7 +29,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .adapters.base import CONSISTENCY_SET, COPY_CHECK, Adapter, Checksum, Copy, CopyResult, Progress
+from .adapters.base import (
+    CONSISTENCY_SET,
+    CONSISTENCY_TABLE,
+    COPY_CHECK,
+    Adapter,
+    Checksum,
+    Copy,
+    CopyResult,
+    Progress,
+)
 from .catalog import Catalog, Snapshot
 from .errors import EtlguardError, SnapshotFailed, TableNotFound, UnsupportedTable
 from .faults import fault
@@ -126,12 +135,13 @@ def take_snapshots(
     record sharing the newest snapshot's table when the table has not changed since."""
     check_tables(db, tables)
     db.ensure_schema(snapshot_schema)
-    found = reusable(db, catalog, tables) if reuse else {}
+    blocking = consistency != CONSISTENCY_TABLE
+    found = reusable(db, catalog, tables, blocking) if reuse else {}
     copied = _copy_changed(
         db, catalog, [t for t in tables if t not in found], snapshot_schema, run_id, progress, consistency
     )
-    try:
-        still = unchanged(db, found) if copied else found
+    try:  # `table` has no point in time shared with the copies to hold the reused tables to
+        still = unchanged(db, found) if copied and blocking else found
         copied += _copy_changed(
             db, catalog, [t for t in found if t not in still], snapshot_schema, run_id, progress, consistency
         )
@@ -153,8 +163,12 @@ def how_taken(snap: Snapshot) -> str:
     return f"reused snapshot {snap.reuses} ({snap.note})" if snap.reuses else "copied"
 
 
-def reusable(db: Adapter, catalog: Catalog, tables: Sequence[TableRef]) -> dict[TableRef, Snapshot]:
-    """The tables whose newest verified snapshot they still equal, each with that snapshot."""
+def reusable(
+    db: Adapter, catalog: Catalog, tables: Sequence[TableRef], blocking: bool = True
+) -> dict[TableRef, Snapshot]:
+    """The tables whose newest verified snapshot they still equal, each with that snapshot.
+    Not `blocking`: no lock keeps writers out during the checks, so a table's shape is read
+    again after its check, and a table altered meanwhile is copied."""
     candidates = {}
     for ref in tables:
         taken = [s for s in catalog.snapshots(ref) if s.kind == "snapshot"]
@@ -163,7 +177,7 @@ def reusable(db: Adapter, catalog: Catalog, tables: Sequence[TableRef]) -> dict[
             candidates[ref] = newest
     if not candidates:
         return {}
-    with db.held_still([*candidates, *(s.snapshot for s in candidates.values())]):
+    with db.held_still([*candidates, *(s.snapshot for s in candidates.values())], blocking):
         shaped = {ref: snap for ref, snap in candidates.items() if _same_shape(db, ref, snap, intact=True)}
         # a snapshot table its seal shows unwritten since it was verified needs no second read
         sealed = {
@@ -173,11 +187,13 @@ def reusable(db: Adapter, catalog: Catalog, tables: Sequence[TableRef]) -> dict[
             t for ref, snap in shaped.items() for t in (ref, *(() if ref in sealed else (snap.snapshot,)))
         ]
         checks = dict(zip(reads, db.change_checks(reads), strict=True))
-    return {
-        ref: snap
-        for ref, snap in shaped.items()
-        if _is_recorded(snap, checks[ref]) and (ref in sealed or _is_recorded(snap, checks[snap.snapshot]))
-    }
+        return {
+            ref: snap
+            for ref, snap in shaped.items()
+            if _is_recorded(snap, checks[ref])
+            and (ref in sealed or _is_recorded(snap, checks[snap.snapshot]))
+            and (blocking or _same_shape(db, ref, snap, intact=True))
+        }
 
 
 def unchanged(db: Adapter, found: dict[TableRef, Snapshot]) -> dict[TableRef, Snapshot]:

@@ -496,9 +496,10 @@ class Adapter:
         return [self.change_check(r) for r in refs]
 
     @contextlib.contextmanager
-    def held_still(self, refs: Sequence[TableRef]) -> Iterator[None]:
+    def held_still(self, refs: Sequence[TableRef], blocking: bool = True) -> Iterator[None]:
         """No other session changes these tables inside the block, so that the checks taken in
-        it describe one state of each (a read lock, or one read-only transaction)."""
+        it describe one state of each (a read lock, or one read-only transaction). Not
+        `blocking`: writers must not wait; each check is then one state of its own table."""
         with self.consistent_read():
             yield
 

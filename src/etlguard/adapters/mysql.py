@@ -49,6 +49,7 @@ from .base import (
     fingerprint_of,
     with_retries,
 )
+from .parallel import Pool
 
 _AUTO_INC = re.compile(r" AUTO_INCREMENT=(\d+)")
 _HEADER = re.compile(r"^CREATE TABLE `(?:[^`]|``)*` \(")
@@ -79,6 +80,7 @@ class MySQLAdapter(Adapter):
     sees_other_sessions = True
     snapshot_renames_into_place = True
     copy_check_detects_change = True
+    copy_connections = 2  # tables copied at once, each by a session of its own
     null_safe_equal = "{a} <=> {b}"
     column_types: ClassVar[dict[str, str]] = {
         "id": "BIGINT NOT NULL",
@@ -98,6 +100,9 @@ class MySQLAdapter(Adapter):
         self._mariadb: bool | None = None
         self._perf_schema: bool | None = None
         self.session_id: int | None = None
+        self._read_views = False  # change checks each from a consistent snapshot (held_still)
+        self._pool: Pool[MySQLAdapter] | None = None  # the sessions of a copy in progress
+        self._copying: dict[TableRef, str] = {}  # source table -> the session copying it
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> None:
@@ -559,6 +564,12 @@ class MySQLAdapter(Adapter):
     def copy_session(self) -> str | None:
         return None if self.session_id is None else str(self.session_id)
 
+    def progress_monitor(self) -> Adapter:
+        monitor = super().progress_monitor()
+        if isinstance(monitor, MySQLAdapter):
+            monitor._copying = self._copying  # which session copies which table, as it starts
+        return monitor
+
     def copy_estimate(self, ref: TableRef) -> tuple[int | None, int | None]:
         rows = self.query(
             "SELECT TABLE_ROWS, COALESCE(DATA_LENGTH, 0) + COALESCE(INDEX_LENGTH, 0) "
@@ -570,10 +581,11 @@ class MySQLAdapter(Adapter):
         return (None if rows[0][0] is None else int(rows[0][0])), int(rows[0][1])
 
     def copy_progress(self, session: str, ref: TableRef, rows_estimate: int | None) -> int | None:
-        # the copy is one INSERT ... SELECT: InnoDB counts the rows its transaction has written
+        # the copy is one INSERT ... SELECT: InnoDB counts the rows its transaction has written;
+        # it runs on one of the copy's own sessions (`_copy_pool`), the one `_copying` names
         rows = self.query(
             "SELECT trx_rows_modified FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = %s",
-            [int(session)],
+            [int(self._copying.get(ref, session))],
         )
         return int(rows[0][0]) if rows else None
 
@@ -589,34 +601,36 @@ class MySQLAdapter(Adapter):
         one INSERT ... SELECT each; then the indexes built again, sorted, in one ALTER TABLE
         (InnoDB builds an index from sorted rows several times faster than it maintains one
         row by row). The copy's structure must then equal its source's, or nothing is kept.
+        Rows, index builds and fingerprints run for `copy_connections` tables at once, each on
+        a connection of its own (`_copy_pool`), the largest tables first.
 
-        `set`: every source under LOCK TABLES ... READ, one consistency point for them all;
-        the copy's CHECKSUM TABLE is compared with its source's under that lock. `table`: each
-        INSERT ... SELECT is one statement under READ COMMITTED, a consistent non-locking read
-        of its source, so writers are never blocked; no second read of the source can see the
-        same state, so the copy is verified by its row count and structure, and the catalog
-        records the copy's own fingerprint as always."""
+        `set`: every source under LOCK TABLES ... READ, taken on this session before any row
+        is read and held until the last copy statement has ended, so every copy reads the same
+        instant (the copying sessions read through it; writers wait); the copy's CHECKSUM TABLE
+        is compared with its source's under that lock. `table`: each INSERT ... SELECT is one
+        statement under READ COMMITTED, a consistent non-locking read of its source, so writers
+        are never blocked; no second read of the source can see the same state, so the copy is
+        verified by its row count and structure, and the catalog records the copy's own
+        fingerprint as always."""
         deferred = {}
         for c in copies:  # CREATE TABLE commits implicitly, so it cannot sit under LOCK TABLES
             self.execute(f"CREATE TABLE {self.qualify(c.dest)} LIKE {self.qualify(c.source)}")
             deferred[c.dest] = self._drop_secondary_indexes(c.dest)
         fault("copy.after_create")
-        if consistency == CONSISTENCY_TABLE:
-            copied = [self._copy_each(c) for c in copies]
-        else:
-            copied = self._copy_all_locked(copies)
-        fault("copy.after_rows")
-        for c, (_, check) in zip(copies, copied, strict=True):
-            if deferred[c.dest]:
-                self.execute(f"ALTER TABLE {self.qualify(c.dest)} " + ", ".join(deferred[c.dest]))
-            if self.structure(c.dest) != check.structure:
-                raise DatabaseError(
-                    f"the copy of {c.source} came out with a different structure than its source "
-                    "(was the table altered during the snapshot?); nothing was kept"
-                )
-        # Only etlguard writes to the copies: their fingerprints (what the catalog records) are
-        # taken after writers are let go, each with its seal (see sealed_checksums).
-        sealed = self.sealed_checksums([(c.dest, c.algorithm) for c in copies])
+        order = sorted(copies, key=lambda c: -self.size_bytes(c.source))  # the longest first
+        with self._copy_pool(len(copies)) as pool:
+            if consistency == CONSISTENCY_TABLE:
+                done = pool.map(MySQLAdapter._copy_each, order)
+            else:
+                with self.held_still([c.source for c in copies]):
+                    done = pool.map(MySQLAdapter._copy_locked, order)
+            fault("copy.after_rows")
+            by_dest = {c.dest: d for c, d in zip(order, done, strict=True)}
+            copied = [by_dest[c.dest] for c in copies]
+            pool.map(lambda db, c: db._finish_copy(c, deferred[c.dest], by_dest[c.dest][1].structure), order)
+            # Only etlguard writes to the copies: their fingerprints (what the catalog records)
+            # are taken after writers are let go, each with its seal (see sealed_checksums).
+            sealed = self.sealed_checksums([(c.dest, c.algorithm) for c in copies], pool)
         results = []
         for c, (rows, check), (fingerprint, seal) in zip(copies, copied, sealed, strict=True):
             same = fingerprint.rows == rows and consistency != CONSISTENCY_TABLE
@@ -625,6 +639,41 @@ class MySQLAdapter(Adapter):
             if progress:
                 progress(c.source, rows)
         return results
+
+    @contextlib.contextmanager
+    def _copy_pool(self, tables: int) -> Iterator[Pool[MySQLAdapter]]:
+        """Up to `copy_connections` sessions of their own, set up like this one (READ
+        COMMITTED, pinned text settings, lock_wait_timeout), for the length of one copy call.
+        Ctrl-C's `cancel_own_statement` cancels their statements too; the monitor of a
+        watched copy finds each table's copying session through `_copying`."""
+        workers: list[MySQLAdapter] = []
+        try:
+            for _ in range(max(1, min(self.copy_connections, tables))):
+                worker = type(self)(self.target, self.lock_wait_seconds)
+                worker._copying = self._copying
+                workers.append(worker)
+                worker.connect()
+            self._pool = Pool(workers, self._cancel_worker)
+            yield self._pool
+        finally:
+            self._pool = None
+            self._copying.clear()
+            for worker in workers:
+                worker.close()
+
+    def _cancel_worker(self, worker: MySQLAdapter) -> None:
+        if worker.session_id is not None:
+            self._side_statement(f"KILL QUERY {int(worker.session_id)}")
+
+    def _finish_copy(self, c: Copy, clauses: list[str], structure: str) -> None:
+        """The secondary indexes added back, then the copy's structure proven its source's."""
+        if clauses:
+            self.execute(f"ALTER TABLE {self.qualify(c.dest)} " + ", ".join(clauses))
+        if self.structure(c.dest) != structure:
+            raise DatabaseError(
+                f"the copy of {c.source} came out with a different structure than its source "
+                "(was the table altered during the snapshot?); nothing was kept"
+            )
 
     def _drop_secondary_indexes(self, dest: TableRef) -> list[str]:
         """Drop the secondary B-tree indexes of an empty fresh copy; return the ALTER clauses
@@ -647,6 +696,8 @@ class MySQLAdapter(Adapter):
         return [f"ADD {line}" for line, _ in found]
 
     def _copy_rows(self, c: Copy) -> int:
+        if self.session_id is not None:
+            self._copying[c.source] = str(self.session_id)
         cols = ", ".join(self.quote(col.name) for col in self.columns(c.source) if not col.generated)
         return self.execute(
             f"INSERT INTO {self.qualify(c.dest)} ({cols}) SELECT {cols} FROM {self.qualify(c.source)}"
@@ -669,20 +720,6 @@ class MySQLAdapter(Adapter):
             raise DatabaseError(f"{c.source} was altered during its copy; nothing was kept")
         read = counted(rows)
         return rows, CopyResult(read, read, structure, counter, self.size_bytes(c.source))
-
-    def _copy_all_locked(self, copies: Sequence[Copy]) -> list[tuple[int, CopyResult]]:
-        locks = [f"{self.qualify(c.source)} READ" for c in copies]
-        locks += [f"{self.qualify(c.dest)} WRITE" for c in copies]
-        self.execute("LOCK TABLES " + ", ".join(locks))
-        try:
-            results = [self._copy_locked(c) for c in copies]
-        except BaseException:
-            with contextlib.suppress(EtlguardError):  # keep the original error (or Ctrl-C)
-                if self.conn is not None:
-                    self.execute("UNLOCK TABLES")
-            raise
-        self.execute("UNLOCK TABLES")
-        return results
 
     def _copy_locked(self, c: Copy) -> tuple[int, CopyResult]:
         """The rows, and the engine checksums of source and copy at the lock's instant. The
@@ -709,11 +746,11 @@ class MySQLAdapter(Adapter):
         catalog records the fingerprint instead. It covers stored bytes that are not values
         (a STORED generated column's bytes when it is NULL differ between a table and its
         copy), so a mismatch is settled by comparing fingerprints."""
-        (count,) = self.query(f"SELECT COUNT(*) FROM {self.qualify(ref)}")[0]
-        (_, crc) = self.query(f"CHECKSUM TABLE {self.qualify(ref)}")[0]
-        if crc is None:
-            raise DatabaseError(f"CHECKSUM TABLE gave no checksum for {ref}")
-        return Checksum(int(count), str(int(crc)), COPY_CHECK)
+        try:
+            with self._cursor() as cur:
+                return _count_and_checksum(cur, self.qualify(ref), ref, read_view=self._read_views)
+        except pymysql.err.Error as exc:
+            raise self._translate(exc) from exc
 
     def change_check(self, ref: TableRef) -> Checksum | None:
         """The row count and CHECKSUM TABLE (a CRC of every stored row, combined over the
@@ -735,25 +772,29 @@ class MySQLAdapter(Adapter):
             return [first, *(f.result() for f in others)]
 
     def _side_change_check(self, ref: TableRef) -> Checksum:
+        """On a connection of its own, always from one consistent snapshot: under the caller's
+        LOCK TABLES that changes nothing, without it the count and the CRC are of one state."""
         side = with_retries(self.target, self._open)
         try:
             with side.cursor() as cur:
-                cur.execute(f"SELECT COUNT(*) FROM {self.qualify(ref)}")
-                (count,) = cur.fetchone()
-                cur.execute(f"CHECKSUM TABLE {self.qualify(ref)}")
-                (_, crc) = cur.fetchone()
+                return _count_and_checksum(cur, self.qualify(ref), ref, read_view=True)
         except pymysql.err.Error as exc:
             raise self._translate(exc) from exc
         finally:
             side.close()
-        if crc is None:
-            raise DatabaseError(f"CHECKSUM TABLE gave no checksum for {ref}")
-        return Checksum(int(count), str(int(crc)), COPY_CHECK)
 
     @contextlib.contextmanager
-    def held_still(self, refs: Sequence[TableRef]) -> Iterator[None]:
-        """LOCK TABLES ... READ: writers wait for the length of the checks (CHECKSUM TABLE is a
-        plain read, which a consistent-read transaction would not pin)."""
+    def held_still(self, refs: Sequence[TableRef], blocking: bool = True) -> Iterator[None]:
+        """LOCK TABLES ... READ: writers wait for the length of the checks. Not `blocking`: no
+        lock; each change check is then read from a consistent snapshot of its own instead
+        (`_count_and_checksum`), and writers never wait."""
+        if not blocking:
+            self._read_views = True
+            try:
+                yield
+            finally:
+                self._read_views = False
+            return
         self.execute("LOCK TABLES " + ", ".join(f"{self.qualify(r)} READ" for r in dict.fromkeys(refs)))
         try:
             yield
@@ -776,11 +817,12 @@ class MySQLAdapter(Adapter):
         return fingerprint_of(rows, high, low)
 
     def sealed_checksums(
-        self, tables: Sequence[tuple[TableRef, str | None]]
+        self, tables: Sequence[tuple[TableRef, str | None]], pool: Pool[MySQLAdapter] | None = None
     ) -> list[tuple[Checksum, str | None]]:
         """The fingerprints taken under one LOCK TABLES ... READ of them all (nobody writes
         between a fingerprint and its seal; these are snapshot tables, which only etlguard
-        uses, so the lock holds nobody up), then the seals (`_seals`)."""
+        uses, so the lock holds nobody up), then the seals (`_seals`). With a `pool`, its
+        sessions take the fingerprints side by side, reading through this session's lock."""
         if not tables:
             return []
         refs = [ref for ref, _ in tables]
@@ -789,8 +831,10 @@ class MySQLAdapter(Adapter):
             cheap = all(algorithm == COPY_CHECK for _, algorithm in tables)
             if cheap:  # side by side, see change_checks
                 sums = [c for c in self.change_checks(refs) if c is not None]
-            else:
+            elif pool is None:
                 sums = [self.checksum(ref, algorithm) for ref, algorithm in tables]
+            else:
+                sums = pool.map(lambda db, t: db.checksum(*t), tables)
             # a cheap check is cheap to take again: no waiting out the second for its seal
             seals = self._seals(refs, wait=not cheap)
         finally:
@@ -982,6 +1026,9 @@ class MySQLAdapter(Adapter):
     def cancel_own_statement(self) -> None:
         if self.session_id is not None:
             self._side_statement(f"KILL QUERY {int(self.session_id)}")
+        pool = self._pool
+        if pool is not None:  # the copying sessions of a copy in progress
+            pool.cancel()
 
     def _side_statement(self, sql: str) -> None:
         """Run one statement on a second connection (to stop a statement of the first)."""
@@ -1142,6 +1189,30 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 def _table_params(refs: Sequence[TableRef]) -> list[str]:
     return [v for r in refs for v in (r.schema, r.name)]
+
+
+def _count_and_checksum(cur: Any, table: str, ref: TableRef, read_view: bool) -> Checksum:
+    """COUNT(*) and CHECKSUM TABLE of one table. With `read_view`, both inside one REPEATABLE
+    READ transaction WITH CONSISTENT SNAPSHOT: CHECKSUM TABLE reads that snapshot like any
+    plain read (measured on MariaDB 10.11), so they describe one state without a lock."""
+    if read_view:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+    try:
+        cur.execute(f"SELECT COUNT(*) FROM {table}")
+        (count,) = cur.fetchone()
+        cur.execute(f"CHECKSUM TABLE {table}")
+        (_, crc) = cur.fetchone()
+    except BaseException:
+        if read_view:
+            with contextlib.suppress(pymysql.err.Error):
+                cur.execute("ROLLBACK")
+        raise
+    if read_view:
+        cur.execute("COMMIT")
+    if crc is None:
+        raise DatabaseError(f"CHECKSUM TABLE gave no checksum for {ref}")
+    return Checksum(int(count), str(int(crc)), COPY_CHECK)
 
 
 def _message(exc: BaseException) -> str:
