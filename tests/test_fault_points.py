@@ -24,6 +24,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "etlguard"
 SCENARIOS: dict[str, list[tuple[str, str]]] = {
     "snapshot.after_intent": [("snapshot", "pre")],
     "copy.after_create": [("snapshot", "pre"), ("run-fail", "pre"), ("restore-keep", "pre|post")],
+    "copy.one_table_copied": [("snapshot", "pre"), ("run-fail", "pre"), ("restore-keep", "pre|post")],
     "copy.after_rows": [("snapshot", "pre"), ("run-fail", "pre"), ("restore-keep", "pre|post")],
     "snapshot.after_copy": [("snapshot", "pre")],
     "snapshot.before_finish": [("snapshot", "pre")],
@@ -60,6 +61,8 @@ SCENARIOS: dict[str, list[tuple[str, str]]] = {
     "import.after_intent": [("restore-from", "pre")],
     "import.after_copy": [("restore-from", "pre")],
 }
+# points only MariaDB/MySQL reach: their copies run on several sessions at once
+SESSION_COPY_POINTS = {"copy.one_table_copied"}
 ZERO_COPY_POINTS = {point for point, _ in KILLED_AT if point.startswith("zerocopy.")}
 CAPTURE_POINTS = {point for point, _ in CAPTURE_KILL_POINTS if point.startswith("capture.")}
 CASES = [(point, op, ok) for point, cases in SCENARIOS.items() for op, ok in cases]
@@ -208,6 +211,8 @@ def kill_and_recover(backend: Backend, figures: Figures, point: str, op: str, ac
 def test_kill_at_fault_point_then_recover(
     backend: Backend, figures: Figures, point: str, op: str, acceptable: str
 ) -> None:
+    if point in SESSION_COPY_POINTS and backend.kind != "mariadb":
+        pytest.skip(f"{backend.kind} copies in one transaction on one session: no such point")
     kill_and_recover(backend, figures, point, op, acceptable)
 
 

@@ -719,6 +719,7 @@ class MySQLAdapter(Adapter):
         if self.structure(c.source) != structure:
             raise DatabaseError(f"{c.source} was altered during its copy; nothing was kept")
         read = counted(rows)
+        fault("copy.one_table_copied")
         return rows, CopyResult(read, read, structure, counter, self.size_bytes(c.source))
 
     def _copy_locked(self, c: Copy) -> tuple[int, CopyResult]:
@@ -731,6 +732,7 @@ class MySQLAdapter(Adapter):
         if source != dest:  # CHECKSUM TABLE reads stored bytes, not only values: ask the values
             source, dest = self.checksum(c.source, c.algorithm), self.checksum(c.dest, c.algorithm)
         result = CopyResult(source, dest, self.structure(c.source), counter, self.size_bytes(c.source))
+        fault("copy.one_table_copied")
         return rows, result
 
     def _engine_checksum(self, ref: TableRef, rows: int) -> Checksum:
