@@ -152,9 +152,8 @@ def _copy_statement(conn: pymysql.connections.Connection, snapshot_schema: str) 
     """The id of the session running the snapshot's INSERT ... SELECT, if one is running."""
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO %%' "
-            "AND INFO LIKE %s AND ID <> CONNECTION_ID()",
-            [f"%{snapshot_schema}%"],
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE %s AND ID <> CONNECTION_ID()",
+            [f"INSERT INTO `{snapshot_schema}`.%"],  # not a catalog row that names the schema
         )
         row = cur.fetchone()
     return int(row[0]) if row else None

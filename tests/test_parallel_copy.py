@@ -44,9 +44,8 @@ def _copying(conn: pymysql.connections.Connection, snapshot_schema: str) -> dict
     """The sessions running a snapshot's INSERT ... SELECT now, with their statements."""
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT ID, INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO %%' "
-            "AND INFO LIKE %s AND ID <> CONNECTION_ID()",
-            [f"%{snapshot_schema}%"],
+            "SELECT ID, INFO FROM information_schema.PROCESSLIST WHERE INFO LIKE %s AND ID <> CONNECTION_ID()",
+            [f"INSERT INTO `{snapshot_schema}`.%"],  # not a catalog row that names the schema
         )
         return {int(r[0]): str(r[1]) for r in cur.fetchall()}
 
