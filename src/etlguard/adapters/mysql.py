@@ -102,7 +102,7 @@ class MySQLAdapter(Adapter):
         self.session_id: int | None = None
         self._read_views = False  # change checks each from a consistent snapshot (held_still)
         self._pool: Pool[MySQLAdapter] | None = None  # the sessions of a copy in progress
-        self._copying: dict[TableRef, str] = {}  # source table -> the session copying it
+        self._copying: dict[TableRef, tuple[str, TableRef]] = {}  # source -> copying session, copy
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> None:
@@ -581,11 +581,24 @@ class MySQLAdapter(Adapter):
         return (None if rows[0][0] is None else int(rows[0][0])), int(rows[0][1])
 
     def copy_progress(self, session: str, ref: TableRef, rows_estimate: int | None) -> int | None:
-        # the copy is one INSERT ... SELECT: InnoDB counts the rows its transaction has written;
-        # it runs on one of the copy's own sessions (`_copy_pool`), the one `_copying` names
+        """The copy is one INSERT ... SELECT on one of the copy's own sessions (`_copy_pool`),
+        the one `_copying` names. Into an empty table outside LOCK TABLES, MariaDB (10.6+)
+        inserts in bulk and its transaction counts no rows, but InnoDB's row count of the copy
+        rises as rows go in (a statistic: a background recount can move it off by a few, so it
+        is held to the source's estimate); MySQL counts the rows in the transaction."""
+        if ref not in self._copying:
+            return None  # its copy has not started
+        copier, dest = self._copying[ref]
+        if self._is_mariadb():
+            rows = self.query(
+                "SELECT NUM_ROWS FROM information_schema.INNODB_SYS_TABLESTATS WHERE NAME = %s",
+                [f"{dest.schema}/{dest.name}"],
+            )
+            if rows:
+                return min(int(rows[0][0]), rows_estimate) if rows_estimate else int(rows[0][0])
         rows = self.query(
             "SELECT trx_rows_modified FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id = %s",
-            [int(self._copying.get(ref, session))],
+            [int(copier)],
         )
         return int(rows[0][0]) if rows else None
 
@@ -697,7 +710,7 @@ class MySQLAdapter(Adapter):
 
     def _copy_rows(self, c: Copy) -> int:
         if self.session_id is not None:
-            self._copying[c.source] = str(self.session_id)
+            self._copying[c.source] = (str(self.session_id), c.dest)
         cols = ", ".join(self.quote(col.name) for col in self.columns(c.source) if not col.generated)
         return self.execute(
             f"INSERT INTO {self.qualify(c.dest)} ({cols}) SELECT {cols} FROM {self.qualify(c.source)}"
