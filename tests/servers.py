@@ -37,6 +37,7 @@ class Server:
         self.port = _free_port()
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = False  # once started, the port is the server's for good (see start)
         self.general_log = root / "general.log"
         self.tmpdir = root / "tmp"
         self.tmpdir.mkdir(parents=True, exist_ok=True)
@@ -46,6 +47,22 @@ class Server:
         return f"mariadb+pymysql://root@127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60) -> None:
+        """Start mariadbd and wait until it answers. The port was free when it was chosen, but
+        another process (another xdist worker's throwaway server) may take it before mariadbd
+        binds it: a first start then moves to another port; a restart keeps the port, which
+        the test's URLs already name."""
+        for _ in range(5):
+            outcome = self._launch(timeout)
+            if outcome == "started":
+                self.started = True
+                return
+            if outcome != "port taken" or self.started:
+                break
+            self.port = _free_port()
+        raise RuntimeError(f"mariadbd did not start ({outcome}): {self._error_log()[-2000:]}")
+
+    def _launch(self, timeout: float) -> str:
+        log_start = len(self._error_log())
         cmd = [
             MARIADBD,
             "--no-defaults",
@@ -69,12 +86,30 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(pymysql.err.Error):
-                self.connect().close()
-                return
+                if self._answering_datadir() == self.datadir.resolve():
+                    return "started"
+                self.proc.kill()  # someone else's server answers on our port
+                self.proc.wait()
+                return "port taken"
             if self.proc.poll() is not None:
-                break
+                new_lines = self._error_log()[log_start:]
+                return "port taken" if "Address already in use" in new_lines else "exited"
             time.sleep(0.1)
-        raise RuntimeError(f"mariadbd did not start: {(self.root / 'error.log').read_text()[-2000:]}")
+        return "timed out"
+
+    def _answering_datadir(self) -> Path:
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@datadir")
+                (datadir,) = cur.fetchone()
+        finally:
+            conn.close()
+        return Path(str(datadir)).resolve()
+
+    def _error_log(self) -> str:
+        path = self.root / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def connect(self) -> pymysql.connections.Connection:
         return pymysql.connect(
