@@ -1,11 +1,33 @@
 """Shared fixtures: real databases, unique schemas per test, and a golden checksum computed by
-the tests themselves (never by etlguard's own checksum code)."""
+the tests themselves (never by etlguard's own checksum code).
+
+The suite runs in parallel under pytest-xdist (`make test`: `-n auto --dist loadgroup`), each
+worker a process of its own, tests handed out in any order. A test must therefore hold up
+beside any other test of the suite running at the same moment:
+
+- Names on a shared server come from a `Backend` (`schema()`, `unique()`, its `tag`): never a
+  fixed schema, table, user or role name on 127.0.0.1:3306 or :5432. Server-wide settings (SET
+  GLOBAL, max_connections, killing or pausing the server) only on a throwaway server
+  (tests/servers.py: `throwaway`, `make_server`), which has its own port and datadir.
+- Files under `tmp_path` (unique per test and worker); never a fixed path, and never a file in
+  the checkout a test writes (the dbt project's `dbt deps` is shared, so it runs under a lock:
+  tests/pipeline.py).
+- A process is known by the pid the test started, never found by name: other workers run
+  etlguard, dbt and mariadbd too.
+- Expensive read-only setup is made once per worker with a session-scoped fixture (the throwaway
+  server's template datadir, Airflow's migrated database) or a per-process cache (the example
+  warehouse's first day, tests/pipeline.py), and each test works on its own copy.
+- Tests that share something a worker builds once may run on one worker with
+  `pytest.mark.xdist_group("name")` (test_airflow.py); `--dist loadgroup` honours it.
+- Figures (ETLGUARD_FIGURES) are counted per worker and merged by the controller.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -297,22 +319,52 @@ def pg(tmp_path: Path) -> Iterator[Backend]:
     yield from _one("postgresql", tmp_path)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _drop_first_day_warehouses() -> Iterator[None]:
+    """The example warehouse's first day is built once per process (tests/pipeline.py); its
+    schemas and folder go when the session (the xdist worker) ends."""
+    yield
+    pipeline = sys.modules.get("pipeline")
+    if pipeline is not None:
+        pipeline.drop_first_days()
+
+
 # -- figures for docs/reliability.md (scripts/reliability-report) ------------------------------------
 
 
 class Figures:
     """Counters the reliability tests record as they run; written out when ETLGUARD_FIGURES
-    names a file. Only what a test actually observed is recorded."""
+    names a file. Only what a test actually observed is recorded. Under pytest-xdist each
+    worker counts its own tests and the controller merges them (see FiguresRelay)."""
 
     def __init__(self) -> None:
         self.values: dict[str, float] = {}
         self.sets: dict[str, set[str]] = {}
+        self.maxima: set[str] = set()  # keys merged by max, not by sum
 
     def add(self, key: str, n: float = 1) -> None:
         self.values[key] = self.values.get(key, 0) + n
 
     def max(self, key: str, value: float) -> None:
+        self.maxima.add(key)
         self.values[key] = max(self.values.get(key, value), value)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "values": self.values,
+            "sets": {k: sorted(v) for k, v in self.sets.items()},
+            "maxima": sorted(self.maxima),
+        }
+
+    def merge(self, other: dict[str, Any]) -> None:
+        """Fold in another process's `dump()`."""
+        for key, value in other["values"].items():
+            if key in other["maxima"]:
+                self.max(key, value)
+            else:
+                self.add(key, value)
+        for key, items in other["sets"].items():
+            self.sets.setdefault(key, set()).update(items)
 
     def member(self, key: str, item: str) -> None:
         self.sets.setdefault(key, set()).add(item)
@@ -326,7 +378,26 @@ def figures() -> Figures:
     return _FIGURES
 
 
+class FiguresRelay:
+    """pytest-xdist: a worker hands its figures to the controller when it finishes."""
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        dumped = getattr(node, "workeroutput", {}).get("etlguard_figures")
+        if dumped:
+            _FIGURES.merge(dumped)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(FiguresRelay(), "etlguard-figures-relay")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller writes the file
+        workeroutput["etlguard_figures"] = _FIGURES.dump()
+        return
     target = os.environ.get("ETLGUARD_FIGURES")
     if target:
         import json

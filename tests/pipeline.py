@@ -3,17 +3,22 @@ dbt-mysql 1.7 on MariaDB, each from its own virtualenv built by scripts/setup-db
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from conftest import MYSQL_HOST, MYSQL_PORT, Backend
+from conftest import MYSQL_HOST, MYSQL_PORT, Backend, make_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ROOT / "examples" / "warehouse"
@@ -89,12 +94,31 @@ class Pipeline:
         return proc
 
     def build_first_day(self) -> None:
+        """The warehouse after its first day, as `dbt build` leaves it: the tables and dbt's
+        target folder. dbt builds it once per backend and process (see _first_day); each test
+        gets a copy under its own names, which is what its own `dbt build` would have made."""
+        template = _first_day(self.backend.kind)
+        if self.backend.kind == "duckdb":
+            source: Path = template.backend.path  # type: ignore[attr-defined]
+            shutil.copyfile(source, self.backend.path)  # type: ignore[attr-defined]
+            assert not source.with_name(source.name + ".wal").exists()  # dbt closed it: all in the file
+        else:
+            for layer in ("bronze", "silver", "gold"):
+                _copy_schema(self.backend, template.schema(layer), self.schema(layer))
+        _copy_target(template, self)
+
+    def dbt_build_first_day(self) -> None:
         self.install_deps()
         proc = self.dbt("build", "2026-02-01")  # seeds, models and tests in one dbt start-up
         assert proc.returncode == 0, proc.stdout[-3000:]
 
     def install_deps(self) -> None:
-        if not (PROJECT / "dbt_packages" / "etlguard_dbt").exists():  # the local etlguard_dbt package
+        """`dbt deps` into the checkout's project, once: the package folder is shared by every
+        test and every xdist worker, so the check and the install happen under a lock on the
+        project folder (another worker may be half-way through writing it)."""
+        with _locked(PROJECT):
+            if (PROJECT / "dbt_packages" / "etlguard_dbt").exists():  # the local etlguard_dbt package
+                return
             (PROJECT / "package-lock.yml").unlink(missing_ok=True)  # dbt 1.7 cannot read 1.11's lock file
             deps = [str(self.dbt_bin), "deps", "--project-dir", str(PROJECT), "--profiles-dir", str(PROJECT)]
             proc = subprocess.run(
@@ -129,3 +153,61 @@ class Pipeline:
 
     def goldens(self) -> dict[tuple[str, str], tuple[int, str]]:
         return {t: self.backend.golden(*t) for t in self.tables}
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive flock on a folder, held across processes (xdist workers) for the block."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+_FIRST_DAY: dict[str, Pipeline] = {}  # backend kind -> the warehouse dbt built, in this process
+
+
+def _first_day(kind: str) -> Pipeline:
+    """The first day built by dbt for real, once per backend kind and process (xdist worker),
+    in a folder and schemas of its own; drop_first_days() removes them at the session's end."""
+    if kind not in _FIRST_DAY:
+        folder = Path(tempfile.mkdtemp(prefix=f"etlguard-first-day-{kind}-"))
+        template = Pipeline(make_backend(kind, folder))
+        template.dbt_build_first_day()
+        _FIRST_DAY[kind] = template
+    return _FIRST_DAY[kind]
+
+
+def drop_first_days() -> None:
+    while _FIRST_DAY:
+        _, template = _FIRST_DAY.popitem()
+        template.backend.cleanup()
+        shutil.rmtree(template.dir, ignore_errors=True)
+
+
+def _copy_schema(b: Backend, source: str, target: str) -> None:
+    """Every table of a MariaDB schema, structure (CREATE TABLE LIKE: columns, keys, options)
+    and rows, into a new schema. The warehouse has only tables: seeds, table and incremental models."""
+    b.sql(f"CREATE SCHEMA {b.q(target)}")
+    names = b.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [source])
+    for (name,) in names:
+        b.sql(f"CREATE TABLE {b.table(target, name)} LIKE {b.table(source, name)}")
+        b.sql(f"INSERT INTO {b.table(target, name)} SELECT * FROM {b.table(source, name)}")
+
+
+def _copy_target(template: Pipeline, p: Pipeline) -> None:
+    """dbt's target folder (manifest, run results, compiled SQL) with the template's folder and
+    schema names replaced by the test's. The parse caches are left out: dbt reparses."""
+    skip = shutil.ignore_patterns("partial_parse.msgpack", "graph.gpickle")
+    shutil.copytree(template.target_path, p.target_path, ignore=skip)
+    renames = [(str(template.target_path), str(p.target_path))]
+    if template.prefix:
+        renames.append((template.prefix, p.prefix))
+    for path in p.target_path.rglob("*"):
+        if path.suffix in (".json", ".sql"):
+            text = path.read_text(encoding="utf-8")
+            for old, new in renames:
+                text = text.replace(old, new)
+            path.write_text(text, encoding="utf-8")
