@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from conftest import MYSQL_HOST, MYSQL_PORT, Backend
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW_PYTHON = Path(os.environ.get("ETLGUARD_TEST_AIRFLOW_PYTHON", ROOT / ".venvs/airflow/bin/python"))
 ROWS = 25
+pytestmark = pytest.mark.xdist_group("airflow")  # one worker: its metadata database is migrated once
 
 # The ETL, as the DAG's tasks run it: `etl.py add` appends a row; `etl.py wreck` empties the
 # table and then fails, as a run that dies halfway does; `etl.py hang` empties it and hangs
@@ -98,7 +100,29 @@ def airflow_python() -> Path:
     return AIRFLOW_PYTHON
 
 
-def run_dag(backend: Backend, table: str) -> dict[str, Any]:
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Airflow metadata database made by `airflow db migrate`, once per session (xdist
+    worker); each DAG run works on its own copy."""
+    python = airflow_python()
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {**os.environ, **_home_env(home / "airflow.db", home)}
+    migrated = subprocess.run(
+        [str(python.parent / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True
+    )
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    return home / "airflow.db"
+
+
+def _home_env(db: Path, home: Path) -> dict[str, str]:
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db}",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+
+
+def run_dag(backend: Backend, table: str, migrated_db: Path) -> dict[str, Any]:
     python = airflow_python()
     here = backend.tmp_path
     where = str(backend.path) if backend.kind == "duckdb" else f"{MYSQL_HOST}:{MYSQL_PORT}"
@@ -114,16 +138,14 @@ def run_dag(backend: Backend, table: str) -> dict[str, Any]:
         ),
         encoding="utf-8",
     )
+    (here / "airflow").mkdir()
+    shutil.copyfile(migrated_db, here / "airflow" / "airflow.db")
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(here / "airflow"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        **_home_env(here / "airflow" / "airflow.db", here / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(here),
         "PYTHONPATH": str(ROOT / "src"),  # the etlguard under test, whatever the venv holds
     }
-    airflow = python.parent / "airflow"
-    migrated = subprocess.run([str(airflow), "db", "migrate"], env=env, capture_output=True, text=True)
-    assert migrated.returncode == 0, migrated.stderr[-2000:]
     proc = subprocess.run(
         [str(python), str(dag)], env=env, cwd=here, capture_output=True, text=True, timeout=600
     )
@@ -134,7 +156,7 @@ def run_dag(backend: Backend, table: str) -> dict[str, Any]:
     return result
 
 
-def test_dag_commits_a_good_run_and_rolls_back_a_failed_one(backend: Backend) -> None:
+def test_dag_commits_a_good_run_and_rolls_back_a_failed_one(backend: Backend, migrated_db: Path) -> None:
     schema = backend.data_schema()
     name = backend.unique("moveouts")
     table = backend.table(schema, name)
@@ -143,7 +165,7 @@ def test_dag_commits_a_good_run_and_rolls_back_a_failed_one(backend: Backend) ->
         backend.sql(f"INSERT INTO {table} VALUES ({i}, 'row {i}')")
     protected = f"{schema}.{name}"
 
-    result = run_dag(backend, protected)
+    result = run_dag(backend, protected, migrated_db)
     good, bad, inproc, wrong, killed = (
         result[t] for t in ("good", "bad", "callable_bad", "misconfigured", "killed")
     )
