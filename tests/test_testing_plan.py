@@ -149,7 +149,9 @@ def test_preflight_failure_never_starts_the_command(pipeline: Pipeline, problem:
     before = pipeline.goldens()
     marker = pipeline.dir / "etl-ran"
     config = {
-        "unreachable": lambda: pipeline.config(target="mariadb+pymysql://root@127.0.0.1:1"),
+        "unreachable": lambda: pipeline.config(  # one quick retry: the backoff path, not its waits
+            target="mariadb+pymysql://root@127.0.0.1:1?connect_retries=1&retry_backoff=0.01"
+        ),
         "missing_table": lambda: pipeline.config(protect=[f"{pipeline.schema('gold')}.no_such_table"]),
         "bad_audit": lambda: pipeline.config(
             audits=[{"table": f"{pipeline.schema('gold')}.moveouts", "min_rows": -1}]
