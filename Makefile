@@ -22,9 +22,12 @@ demo: $(BIN)/.installed
 	$(BIN)/etlguard demo --dbt .venvs/dbt-duckdb/bin/dbt --project examples/warehouse
 
 # Starts MariaDB (installs it if missing), builds the dbt and Airflow virtualenvs, installs
-# headless Chromium for the report test, runs the whole suite.
+# headless Chromium for the report test, runs the whole suite in parallel: one pytest-xdist
+# worker per core, at most 4 (TEST_WORKERS=0 runs it in pytest's own process). What a test
+# must do to run beside the others is in tests/conftest.py's docstring.
+TEST_WORKERS ?= auto
 test: $(BIN)/.installed services dbt airflow chromium
-	$(BIN)/pytest -q --durations=25
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --maxprocesses=4 --dist loadgroup --durations=25
 
 reliability: $(BIN)/.installed services
 	scripts/reliability-report
