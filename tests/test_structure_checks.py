@@ -145,9 +145,9 @@ def test_a_rollback_whose_structure_differs_from_the_record_exits_20_and_keeps_t
     assert result.recovery_command == f"etlguard snapshots {gold}.facts" in result.message
     [displaced] = [r for r in catalog_rows(backend) if r["kind"] == "displaced"]
     assert displaced["status"] == "verified" and str(displaced["id"]) in result.message
-    assert displaced["snapshot_table"] in tables_in(backend, backend.snapshot_schema)
+    assert displaced["snapshot_table"] in tables_in(backend, displaced["snapshot_schema"])
     kept = backend.sql(
-        f"SELECT min(qty) FROM {backend.table(backend.snapshot_schema, displaced['snapshot_table'])}"
+        f"SELECT min(qty) FROM {backend.table(displaced['snapshot_schema'], displaced['snapshot_table'])}"
     )
     assert kept == [(103,)]  # the ETL's rows: qty + 100
 

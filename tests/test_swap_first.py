@@ -104,7 +104,13 @@ def test_a_rollback_swaps_the_snapshot_in_and_copies_nothing_back(backend: Backe
     if backend.kind == "mariadb":  # renamed into place: consumed, and no copy made back
         assert {r["status"] for r in snaps} == {"restored"}
         assert after == {r["snapshot_table"] for r in displaced}
-    else:  # copied into place: the snapshots stay
+    else:  # copied into place: the snapshots stay; DuckDB renames the ETL's tables beside the live ones
         assert {r["status"] for r in snaps} == {"verified"}
-        assert after == {r["snapshot_table"] for r in snaps + displaced}
+        assert after == {r["snapshot_table"] for r in snaps}
+        for r in displaced:
+            assert (
+                r["snapshot_table"]
+                in tables_in(backend, r["table_schema"])
+                == tables_in(backend, r["snapshot_schema"])
+            )
     rig.assert_clean()

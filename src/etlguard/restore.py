@@ -30,7 +30,7 @@ from .errors import (
     SnapshotNotFound,
 )
 from .faults import fault
-from .snapshot import Membership, created_by_run, snapshot_name
+from .snapshot import Membership, created_by_run, displaced_ref, snapshot_name
 from .tables import TableRef
 
 
@@ -64,8 +64,8 @@ class RestoreStep:
 
 @dataclass
 class AsideStep:
-    """A table the failed run created: moved into the snapshot schema in the same swap, kept
-    as a displaced snapshot (never dropped)."""
+    """A table the failed run created: moved into the snapshot schema (DuckDB: renamed beside
+    it) in the same swap, kept as a displaced snapshot (never dropped)."""
 
     table: TableRef
     displaced: TableRef
@@ -194,9 +194,7 @@ def plan_restore(
                 table=table,
                 snapshot=snap,
                 staging=staging,
-                displaced=TableRef(snapshot_schema, snapshot_name("s", displaced_id))
-                if live_exists
-                else None,
+                displaced=displaced_ref(db, table, snapshot_schema, displaced_id) if live_exists else None,
                 displaced_id=displaced_id if live_exists else None,
                 consume=consume,
                 refill=by_pointer,
@@ -220,7 +218,7 @@ def plan_aside(
     follow the `first` ids a plan_restore of the same rollback takes."""
     next_id = catalog.next_snapshot_id() + first
     return [
-        AsideStep(t, TableRef(snapshot_schema, snapshot_name("s", next_id + i)), next_id + i)
+        AsideStep(t, displaced_ref(db, t, snapshot_schema, next_id + i), next_id + i)
         for i, t in enumerate(created_by_run(db, membership, hidden))
     ]
 
@@ -428,6 +426,8 @@ def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None)
             s.recopy_seal = r.seal
         if not s.snapshot.matches(r.fingerprint):
             raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), str(r.fingerprint))
+    for s in copying:  # the staging copy is proven; the swap renames it, which keeps its data
+        s.proven, s.proof = True, "fingerprint"
 
 
 def _own_structure(db: Adapter, snap: Snapshot) -> str:

@@ -32,7 +32,6 @@ from typing import Any
 from .adapters.base import (
     CONSISTENCY_SET,
     CONSISTENCY_TABLE,
-    COPY_CHECK,
     Adapter,
     Checksum,
     Copy,
@@ -46,12 +45,23 @@ from .progress import watching
 from .tables import TableRef
 
 _ALPHABET = string.ascii_lowercase + string.digits
+# A snapshot kept in its live table's own schema (DuckDB renames only within a schema): a table
+# a dbt table model replaced (zero-copy), or a live table a restore displaced.
+KEPT_PREFIX = "_etlguard_k"
 
 
 def snapshot_name(prefix: str, snapshot_id: int) -> str:
     """A short id plus a random token: never a user's name, and unguessable, so a table of this
     name that the journal lists is provably one etlguard created."""
     return f"{prefix}{snapshot_id}_" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
+
+
+def displaced_ref(db: Adapter, live: TableRef, snapshot_schema: str, snapshot_id: int) -> TableRef:
+    """Where a restore keeps the live table it replaces: in the snapshot schema, or beside the
+    live table where the database renames only within a schema, so the move is a rename."""
+    if db.staging_beside_live:
+        return TableRef(live.schema, snapshot_name(KEPT_PREFIX, snapshot_id))
+    return TableRef(snapshot_schema, snapshot_name("s", snapshot_id))
 
 
 def require_table(db: Adapter, ref: TableRef, also: str = "") -> None:
@@ -360,9 +370,7 @@ def _copy_changed(
 def _change_check(db: Adapter, s: Snapshot, r: CopyResult) -> Checksum | None:
     """The copy's change check, for a later run to compare the live table with: the copy's
     verification check where that is the change check (free), else one more cheap read."""
-    if db.copy_check_detects_change and r.dest.algorithm == COPY_CHECK:
-        return r.dest
-    return db.change_check(s.snapshot)
+    return db.change_check_of_copy(r) or db.change_check(s.snapshot)
 
 
 def _discard(db: Adapter, catalog: Catalog, snaps: Sequence[Snapshot], entry: int) -> None:

@@ -31,11 +31,10 @@ from . import dbt as _dbt
 from .adapters.base import COPY_CHECK, Adapter, Checksum
 from .catalog import Catalog, Snapshot
 from .errors import ConfigError
-from .snapshot import snapshot_name
+from .snapshot import KEPT_PREFIX, snapshot_name
 from .tables import TableRef
 
 ENV = "ETLGUARD_ZERO_COPY"
-KEPT_PREFIX = "_etlguard_k"  # DuckDB: kept beside the live table (it renames within a schema only)
 _ADAPTERS = ("mysql", "mariadb", "duckdb")
 NOT_REPLACED = "zero-copy: dbt did not replace the table; nothing was kept"
 _DIFFERS = "zero-copy: the kept table differs from the table checksummed before the run"

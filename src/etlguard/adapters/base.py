@@ -491,6 +491,13 @@ class Adapter:
         reliable enough: every snapshot then copies."""
         return None
 
+    def change_check_of_copy(self, result: CopyResult) -> Checksum | None:
+        """The copy's `change_check` where verifying the copy already took it (free), else None
+        (the caller then reads the copy once more)."""
+        if self.copy_check_detects_change and result.dest.algorithm == COPY_CHECK:
+            return result.dest
+        return None
+
     def change_checks(self, refs: Sequence[TableRef]) -> list[Checksum | None]:
         """`change_check` of each table, in order (adapters may read them side by side)."""
         return [self.change_check(r) for r in refs]

@@ -2,7 +2,8 @@
 
 DuckDB has transactional DDL, so a snapshot of many tables is one transaction (one consistency
 point) and a restore of many tables is one transaction (all switch together). It renames only
-within a schema, so the restore's staging copy is built beside the live table. A database file
+within a schema, so the restore's staging copy is built beside the live table, and the live
+table it replaces is renamed beside it (a `_etlguard_k` name), not copied. A database file
 is open read-write by one process at a time: the target lock is a kernel file lock beside the
 file, taken before the database is opened and held while an ETL child has the file.
 
@@ -68,6 +69,15 @@ _CANARY = (
     "UUID '01234567-89ab-cdef-0123-456789abcdef', '\\x01'::BLOB, [1, 2], {'a': 1, 'b': 'y'}, NULL)"
 )
 _NESTED = re.compile(r"^(STRUCT|MAP|UNION)\(|\]$")
+_OF_TABLE = "database_name = current_database() AND schema_name = ? AND table_name = ?"
+_STRUCTURE = (
+    f"SELECT (SELECT sql FROM duckdb_tables() WHERE {_OF_TABLE}), "
+    f"(SELECT list(sql ORDER BY index_name) FROM duckdb_indexes() WHERE {_OF_TABLE} AND sql IS NOT NULL), "
+    "(SELECT list({'n': column_name, 't': data_type, 'd': column_default, 'null': is_nullable, "
+    f"'g': generation_expression}} ORDER BY column_index) FROM duckdb_columns() WHERE {_OF_TABLE}), "
+    "(SELECT list({'k': constraint_type, 'c': constraint_column_names, 'e': expression}) "
+    f"FROM duckdb_constraints() WHERE {_OF_TABLE})"
+)
 
 
 class DuckDBAdapter(Adapter):
@@ -227,14 +237,14 @@ class DuckDBAdapter(Adapter):
         TABLE and CREATE INDEX texts with the table's name taken out. The texts re-create the
         table (they keep what the catalog rows do not show, such as collations); the rows make
         a comparison that does not depend on how the text happens to be printed."""
-        table_sql, index_sql = self._ddl(ref)
+        table_sql, index_sql, columns, constraints = self._read_structure(ref)
         return json.dumps(
             {
                 "format": STRUCTURE_FORMAT,
                 "table": table_sql,
                 "indexes": index_sql,
-                "columns": self._catalog_columns(ref),
-                "constraints": self._catalog_constraints(ref),
+                "columns": columns,
+                "constraints": constraints,
             }
         )
 
@@ -245,42 +255,22 @@ class DuckDBAdapter(Adapter):
         except ValueError:
             return False
         if isinstance(expected, list):  # format 1: [CREATE TABLE text, CREATE INDEX texts...]
-            table_sql, index_sql = self._ddl(ref)
+            table_sql, index_sql, _, _ = self._read_structure(ref)
             return bool([table_sql, *index_sql] == expected)
         return bool(json.loads(self.structure(ref)) == expected)
 
-    def _ddl(self, ref: TableRef) -> tuple[str, list[str]]:
-        rows = self.query(
-            "SELECT sql FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = ? AND table_name = ?",
-            [ref.schema, ref.name],
-        )
-        if not rows:
+    def _read_structure(self, ref: TableRef) -> tuple[str, list[str], list[list[Any]], list[list[Any]]]:
+        """The DDL texts (the table's name taken out), the column rows and the sorted
+        constraint rows, in one statement: a snapshot or restore reads structures many times,
+        and four catalog queries each cost more than the read of a small table."""
+        row = self.query(_STRUCTURE, [ref.schema, ref.name] * 4)[0]
+        if row[0] is None:
             raise DatabaseError(f"table {ref} does not exist")
-        indexes = self.query(
-            "SELECT sql FROM duckdb_indexes() WHERE database_name = current_database() "
-            "AND schema_name = ? AND table_name = ? AND sql IS NOT NULL ORDER BY index_name",
-            [ref.schema, ref.name],
-        )
-        table_sql = _without_name(_TABLE_HEADER, rows[0][0], ref)
-        return table_sql, [_without_name(_INDEX_TARGET, r[0], ref) for r in indexes]
-
-    def _catalog_columns(self, ref: TableRef) -> list[list[Any]]:
-        rows = self.query(
-            "SELECT column_name, data_type, column_default, is_nullable, generation_expression "
-            "FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = ? "
-            "AND table_name = ? ORDER BY column_index",
-            [ref.schema, ref.name],
-        )
-        return [list(r) for r in rows]
-
-    def _catalog_constraints(self, ref: TableRef) -> list[list[Any]]:
-        rows = self.query(
-            "SELECT constraint_type, constraint_column_names, expression FROM duckdb_constraints() "
-            "WHERE database_name = current_database() AND schema_name = ? AND table_name = ?",
-            [ref.schema, ref.name],
-        )
-        return sorted([r[0], list(r[1]), r[2] or ""] for r in rows)
+        table_sql = _without_name(_TABLE_HEADER, row[0], ref)
+        index_sql = [_without_name(_INDEX_TARGET, sql, ref) for sql in row[1] or []]
+        columns = [[c["n"], c["t"], c["d"], c["null"], c["g"]] for c in row[2] or []]
+        constraints = sorted([c["k"], list(c["c"]), c["e"] or ""] for c in row[3] or [])
+        return table_sql, index_sql, columns, constraints
 
     def unsupported_reason(self, ref: TableRef) -> str | None:
         rows = self.query(
@@ -351,7 +341,7 @@ class DuckDBAdapter(Adapter):
         run with `source`'s schema first on the search path (the swap does the same)."""
         with self._search_path(source.schema):
             self.create_from_structure(dest, structure, with_indexes=False)
-            self._check_same_table(source, dest)
+            self._check_same_table(source, structure, dest)
             fault("copy.after_create")
             return self._copy_rows(source, dest)
 
@@ -400,10 +390,11 @@ class DuckDBAdapter(Adapter):
                     progress(c.source, rows)
         return results
 
-    def _check_same_table(self, source: TableRef, dest: TableRef) -> None:
+    def _check_same_table(self, source: TableRef, structure: str, dest: TableRef) -> None:
         """Prove the copy was created exactly (indexes are added only at a restore's swap), so
-        that a structure the recorded text cannot re-create fails the snapshot, not a restore."""
-        a, b = json.loads(self.structure(source)), json.loads(self.structure(dest))
+        that a structure the recorded text cannot re-create fails the snapshot, not a restore.
+        `structure` is the source's, read in this transaction."""
+        a, b = json.loads(structure), json.loads(self.structure(dest))
         a["indexes"] = b["indexes"] = []
         if a != b:
             raise DatabaseError(
@@ -461,17 +452,16 @@ class DuckDBAdapter(Adapter):
         return Checksum(int(rows), f"{int(first or 0)}/{int(second or 0)}", COPY_CHECK)
 
     def change_check(self, ref: TableRef) -> Checksum | None:
-        """DuckDB's native hash() of each row, with two seeds, summed: 10x cheaper than the
-        fingerprint. Made exact where hash() is not: text as its bytes (a NOCASE column hashes
-        'A' as 'a'), floats with their sign bit (-0.0 hashes as 0.0), intervals and nested
-        values as text (1 month hashes as 30 days). hash() may change between DuckDB releases,
-        so the release is part of the algorithm: after an upgrade nothing compares equal."""
-        cols = ", ".join(self._hash_terms(ref))
-        rows, first, second = self.query(
-            f"SELECT count(*), sum(hash({cols})), sum(hash('etlguard', {cols})) FROM {self.qualify(ref)}"
-        )[0]
-        digest = f"{int(first or 0) % _MOD64:016x}{int(second or 0) % _MOD64:016x}"
-        return Checksum(int(rows), digest, f"duckdb-hash-{duckdb.__version__}")
+        """The native fingerprint (`native_fingerprint`): about the cost of a scan, exact where
+        hash() alone is not, and what every new copy records anyway, so a snapshot's change
+        check needs no pass of its own (`change_check_of_copy`). hash() may change between
+        DuckDB releases; the algorithm names the release and a canary, so after an upgrade
+        nothing compares equal and the tables are copied once more."""
+        return self.checksum(ref, self.default_algorithm())
+
+    def change_check_of_copy(self, result: CopyResult) -> Checksum | None:
+        fingerprint = result.fingerprint
+        return fingerprint if fingerprint.algorithm == self.default_algorithm() else None
 
     def _hash_terms(self, ref: TableRef) -> list[str]:
         """Each column as hash() must see it to tell every stored value apart: text as its bytes
@@ -569,18 +559,33 @@ class DuckDBAdapter(Adapter):
         return Checksum(int(count), str(int(total)), LEGACY_FINGERPRINT)
 
     def swap(self, swaps: Sequence[Swap]) -> None:
+        """One transaction of renames within each table's schema: the live table to its
+        displaced name (its indexes dropped first, since DuckDB renames no table that has one;
+        the displaced snapshot's recorded structure keeps them), the incoming table to the live
+        name, and the incoming structure's indexes created on it. No row is copied."""
         with self.transaction():
             for s in swaps:
                 if s.displaced is not None and self.table_exists(s.live):
-                    with self._search_path(s.live.schema):
-                        self.create_from_structure(s.displaced, self.structure(s.live), with_indexes=False)
-                        self._copy_rows(s.live, s.displaced)
-                    self.drop_table(s.live)
+                    self._rename_aside(s.live, s.displaced)
                 if s.staging is None:  # only moved aside: a table the failed run created
                     continue
-                self.execute(f"ALTER TABLE {self.qualify(s.staging)} RENAME TO {self.quote(s.live.name)}")
+                self._rename(s.staging, s.live)
                 for sql in _statements(s.structure)[1]:
                     self.execute(sql.replace(_PLACEHOLDER, self.qualify(s.live), 1))
+
+    def _rename_aside(self, live: TableRef, displaced: TableRef) -> None:
+        if displaced.schema != live.schema:
+            raise DatabaseError(f"DuckDB cannot move {live} to another schema ({displaced.schema})")
+        names = self.query(
+            f"SELECT index_name FROM duckdb_indexes() WHERE {_OF_TABLE} AND sql IS NOT NULL",
+            [live.schema, live.name],
+        )
+        for (index,) in names:
+            self.execute(f"DROP INDEX {self.quote(live.schema)}.{self.quote(index)}")
+        self._rename(live, displaced)
+
+    def _rename(self, ref: TableRef, to: TableRef) -> None:
+        self.execute(f"ALTER TABLE {self.qualify(ref)} RENAME TO {self.quote(to.name)}")
 
     # -- the target lock --------------------------------------------------------------------
     def lock(self, name: str, holder: str) -> None:
