@@ -35,7 +35,8 @@ Each round (`--rounds`, medians reported), per backend:
 
 Usage:
   .venv/bin/python benchmarks/warehouse.py [--rows 1000000] [--rounds 3]
-      [--backends mariadb,duckdb] [--out docs/performance.md] [--dbt]
+      [--backends mariadb,duckdb] [--out docs/performance.md] [--dbt] [--duckdb-beside]
+(--duckdb-beside: DuckDB with snapshot.beside_live, snapshots beside their tables, renamed back)
 Quick check: .venv/bin/python benchmarks/warehouse.py --rows 100000 --rounds 1 --out /tmp/perf.md
 
 Configuration keys from newer builds (snapshot.reuse, snapshot.consistency, dbt.zero_copy) are
@@ -468,6 +469,7 @@ class Features:
     zero_copy: bool = field(default_factory=lambda: feature({"dbt": {"zero_copy": True}}))
     kept_by_etl: bool = field(default_factory=lambda: feature({"snapshot": {"kept_by_etl": ["a.b"]}}))
     capture: bool = field(default_factory=lambda: feature({"snapshot": {"capture": True}}))
+    beside: bool = False  # --duckdb-beside: DuckDB snapshots with snapshot.beside_live
 
     def line(self) -> str:
         return (
@@ -475,7 +477,8 @@ class Features:
             f"snapshot.consistency {', '.join(self.modes) if self.modes else 'not available (one mode: LOCK TABLES on the set)'}; "
             f"dbt.zero_copy {'yes' if self.zero_copy else 'not available'}; "
             f"snapshot.kept_by_etl {'yes (the three table models)' if self.kept_by_etl else 'not available'}; "
-            f"snapshot.capture {'on (MariaDB)' if self.capture else 'not available'}"
+            f"snapshot.capture {'on (MariaDB)' if self.capture else 'not available'}; "
+            f"DuckDB snapshot.beside_live {'on' if self.beside else 'off (the default)'}"
         )
 
 
@@ -629,6 +632,8 @@ class Backend:
             snapshot.setdefault("kept_by_etl", [f"{self.schemas[layer]}.{t}" for layer, t in TABLE_MODELS])
         if self.features.capture and self.name == "mariadb":  # the history is changed in place
             snapshot.setdefault("capture", True)
+        if self.name == "duckdb" and self.features.beside:
+            snapshot["beside_live"] = True
         return Guard.from_url(
             self.url,
             catalog_schema=self.catalog,
@@ -1245,6 +1250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
     parser.add_argument("--url", default=os.environ.get("ETLGUARD_BENCH_URL") or DEFAULT_URL)
     parser.add_argument("--dbt", action="store_true", help="also measure zero-copy dbt table models")
+    parser.add_argument(
+        "--duckdb-beside",
+        action="store_true",
+        help="DuckDB snapshots beside their tables (snapshot.beside_live), restored by a rename",
+    )
     parser.add_argument("--night", help=argparse.SUPPRESS)  # the child process etlguard runs
     args = parser.parse_args(argv)
     if args.night:
@@ -1259,6 +1269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a plain `kill` still drops the scratch schemas (the finally below)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     features = Features()
+    if args.duckdb_beside:
+        if not feature({"snapshot": {"beside_live": True}}):
+            parser.error("--duckdb-beside: this build of etlguard has no snapshot.beside_live")
+        features.beside = True
     scale = Scale(args.rows)
     token = secrets.token_hex(3)
     workdir = Path(tempfile.mkdtemp(prefix="etlguard-warehouse-"))

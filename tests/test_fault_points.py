@@ -154,10 +154,19 @@ def _etl_result(backend: Backend, pre: object) -> object:
         twin.cleanup()
 
 
-def kill_and_recover(backend: Backend, figures: Figures, point: str, op: str, acceptable: str) -> None:
+def kill_and_recover(
+    backend: Backend, figures: Figures, point: str, op: str, acceptable: str, beside: bool = False
+) -> None:
     """Kill etlguard at `point` during `op`, recover, and check the invariant (also used for
-    PostgreSQL by tests/test_postgres.py)."""
+    PostgreSQL by tests/test_postgres.py). `beside`: with `snapshot.beside_live` (DuckDB)."""
     rig = Rig(backend)
+    if beside:
+        rig.config = backend.write_config(
+            rig.config,
+            protect=[f"{rig.schema}.*"],
+            retention={"days": None, "keep_last": 1},
+            snapshot={"beside_live": True},
+        )
     probe = Probe(rig) if backend.kind == "mariadb" else None
     before_rows = rig.rows()
     if op == "recover":
@@ -198,7 +207,7 @@ def kill_and_recover(backend: Backend, figures: Figures, point: str, op: str, ac
     assert state in allowed, f"{point}/{op}: tables are in neither acceptable state"
     rig.assert_clean()
     if op in ("restore", "restore-keep"):
-        _assert_consumed_honestly(rig, op, state == post)
+        _assert_consumed_honestly(rig, op, state == post, renamed=backend.kind == "mariadb" or beside)
     if state == pre and op not in ("restore", "restore-keep", "restore-from"):
         figures.add("rows_lost", len(before_rows - rig.rows()))
     figures.add(f"invariant_held.{backend.kind}")
@@ -216,13 +225,39 @@ def test_kill_at_fault_point_then_recover(
     kill_and_recover(backend, figures, point, op, acceptable)
 
 
-def _assert_consumed_honestly(rig: Rig, op: str, restored: bool) -> None:
+# DuckDB with `snapshot.beside_live`: snapshots made beside the live tables, rolled back and
+# restored by renaming them into place (consumed); the points where that path differs.
+BESIDE = [
+    ("copy.after_rows", "snapshot", "pre"),
+    ("snapshot.before_finish", "snapshot", "pre"),
+    ("restore.before_swap", "restore", "pre|post"),
+    ("restore.after_swap", "restore", "post"),
+    ("restore.after_staging", "restore-keep", "pre|post"),
+    ("restore.after_swap", "run-fail", "pre"),
+    ("restore.before_verify", "run-fail", "pre"),
+    ("run.after_etl", "run-fail", "pre"),
+]
+
+
+@pytest.mark.parametrize(("point", "op", "acceptable"), BESIDE, ids=[f"{p}-{o}" for p, o, _ in BESIDE])
+def test_kill_with_snapshots_beside_the_tables_then_recover(
+    tmp_path: Path, figures: Figures, point: str, op: str, acceptable: str
+) -> None:
+    backend = make_backend("duckdb", tmp_path)
+    try:
+        kill_and_recover(backend, figures, point, op, acceptable, beside=True)
+    finally:
+        backend.cleanup()
+
+
+def _assert_consumed_honestly(rig: Rig, op: str, restored: bool, renamed: bool) -> None:
     """A restore that reached the swap consumed its snapshots (status `restored`) unless
-    --keep-snapshot copied them aside first, in which case they are still verified. Only MySQL
-    renames the snapshot itself into place; elsewhere a restore copies and keeps it."""
+    --keep-snapshot copied them aside first, in which case they are still verified. MySQL, and
+    DuckDB with snapshots beside their tables, rename the snapshot itself into place; elsewhere
+    a restore copies and keeps it."""
     t = rig.b.table(rig.b.catalog_schema, "snapshots")
     statuses = sorted(s for (s,) in rig.b.sql(f"SELECT status FROM {t} WHERE kind = 'snapshot'"))
-    if not restored or op == "restore-keep" or rig.b.kind != "mariadb":
+    if not restored or op == "restore-keep" or not renamed:
         assert statuses == ["verified", "verified"], statuses
     else:
         assert statuses == ["restored", "restored"], statuses

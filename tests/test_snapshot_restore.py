@@ -164,10 +164,17 @@ def test_restore_is_undone_by_restoring_the_displaced_snapshot(backend: Backend)
     where = gold if backend.kind == "duckdb" else backend.snapshot_schema
     assert kept["snapshot_schema"] == where and kept["snapshot_table"] in tables_in(backend, where)
 
-    guard.restore(snapshot_ids=[step.displaced_id])
+    undone = guard.restore(snapshot_ids=[step.displaced_id])
 
     assert backend.golden(gold, "facts") == damaged
     assert backend.show_create(gold, "facts") == damaged_shape
+    # beside its live table (DuckDB) or not (MySQL), the displaced table is renamed into place,
+    # proven first; PostgreSQL refills the live table from it
+    [back] = undone.steps
+    renamed = backend.kind in ("duckdb", "mariadb")
+    assert back.consume == renamed and (back.proof in ("seal", "fingerprint") or not renamed)
+    status = {r["id"]: r["status"] for r in catalog_rows(backend)}[step.displaced_id]
+    assert status == ("restored" if renamed else "verified")
 
 
 def test_restore_as_of_picks_the_newest_snapshot_at_or_before_the_time(

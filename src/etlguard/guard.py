@@ -288,6 +288,7 @@ class Guard:
                 self.progress,
                 self.config.snapshot.consistency,
                 reuse=self.config.snapshot_reuse,
+                beside=self.config.snapshot.beside_live,
             )
 
     def snapshots(self, table: str | TableRef | None = None, include_deleted: bool = False) -> list[Snapshot]:

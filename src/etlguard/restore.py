@@ -30,7 +30,7 @@ from .errors import (
     SnapshotNotFound,
 )
 from .faults import fault
-from .snapshot import Membership, created_by_run, displaced_ref, snapshot_name
+from .snapshot import Membership, created_by_run, snapshot_name, snapshot_ref
 from .tables import TableRef
 
 
@@ -172,13 +172,15 @@ def plan_restore(
     for the copy and the snapshot can be restored again; a rollback never copies.
     On PostgreSQL the snapshot is put back in one transaction, refilling the live table where
     its structure is unchanged (views keep their binding) and rebuilding it where the ETL
-    changed it (see the adapter). Elsewhere (DuckDB) a staging copy is built beside the live table first."""
+    changed it (see the adapter). Elsewhere (DuckDB) a staging copy is built beside the live
+    table first, unless the snapshot already is beside it (a table zero-copy kept, a displaced
+    one): DuckDB renames within a schema, so that one is renamed into place like MySQL's."""
     steps = []
     next_id = catalog.next_snapshot_id()
-    consume = db.snapshot_renames_into_place
     by_pointer = db.restores_by_refill or db.snapshots_by_reference  # no staging copy to build
     present = db.existing(sorted(chosen))
     for i, (table, snap) in enumerate(sorted(chosen.items())):
+        consume = db.renames_into_place(snap.snapshot, table)
         displaced_id = next_id + i
         staging_schema = table.schema if db.staging_beside_live else snapshot_schema
         staging = (
@@ -194,7 +196,7 @@ def plan_restore(
                 table=table,
                 snapshot=snap,
                 staging=staging,
-                displaced=displaced_ref(db, table, snapshot_schema, displaced_id) if live_exists else None,
+                displaced=snapshot_ref(db, table, snapshot_schema, displaced_id) if live_exists else None,
                 displaced_id=displaced_id if live_exists else None,
                 consume=consume,
                 refill=by_pointer,
@@ -218,7 +220,7 @@ def plan_aside(
     follow the `first` ids a plan_restore of the same rollback takes."""
     next_id = catalog.next_snapshot_id() + first
     return [
-        AsideStep(t, displaced_ref(db, t, snapshot_schema, next_id + i), next_id + i)
+        AsideStep(t, snapshot_ref(db, t, snapshot_schema, next_id + i), next_id + i)
         for i, t in enumerate(created_by_run(db, membership, hidden))
     ]
 

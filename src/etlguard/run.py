@@ -358,6 +358,7 @@ class GuardedRun:
             self.guard.progress,
             self.config.snapshot.consistency,
             reuse=self.config.snapshot_reuse,
+            beside=self.config.snapshot.beside_live,
         )
 
     def _register_capture(self) -> None:

@@ -56,10 +56,14 @@ def snapshot_name(prefix: str, snapshot_id: int) -> str:
     return f"{prefix}{snapshot_id}_" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
 
 
-def displaced_ref(db: Adapter, live: TableRef, snapshot_schema: str, snapshot_id: int) -> TableRef:
-    """Where a restore keeps the live table it replaces: in the snapshot schema, or beside the
-    live table where the database renames only within a schema, so the move is a rename."""
-    if db.staging_beside_live:
+def snapshot_ref(
+    db: Adapter, live: TableRef, snapshot_schema: str, snapshot_id: int, beside: bool = True
+) -> TableRef:
+    """Where a table of `live` is kept: in the snapshot schema, or (`beside`, where the database
+    renames only within a schema) beside the live table, so that moving it in or out is a
+    rename. A restore keeps the live table it replaces beside it; a snapshot is taken beside it
+    only with `snapshot.beside_live`."""
+    if beside and db.staging_beside_live:
         return TableRef(live.schema, snapshot_name(KEPT_PREFIX, snapshot_id))
     return TableRef(snapshot_schema, snapshot_name("s", snapshot_id))
 
@@ -140,20 +144,23 @@ def take_snapshots(
     progress: Progress | None = None,
     consistency: str = CONSISTENCY_SET,
     reuse: bool = True,
+    beside: bool = False,
 ) -> list[Snapshot]:
     """A verified snapshot of each table, in the order given: a new copy, or (with `reuse`) a
-    record sharing the newest snapshot's table when the table has not changed since."""
+    record sharing the newest snapshot's table when the table has not changed since. With
+    `beside` (DuckDB), copies are made beside their live tables (see `snapshot_ref`)."""
     check_tables(db, tables)
     db.ensure_schema(snapshot_schema)
     blocking = consistency != CONSISTENCY_TABLE
     found = reusable(db, catalog, tables, blocking) if reuse else {}
+    where = (snapshot_schema, beside)
     copied = _copy_changed(
-        db, catalog, [t for t in tables if t not in found], snapshot_schema, run_id, progress, consistency
+        db, catalog, [t for t in tables if t not in found], where, run_id, progress, consistency
     )
     try:  # `table` has no point in time shared with the copies to hold the reused tables to
         still = unchanged(db, found) if copied and blocking else found
         copied += _copy_changed(
-            db, catalog, [t for t in found if t not in still], snapshot_schema, run_id, progress, consistency
+            db, catalog, [t for t in found if t not in still], where, run_id, progress, consistency
         )
     except BaseException:  # one call, one outcome: the first copies go with the failed second
         if copied and copied[0].journal_id is not None:
@@ -288,11 +295,12 @@ def _copy_changed(
     db: Adapter,
     catalog: Catalog,
     tables: Sequence[TableRef],
-    snapshot_schema: str,
+    where: tuple[str, bool],
     run_id: int | None,
     progress: Progress | None,
     consistency: str = CONSISTENCY_SET,
 ) -> list[Snapshot]:
+    """Copy `tables` into new snapshots; `where`: the snapshot schema, and whether beside."""
     if not tables:
         return []
     first = catalog.next_snapshot_id()
@@ -301,7 +309,7 @@ def _copy_changed(
         Snapshot(
             id=first + i,
             table=ref,
-            snapshot=TableRef(snapshot_schema, snapshot_name("s", first + i)),
+            snapshot=snapshot_ref(db, ref, where[0], first + i, beside=where[1]),
             kind="snapshot",
             status="creating",
             taken_at=taken_at,

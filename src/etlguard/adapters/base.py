@@ -316,6 +316,10 @@ class Adapter:
         except ValueError:
             return False
 
+    def renames_into_place(self, snapshot: TableRef, live: TableRef) -> bool:
+        """Whether a restore can rename this snapshot table itself into the live name."""
+        return self.snapshot_renames_into_place
+
     def auto_increment(self, ref: TableRef) -> int | None:
         """The table's next AUTO_INCREMENT value, where the database has such a counter."""
         return None

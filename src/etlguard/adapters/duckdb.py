@@ -573,6 +573,11 @@ class DuckDBAdapter(Adapter):
                 for sql in _statements(s.structure)[1]:
                     self.execute(sql.replace(_PLACEHOLDER, self.qualify(s.live), 1))
 
+    def renames_into_place(self, snapshot: TableRef, live: TableRef) -> bool:
+        """A snapshot kept beside its live table (zero-copy's, a displaced one) has no secondary
+        index (indexes are created at the swap), so it can be renamed into place."""
+        return snapshot.schema == live.schema
+
     def _rename_aside(self, live: TableRef, displaced: TableRef) -> None:
         if displaced.schema != live.schema:
             raise DatabaseError(f"DuckDB cannot move {live} to another schema ({displaced.schema})")

@@ -47,6 +47,7 @@ class SnapshotSettings:
     consistency: str = "set"  # "set": one point in time for the protected set; "table": per table
     kept_by_etl: tuple[TableRef, ...] = ()  # rebuilt and swapped in by the ETL, which keeps the old one
     capture: bool = False  # MySQL/MariaDB: record the rows a run changes instead of copying (capture.py)
+    beside_live: bool = False  # DuckDB: snapshots beside their live tables, restored by a rename
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def build(parsed: schema.ConfigFile, path: Path | None = None, command: Sequence
             consistency=parsed.snapshot.consistency,
             kept_by_etl=tuple(parse_table(t) for t in parsed.snapshot.kept_by_etl),
             capture=parsed.snapshot.capture,
+            beside_live=parsed.snapshot.beside_live,
         ),
         lock_wait_seconds=float(parsed.lock_wait_seconds),
         statement_grace_seconds=float(parsed.statement_grace_seconds),

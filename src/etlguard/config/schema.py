@@ -107,6 +107,13 @@ class SnapshotOptions(Section):
         "run waits until etlguard has made a full pre-run copy of that table, which the rollback "
         "then uses. See docs/configuration.md.",
     )
+    beside_live: bool = Field(
+        False,
+        description="DuckDB only (ignored elsewhere): take each snapshot into its table's own "
+        "schema under a hidden _etlguard_k name, so that a rollback or restore renames it into "
+        "place instead of copying it back. Off by default: an ETL that drops and recreates its "
+        "schema would take these snapshots with it; see docs/architecture.md.",
+    )
 
 
 class Dbt(Section):
