@@ -114,3 +114,36 @@ def test_a_rollback_swaps_the_snapshot_in_and_copies_nothing_back(backend: Backe
                 == tables_in(backend, r["snapshot_schema"])
             )
     rig.assert_clean()
+
+
+def test_duckdb_snapshots_beside_their_tables_are_renamed_back_and_a_tampered_one_is_refused(
+    duck: Backend,
+) -> None:
+    """snapshot.beside_live: each snapshot is a hidden table in its table's own schema; a
+    rollback proves it and renames it into place (consumed, nothing copied back), and a restore
+    refuses one that was changed since it was verified, with the live table untouched."""
+    rig = Rig(duck)
+    rig.config = duck.write_config(rig.config, protect=[f"{rig.schema}.*"], snapshot={"beside_live": True})
+    pre = rig.state()
+
+    run = rig.etlguard("run", "--", *rig.etl_command("fail"))
+
+    assert run.returncode == EXIT_ETL_FAILED, run.stdout + run.stderr
+    assert rig.state() == pre
+    rows = catalog_rows(duck)
+    snaps = [r for r in rows if r["kind"] == "snapshot"]
+    assert len(snaps) == 2 and {r["status"] for r in snaps} == {"restored"}
+    assert {r["snapshot_schema"] for r in snaps} == {rig.schema}
+    assert all(r["snapshot_table"].startswith("_etlguard_k") for r in snaps)
+    assert tables_in(duck, duck.snapshot_schema) == []  # no copy anywhere
+    rig.assert_clean()
+
+    guard = duck.guard([f"{rig.schema}.*"], snapshot={"beside_live": True})
+    [snap, _] = guard.snapshot()
+    assert snap.snapshot.schema == rig.schema
+    duck.sql(f"UPDATE {duck.table(rig.schema, snap.snapshot.name)} SET note = 'tampered'")
+    duck.sql(f"UPDATE {duck.table(rig.schema, snap.table.name)} SET note = 'damaged'")
+    damaged = rig.state()
+    with pytest.raises(ChecksumMismatch):
+        guard.restore([str(snap.table)], latest=True)
+    assert rig.state() == damaged
