@@ -1,5 +1,6 @@
-"""The example dbt warehouse (examples/warehouse) driven for real: dbt-duckdb on DuckDB and
-dbt-mysql 1.7 on MariaDB, each from its own virtualenv built by scripts/setup-dbt."""
+"""The example dbt warehouse (examples/warehouse) driven for real: dbt-duckdb on DuckDB,
+dbt-mysql 1.7 on MariaDB and dbt-postgres on PostgreSQL, each from its own virtualenv built by
+scripts/setup-dbt."""
 
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import MYSQL_HOST, MYSQL_PORT, Backend, make_backend
+from conftest import MYSQL_HOST, MYSQL_PORT, PG_HOST, PG_PORT, Backend, make_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ROOT / "examples" / "warehouse"
 DBT = {
     "duckdb": Path(os.environ.get("ETLGUARD_TEST_DBT_DUCKDB", ROOT / ".venvs/dbt-duckdb/bin/dbt")),
     "mariadb": Path(os.environ.get("ETLGUARD_TEST_DBT_MYSQL", ROOT / ".venvs/dbt-mysql/bin/dbt")),
+    "postgresql": Path(os.environ.get("ETLGUARD_TEST_DBT_POSTGRES", ROOT / ".venvs/dbt-postgres/bin/dbt")),
 }
+TARGETS = {"duckdb": "duckdb", "mariadb": "mariadb", "postgresql": "postgres"}  # profiles.yml outputs
 PROTECTED = [
     ("silver", "int_contracts"),
     ("silver", "tenant_status_history"),
@@ -43,7 +46,7 @@ class Pipeline:
         if not self.dbt_bin.exists():
             pytest.fail(f"{self.dbt_bin} is missing: run scripts/setup-dbt (make test does)")
         self.dir = backend.tmp_path
-        self.prefix = f"t{backend.tag}_" if backend.kind == "mariadb" else ""
+        self.prefix = "" if backend.kind == "duckdb" else f"t{backend.tag}_"  # servers are shared
         for layer in ("bronze", "silver", "gold"):
             backend.schema(layer)  # registered for cleanup; dbt creates them
         self.env = {
@@ -52,6 +55,8 @@ class Pipeline:
             "WAREHOUSE_DUCKDB_PATH": str(getattr(backend, "path", "")),
             "WAREHOUSE_MYSQL_HOST": MYSQL_HOST,
             "WAREHOUSE_MYSQL_PORT": str(MYSQL_PORT),
+            "WAREHOUSE_PG_HOST": PG_HOST,
+            "WAREHOUSE_PG_PORT": str(PG_PORT),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         }
         self.target_path = self.dir / "dbt-target"
@@ -72,7 +77,7 @@ class Pipeline:
             "--profiles-dir",
             str(PROJECT),
             "--target",
-            self.backend.kind,
+            TARGETS[self.backend.kind],
             "--target-path",
             str(self.target_path),
             "--log-path",

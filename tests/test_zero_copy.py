@@ -1,6 +1,6 @@
 """Zero-copy snapshots of dbt table models, for real: `etlguard run -- dbt run` on the example
-warehouse (dbt-duckdb on DuckDB, dbt-mysql 1.7 on MariaDB) with `dbt: {zero_copy: true}` and
-the project's table materialization set to etlguard_dbt's. Table models are not copied before
+warehouse (dbt-duckdb on DuckDB, dbt-mysql 1.7 on MariaDB, dbt-postgres on PostgreSQL) with
+`dbt: {zero_copy: true}` and the project's table materialization set to etlguard_dbt's. Table models are not copied before
 the run: the table dbt replaces is kept and becomes the snapshot. Every protected table is
 checked with the test's own checksum (conftest's golden), never with etlguard's."""
 
@@ -30,9 +30,12 @@ TABLE_MODELS = [
 COPIED = [("silver", "tenant_status_history")]  # the incremental model: copied as before
 
 
-@pytest.fixture(params=["duckdb", "mariadb"])
+FIXTURES = {"duckdb": "duck", "mariadb": "maria", "postgresql": "pg"}
+
+
+@pytest.fixture(params=list(FIXTURES))
 def wh(request: pytest.FixtureRequest) -> Pipeline:
-    p = Pipeline(request.getfixturevalue({"duckdb": "duck", "mariadb": "maria"}[request.param]))
+    p = Pipeline(request.getfixturevalue(FIXTURES[request.param]))
     p.build_first_day()
     return p
 

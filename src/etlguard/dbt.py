@@ -8,7 +8,7 @@ import fnmatch
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,25 +204,47 @@ def _matches(node: dict[str, Any], criteria: dict[str, str]) -> bool:
 def table_models(manifest: dict[str, Any]) -> set[TableRef]:
     """Tables of the SQL models materialized as `table`: dbt rebuilds them whole and renames the
     new table into place, so the replaced table can be kept instead of copied beforehand."""
+    return _models(manifest, lambda config: config.get("materialized") == "table")
+
+
+def full_refresh_models(manifest: dict[str, Any], command: Sequence[str]) -> set[TableRef]:
+    """Tables of the SQL incremental models this command rebuilds whole, as dbt's
+    `should_full_refresh()` decides: the model's `full_refresh` config if set, else the
+    command's --full-refresh (-f). Only a dbt command's flags are known; a wrapper's are not."""
+    flagged = full_refresh(command)
+    return _models(
+        manifest,
+        lambda config: config.get("materialized") == "incremental"
+        and (flagged if config.get("full_refresh") is None else bool(config.get("full_refresh"))),
+    )
+
+
+def full_refresh(command: Sequence[str]) -> bool:
+    start = dbt_at(command)
+    return start is not None and any(a in ("--full-refresh", "-f") for a in command[start + 1 :])
+
+
+def _models(manifest: dict[str, Any], wanted: Callable[[dict[str, Any]], bool]) -> set[TableRef]:
     return {
         TableRef(node["schema"], node.get("alias") or node["name"])
         for node in manifest.get("nodes", {}).values()
         if node.get("resource_type") == "model"
-        and node.get("config", {}).get("materialized") == "table"
+        and wanted(node.get("config", {}))
         and node.get("language", "sql") == "sql"
     }
 
 
-def zero_copy_installed(manifest: dict[str, Any]) -> bool:
-    """Whether the project's own table materialization for its adapter is etlguard_dbt's
-    (a package's materialization alone does not override dbt's since dbt 1.8)."""
+def zero_copy_installed(manifest: dict[str, Any], materialization: str = "table") -> bool:
+    """Whether the project's own `table` (or `incremental`) materialization for its adapter is
+    etlguard_dbt's (a package's materialization alone does not override dbt's since dbt 1.8)."""
     metadata = manifest.get("metadata", {})
     adapter, project = metadata.get("adapter_type"), metadata.get("project_name")
+    body = f"etlguard_dbt.zero_copy_{materialization}()"
     for macro in manifest.get("macros", {}).values():
         if (
-            macro.get("name") == f"materialization_table_{adapter}"
+            macro.get("name") == f"materialization_{materialization}_{adapter}"
             and (project is None or macro.get("package_name") == project)
-            and "etlguard_dbt.zero_copy_table()" in macro.get("macro_sql", "")
+            and body in macro.get("macro_sql", "")
         ):
             return True
     return False

@@ -1,14 +1,15 @@
 """Zero-copy snapshots of dbt table models: the table dbt replaces is kept as the snapshot.
 
-A dbt `table` model builds a new table and renames it into place; the old table is dropped.
-With `dbt: {zero_copy: true}` and the project's table materialization set to etlguard_dbt's
-`zero_copy_table()`, the old table is kept instead, under a name etlguard chose before dbt
-started, in the same atomic statement that puts the new table in place (one RENAME TABLE on
-MySQL/MariaDB, the model's transaction on DuckDB). So such a table needs no copy before the run.
+A dbt `table` model (and an incremental model run with --full-refresh) builds a new table and
+renames it into place; the old table is dropped. With `dbt: {zero_copy: true}` and the
+project's table (and incremental) materialization set to etlguard_dbt's, the old table is kept
+instead, under a name etlguard chose before dbt started, in the same atomic step that puts the
+new table in place (one RENAME TABLE on MySQL/MariaDB, the model's transaction on PostgreSQL
+and DuckDB). So such a table needs no copy before the run.
 
 Order of work, so that a crash anywhere leaves nothing ambiguous:
 1. Before the ETL, for each such table: take the engine's cheap checksum (CHECKSUM TABLE on
-   MySQL/MariaDB, DuckDB's native hash; a read, no write), record a catalog row `pending` with it
+   MySQL/MariaDB, DuckDB's native hash, the fingerprint on PostgreSQL; a read, no write), record a catalog row `pending` with it
    and the kept name (an unguessable token), and journal the names in the run's entry.
 2. dbt reads the names from ETLGUARD_ZERO_COPY. The kept name existing proves that the swap
    committed (it is one statement or one transaction); its absence proves that the live table
@@ -35,7 +36,7 @@ from .snapshot import KEPT_PREFIX, snapshot_name
 from .tables import TableRef
 
 ENV = "ETLGUARD_ZERO_COPY"
-_ADAPTERS = ("mysql", "mariadb", "duckdb")
+_ADAPTERS = ("mysql", "mariadb", "postgresql", "duckdb")
 NOT_REPLACED = "zero-copy: dbt did not replace the table; nothing was kept"
 _DIFFERS = "zero-copy: the kept table differs from the table checksummed before the run"
 
@@ -58,17 +59,18 @@ class Settled:
 def eligible(
     db: Adapter, settings: _dbt.DbtSettings, command: Sequence[str], tables: Sequence[TableRef]
 ) -> list[TableRef]:
-    """The protected tables this run keeps instead of copying: dbt table models, when zero-copy
-    is on, the command runs dbt, and the adapter can keep a table atomically. A table whose swap
-    a trigger or a foreign key would block or bend (MySQL), or that has indexes dbt-duckdb drops
-    before renaming, is copied as usual."""
+    """The protected tables this run keeps instead of copying: dbt table models (and incremental
+    models the command fully refreshes, when the project's incremental materialization is
+    etlguard_dbt's too), when zero-copy is on, the command runs dbt, and the adapter can keep
+    a table atomically. A table whose swap a trigger or a foreign key would block or bend, that
+    a view reads (PostgreSQL), or that has indexes dbt-duckdb drops before renaming, is copied
+    as usual."""
     if not settings.zero_copy or db.name not in _ADAPTERS or not tables:
         return []
     if not (_dbt.is_dbt(command) or settings.wrapper):
         return []
     manifest = _dbt.load_manifest(_dbt.target_dir(settings, command))
-    models = _dbt.table_models(manifest)
-    chosen = [t for t in tables if t in models]
+    chosen = [t for t in tables if t in _dbt.table_models(manifest)]
     if chosen and not _dbt.zero_copy_installed(manifest):
         adapter = manifest.get("metadata", {}).get("adapter_type", "<adapter>")
         raise ConfigError(
@@ -77,6 +79,9 @@ def eligible(
             "{{ return(etlguard_dbt.zero_copy_table()) }}{% endmaterialization %}` to its macros "
             "(see docs/dbt.md) and run `dbt parse`, or set dbt.zero_copy: false"
         )
+    if _dbt.zero_copy_installed(manifest, "incremental"):  # else copied, as before
+        refreshed = _dbt.full_refresh_models(manifest, command)
+        chosen += [t for t in tables if t in refreshed and t not in chosen]
     return [t for t in chosen if not _blocked(db, t)]
 
 
@@ -104,7 +109,7 @@ def kept_by_etl(db: Adapter, listed: Sequence[TableRef], tables: Sequence[TableR
 def _blocked(db: Adapter, table: TableRef) -> bool:
     if db.staging_beside_live:
         return "CREATE INDEX" in db.structure(table).upper()
-    return bool(db.swap_blockers(table))
+    return bool(db.keep_blockers(table))
 
 
 def register(

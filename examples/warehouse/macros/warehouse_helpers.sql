@@ -3,10 +3,12 @@
     cast('{{ var("today") }}' as date)
 {%- endmacro %}
 
-{# Portable "date minus n days" for MySQL/MariaDB and DuckDB. #}
+{# Portable "date minus n days" for MySQL/MariaDB, PostgreSQL and DuckDB. #}
 {% macro date_minus_days(expr, n) -%}
     {%- if target.type in ('mysql', 'mysql5', 'mariadb') -%}
         date_sub({{ expr }}, interval {{ n }} day)
+    {%- elif target.type == 'postgres' -%}
+        cast({{ expr }} - interval '{{ n }} days' as date)
     {%- else -%}
         cast({{ expr }} - interval {{ n }} day as date)
     {%- endif -%}

@@ -365,6 +365,11 @@ class Adapter:
         reason = self.unsupported_reason(ref)
         return [f"what its snapshot did not have ({reason})"] if reason else []
 
+    def keep_blockers(self, ref: TableRef) -> list[str]:
+        """What would stop dbt's swap from keeping this live table as its snapshot (zero-copy),
+        or leave the kept table no exact snapshot: by default what would block a swap."""
+        return self.swap_blockers(ref)
+
     # -- other sessions (writes by others during a run) -------------------------------------
     def activity_source(self) -> str | None:
         """How `activity()` sees other sessions' statements, or None where it cannot."""

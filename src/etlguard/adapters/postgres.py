@@ -297,6 +297,31 @@ class PostgresAdapter(PostgresStructure):
             return "it has triggers, which would fire on the restore's refill"
         return None
 
+    def keep_blockers(self, ref: TableRef) -> list[str]:
+        """Besides what blocks a swap: views (plain or materialized) read the table by OID, so
+        they would follow the kept table into the snapshot schema and go on reading the old
+        rows; column defaults and identity columns would take their sequences along; and a
+        kept table that etlguard's role does not own (nor is a member of its owner's role)
+        could be neither moved back by a rollback nor dropped by retention."""
+        oid = self.qualify(ref)
+        ((views, defaults, ours),) = self.query(
+            "SELECT (SELECT string_agg(DISTINCT v.oid::regclass::text, ', ') FROM pg_depend d "
+            "JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class v ON v.oid = r.ev_class "
+            "WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = c.oid AND v.oid <> c.oid), "
+            "(SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 "
+            "AND NOT a.attisdropped AND (a.atthasdef OR a.attidentity <> '')), "
+            "pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = %s::regclass",
+            [oid],
+        )
+        out = self.swap_blockers(ref)
+        if views:
+            out.append(f"views {views} read it")
+        if defaults:
+            out.append("it has column defaults or identity columns")
+        if not ours:
+            out.append("etlguard's role is not a member of its owner's role")
+        return out
+
     def server_now(self) -> Any:
         return self.query("SELECT (clock_timestamp() AT TIME ZONE 'UTC')")[0][0]
 
