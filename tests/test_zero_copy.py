@@ -231,21 +231,11 @@ def test_a_table_model_changed_outside_its_swap_is_named_and_exit_20(wh: Pipelin
     changed = (silver, "int_contracts")
     assert before[changed][0] > 0
     dbt_cmd = [*wh.dbt_command("run", "2026-02-02"), "--exclude", "int_contracts"]
-    if b.kind == "duckdb":
-        connect = f"import duckdb; c = duckdb.connect({str(b.path)!r}); run = c.execute"  # type: ignore[attr-defined]
-    else:
-        connect = (
-            f"import pymysql; c = pymysql.connect(host='127.0.0.1', port={b.port}, user='root', "  # type: ignore[attr-defined]
-            "autocommit=True); run = c.cursor().execute"
-        )
     script = (
-        f"import subprocess, sys\nassert subprocess.run({dbt_cmd!r}).returncode == 0\n{connect}\n"
+        f"import subprocess, sys\nassert subprocess.run({dbt_cmd!r}).returncode == 0\n{_client(b)}\n"
         f"run('DELETE FROM {b.table(*changed)}')\nc.close()\nsys.exit(1)\n"
     )
-    config = _config(wh)
-    settings = yaml.safe_load(config.read_text(encoding="utf-8"))
-    settings["dbt"]["wrapper"] = True
-    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    config = _wrapper_config(wh)
     report = wh.dir / "report.json"
     proc = wh.etlguard("run", "--json-report", str(report), "--", sys.executable, "-c", script, config=config)
     assert proc.returncode == EXIT_ROLLBACK_FAILED, proc.stdout + proc.stderr
@@ -266,3 +256,131 @@ def test_a_table_model_changed_outside_its_swap_is_named_and_exit_20(wh: Pipelin
     assert again.returncode == 0 and "nothing to recover" in again.stdout
     runs = b.sql(f"SELECT status FROM {b.table(b.catalog_schema, 'runs')} WHERE id = {result['run_id']}")
     assert runs == [("rollback_failed",)]
+
+
+def _client(b: Backend) -> str:
+    """Python that opens the test's own autocommit connection `c` with a `run(sql)`."""
+    if b.kind == "duckdb":
+        return f"import duckdb; c = duckdb.connect({str(b.path)!r}); run = c.execute"  # type: ignore[attr-defined]
+    if b.kind == "postgresql":
+        return (
+            f"import psycopg; c = psycopg.connect(host={b.host!r}, port={b.port}, user='postgres', "  # type: ignore[attr-defined]
+            "dbname='postgres', autocommit=True); run = c.execute"
+        )
+    return (
+        f"import pymysql; c = pymysql.connect(host='127.0.0.1', port={b.port}, user='root', "  # type: ignore[attr-defined]
+        "autocommit=True); run = c.cursor().execute"
+    )
+
+
+def _wrapper_config(p: Pipeline) -> Path:
+    config = _config(p)
+    settings = yaml.safe_load(config.read_text(encoding="utf-8"))
+    settings["dbt"]["wrapper"] = True
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    return config
+
+
+def _copied_and_kept(p: Pipeline, report: dict[str, Any]) -> tuple[list[str], list[str]]:
+    rows = _rows(p.backend, f"run_id = {report['run_id']}")
+    kept_ids = set(report["zero_copy"].get("kept_snapshot_ids", []))
+    return (
+        sorted(f"{r[1]}.{r[2]}" for r in rows if r[0] not in kept_ids),
+        sorted(f"{r[1]}.{r[2]}" for r in rows if r[0] in kept_ids),
+    )
+
+
+# -- incremental models on --full-refresh: rebuilt whole, so kept like table models ----------------
+
+
+def test_full_refresh_keeps_the_incremental_model_too_and_a_failed_night_rolls_it_back(wh: Pipeline) -> None:
+    """`dbt run --full-refresh` rebuilds the SCD2 history (an incremental model) whole: it is
+    kept like the table models, so nothing at all is copied. A failing full refresh puts every
+    table back byte-identical, the history included."""
+    b = wh.backend
+    before = wh.goldens()
+    proc, report = _run_full_refresh(wh, "2026-02-02")
+    assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
+    every = _names(wh, [*TABLE_MODELS, *COPIED])
+    assert sorted(report["zero_copy"]["kept"]) == every
+    assert _copied_and_kept(wh, report) == ([], every)
+    assert report["snapshot_bytes"] == 0
+    for row in _rows(b, f"run_id = {report['run_id']}"):
+        assert row[5] == "verified" and _is_kept_name(b, row)
+        assert b.golden(row[3], row[4]) == before[(row[1], row[2])]
+
+    before = wh.goldens()
+    proc, report = _run_full_refresh(wh, "2026-02-03", fail_model="moveouts")
+    assert proc.returncode == EXIT_ETL_FAILED, proc.stdout + proc.stderr
+    assert wh.goldens() == before
+    history = f"{wh.schema('silver')}.tenant_status_history"
+    assert history in report["zero_copy"]["kept"] and history in report["rolled_back"]
+    assert wh.etlguard("recover", config=_config(wh)).stdout.strip().endswith("nothing to recover")
+
+
+def test_without_full_refresh_the_incremental_model_is_copied(duck: Backend) -> None:
+    """A plain `dbt run` updates the incremental model in place: it is copied before the run,
+    as always, and etlguard_dbt's incremental materialization is dbt's own for it."""
+    p = Pipeline(duck)
+    p.build_first_day()
+    proc, report = _run(p, "2026-02-02")
+    assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
+    copied, kept = _copied_and_kept(p, report)
+    assert copied == _names(p, COPIED) and kept == _names(p, TABLE_MODELS)
+
+
+def _run_full_refresh(p: Pipeline, day: str, **variables: Any) -> tuple[Any, dict[str, Any]]:
+    report = p.dir / "report.json"
+    report.unlink(missing_ok=True)
+    command = [*p.dbt_command("run", day, **variables), "--full-refresh"]
+    proc = p.etlguard("run", "--json-report", str(report), "--", *command, config=_config(p))
+    return proc, (json.loads(report.read_text()) if report.exists() else {})
+
+
+# -- PostgreSQL: a view follows a table's OID, not its name ----------------------------------------
+
+
+def test_postgres_table_read_by_a_view_is_copied_and_the_view_reads_the_new_table(pg: Backend) -> None:
+    """A view on a table model would follow the kept table into the snapshot schema and go on
+    reading the old rows: that table is copied instead, dbt replaces it as it always does, and
+    the other table models are still kept."""
+    p = Pipeline(pg)
+    p.build_first_day()
+    gold = p.schema("gold")
+    view = pg.table(gold, "recent_contracts")
+    pg.sql(f"CREATE VIEW {view} AS SELECT contract_id FROM {pg.table(gold, 'new_contracts')}")
+    proc, report = _run(p, "2026-02-02")
+    assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
+    copied, kept = _copied_and_kept(p, report)
+    read_by_view = f"{gold}.new_contracts"
+    assert copied == sorted([read_by_view, *_names(p, COPIED)])
+    assert kept == sorted(set(_names(p, TABLE_MODELS)) - {read_by_view})
+    # stock dbt-postgres drops the replaced table with CASCADE, and the view with it
+    assert not pg.sql(f"SELECT 1 FROM pg_views WHERE schemaname = '{gold}' AND viewname = 'recent_contracts'")
+
+
+def test_postgres_view_made_during_the_run_stops_the_model_before_anything_changes(pg: Backend) -> None:
+    """A view created on a table model after etlguard chose to keep it (here by the wrapper,
+    before dbt starts): the model stops with the reason before its swap, so the view never
+    reads a kept table, and the failed run puts every table back byte-identical."""
+    p = Pipeline(pg)
+    p.build_first_day()
+    before = p.goldens()
+    silver = p.schema("silver")
+    view = pg.table(silver, "contracts_seen")
+    dbt_cmd = p.dbt_command("run", "2026-02-02")
+    script = (
+        f"import subprocess, sys\n{_client(pg)}\n"
+        f"run('CREATE VIEW {view} AS SELECT contract_id FROM {pg.table(silver, 'int_contracts')}')\n"
+        f"c.close()\nsys.exit(subprocess.run({dbt_cmd!r}).returncode)\n"
+    )
+    report = p.dir / "report.json"
+    proc = p.etlguard(
+        "run", "--json-report", str(report), "--", sys.executable, "-c", script, config=_wrapper_config(p)
+    )
+    assert proc.returncode == EXIT_ETL_FAILED, proc.stdout + proc.stderr
+    assert f"{silver}.contracts_seen depends on it" in proc.stdout + proc.stderr
+    result = json.loads(report.read_text())
+    assert f"{silver}.int_contracts" in result["zero_copy"]["untouched"]
+    assert p.goldens() == before
+    assert pg.sql(f"SELECT count(*) FROM {view}") == [(before[(silver, "int_contracts")][0],)]

@@ -214,8 +214,10 @@ def full_refresh_models(manifest: dict[str, Any], command: Sequence[str]) -> set
     flagged = full_refresh(command)
     return _models(
         manifest,
-        lambda config: config.get("materialized") == "incremental"
-        and (flagged if config.get("full_refresh") is None else bool(config.get("full_refresh"))),
+        lambda config: (
+            config.get("materialized") == "incremental"
+            and (flagged if config.get("full_refresh") is None else bool(config.get("full_refresh")))
+        ),
     )
 
 

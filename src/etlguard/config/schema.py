@@ -133,9 +133,10 @@ class Dbt(Section):
     )
     zero_copy: bool = Field(
         False,
-        description="Protected dbt table models are not copied before the run: the dbt project's "
-        "table materialization (etlguard_dbt.zero_copy_table) keeps the table it replaces as the "
-        "snapshot. MySQL/MariaDB and DuckDB; see docs/dbt.md.",
+        description="Protected dbt table models (and incremental models on --full-refresh) are not "
+        "copied before the run: the dbt project's table (and incremental) materialization "
+        "(etlguard_dbt.zero_copy_table, zero_copy_incremental) keeps the table it replaces as the "
+        "snapshot. MySQL/MariaDB, PostgreSQL and DuckDB; see docs/dbt.md.",
     )
 
 
