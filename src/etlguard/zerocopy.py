@@ -181,8 +181,11 @@ def settle(db: Adapter, catalog: Catalog, items: Sequence[dict[str, Any]]) -> Se
             out.kept.append(snap)
             continue
         if snap.status == "pending" and db.table_exists(snap.snapshot):
-            if snap.matches(_check(db, snap.snapshot, snap)):
-                fp = db.checksum(snap.snapshot)  # the database's own (DuckDB: native, one scan)
+            check = _check(db, snap.snapshot, snap)
+            if snap.matches(check):
+                # the database's own fingerprint (DuckDB: native, one scan); on PostgreSQL the
+                # check before the run is that fingerprint already, so it is not read twice
+                fp = check if check.algorithm == db.default_algorithm() else db.checksum(snap.snapshot)
                 catalog.update_snapshot(
                     snap.id,
                     status="verified",
