@@ -36,7 +36,8 @@ from .snapshot import KEPT_PREFIX, snapshot_name
 from .tables import TableRef
 
 ENV = "ETLGUARD_ZERO_COPY"
-_ADAPTERS = ("mysql", "mariadb", "postgresql", "duckdb")
+_ADAPTERS = ("mysql", "mariadb", "postgresql", "duckdb")  # etlguard_dbt's materializations
+_ETL_KEEPS = ("mysql", "mariadb", "duckdb")  # snapshot.kept_by_etl: one documented swap statement each
 NOT_REPLACED = "zero-copy: dbt did not replace the table; nothing was kept"
 _DIFFERS = "zero-copy: the kept table differs from the table checksummed before the run"
 
@@ -92,9 +93,9 @@ def kept_by_etl(db: Adapter, listed: Sequence[TableRef], tables: Sequence[TableR
     usual and left out of ETLGUARD_ZERO_COPY, so the ETL replaces it its usual way."""
     if not listed:
         return []
-    if db.name not in _ADAPTERS:
+    if db.name not in _ETL_KEEPS:
         raise ConfigError(
-            f"snapshot.kept_by_etl is not available on {db.name}: only {', '.join(_ADAPTERS)} can keep a "
+            f"snapshot.kept_by_etl is not available on {db.name}: only {', '.join(_ETL_KEEPS)} can keep a "
             "replaced table in the statement that swaps the new one in; remove snapshot.kept_by_etl"
         )
     stray = [str(t) for t in listed if t not in tables]
