@@ -384,3 +384,26 @@ def test_postgres_view_made_during_the_run_stops_the_model_before_anything_chang
     assert f"{silver}.int_contracts" in result["zero_copy"]["untouched"]
     assert p.goldens() == before
     assert pg.sql(f"SELECT count(*) FROM {view}") == [(before[(silver, "int_contracts")][0],)]
+
+
+def test_an_incremental_model_named_for_a_full_refresh_that_dbt_updates_in_place_stops(duck: Backend) -> None:
+    """etlguard kept, not copied, an incremental model it expected dbt to rebuild whole (here a
+    manifest that says `full_refresh: true` while the project does not): dbt would update it in
+    place, so the materialization stops that model before changing anything, and the failed
+    run puts every table back byte-identical."""
+    p = Pipeline(duck)
+    p.build_first_day()
+    manifest_path = p.target_path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    for node in manifest["nodes"].values():
+        if node["name"] == "tenant_status_history":
+            node["config"]["full_refresh"] = True
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    before = p.goldens()
+    proc, report = _run(p, "2026-02-02")
+    assert proc.returncode == EXIT_ETL_FAILED, proc.stdout + proc.stderr
+    history = f"{p.schema('silver')}.tenant_status_history"
+    assert history in report["zero_copy"]["untouched"]
+    said = [line for line in proc.stdout.splitlines() if "etlguard zero-copy expected a full refresh" in line]
+    assert said and "tenant_status_history" in said[0], proc.stdout[-3000:]
+    assert p.goldens() == before
