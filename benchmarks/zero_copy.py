@@ -3,7 +3,7 @@
 A table model's table is rebuilt whole by dbt. etlguard either copies it before the run (exact
 copy, verified), or, with `dbt: {zero_copy: true}`, fingerprints it before the run, lets dbt keep
 the replaced table instead of dropping it (one atomic RENAME on MariaDB, one transaction on
-DuckDB), and verifies the kept table afterwards. Both sides run here in the same process, on the
+PostgreSQL and DuckDB), and verifies the kept table afterwards. Both sides run here in the same process, on the
 same table, interleaved per round, through etlguard's own functions:
 
   copy       take_snapshots(): the copy, its verification and its catalog rows
@@ -12,7 +12,7 @@ same table, interleaved per round, through etlguard's own functions:
 
 The new table dbt builds (`t__dbt_tmp`) is built in both cases by dbt itself and is not timed.
 
-    .venv/bin/python benchmarks/zero_copy.py [--rows 1000000] [--repeat 3] [--targets mariadb,duckdb]
+    .venv/bin/python benchmarks/zero_copy.py [--rows 1000000] [--repeat 3] [--targets mariadb,duckdb,postgresql]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from etlguard.target import parse_target
 from etlguard.zerocopy import journal, register, settle
 
 DEFAULT_URL = os.environ.get("ETLGUARD_BENCH_URL", "mariadb+pymysql://root@127.0.0.1:3306")
+PG_URL = os.environ.get("ETLGUARD_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
 def fill(db: Adapter, table: TableRef, rows: int) -> None:
@@ -48,6 +49,16 @@ def fill(db: Adapter, table: TableRef, rows: int) -> None:
             f"'note ' || i FROM range(1, {rows + 1}) r(i)"
         )
         return
+    if db.name == "postgresql":
+        db.execute(
+            f"CREATE TABLE {t} (id BIGINT PRIMARY KEY, tenant_id INTEGER, status VARCHAR(20), "
+            "amount NUMERIC(12,2), notes VARCHAR(100))"
+        )
+        db.execute(
+            f"INSERT INTO {t} SELECT i, i % 50000, 'status_' || (i % 7), (i % 100000) / 100.0, "
+            f"'note ' || i FROM generate_series(1, {rows}) i"
+        )
+        return
     db.execute(
         f"CREATE TABLE {t} (id BIGINT PRIMARY KEY, tenant_id INT, status VARCHAR(20), "
         "amount DECIMAL(12,2), notes VARCHAR(100)) ENGINE=InnoDB"
@@ -60,7 +71,7 @@ def fill(db: Adapter, table: TableRef, rows: int) -> None:
 
 def build_new(db: Adapter, table: TableRef, new: TableRef) -> None:
     """What dbt's CTAS builds (untimed: stock dbt and zero-copy both build it)."""
-    if db.name == "duckdb":
+    if db.name in ("duckdb", "postgresql"):
         db.execute(f"CREATE TABLE {db.qualify(new)} AS SELECT * FROM {db.qualify(table)}")
     else:
         db.execute(f"CREATE TABLE {db.qualify(new)} LIKE {db.qualify(table)}")
@@ -73,6 +84,21 @@ def swap(db: Adapter, table: TableRef, new: TableRef, kept: TableRef) -> None:
         with db.transaction():
             db.execute(f"ALTER TABLE {db.qualify(table)} RENAME TO {db.quote(kept.name)}")
             db.execute(f"ALTER TABLE {db.qualify(new)} RENAME TO {db.quote(table.name)}")
+    elif db.name == "postgresql":  # postgres_keep in etlguard_dbt's macros, then dbt's rename
+        with db.transaction():
+            db.execute(f"LOCK TABLE {db.qualify(table)} IN ACCESS EXCLUSIVE MODE")
+            for i, (index,) in enumerate(
+                db.query(
+                    "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass",
+                    [db.qualify(table)],
+                )
+            ):
+                db.execute(f"ALTER INDEX {index} RENAME TO {db.quote(f'{kept.name}_i{i + 1}')}")
+            db.execute(f"ALTER TABLE {db.qualify(table)} RENAME TO {db.quote(kept.name)}")
+            db.execute(
+                f"ALTER TABLE {db.qualify(TableRef(table.schema, kept.name))} SET SCHEMA {db.quote(kept.schema)}"
+            )
+            db.execute(f"ALTER TABLE {db.qualify(new)} RENAME TO {db.quote(table.name)}")
     else:
         db.execute(
             f"RENAME TABLE {db.qualify(table)} TO {db.qualify(kept)}, {db.qualify(new)} TO {db.qualify(table)}"
@@ -81,6 +107,8 @@ def swap(db: Adapter, table: TableRef, new: TableRef, kept: TableRef) -> None:
 
 def measure(target: str, rows: int, repeat: int, url: str) -> dict[str, list[float]]:
     tag = f"bench_{secrets.token_hex(3)}"
+    if target == "postgresql":
+        url = PG_URL
     if target == "duckdb":
         url = f"duckdb:///{Path(tempfile.mkdtemp(prefix='etlguard-zc-')) / 'bench.duckdb'}"
     db = adapter_for(parse_target(url))
@@ -122,7 +150,9 @@ def measure(target: str, rows: int, repeat: int, url: str) -> dict[str, list[flo
             if db.schema_exists(schema):
                 for name in db.list_tables(schema):
                     db.drop_table(TableRef(schema, name))
-                if db.name != "duckdb":
+                if db.name == "postgresql":
+                    db.execute(f"DROP SCHEMA IF EXISTS {db.quote(schema)}")
+                elif db.name != "duckdb":
                     db.execute(f"DROP DATABASE IF EXISTS {db.quote(schema)}")
         db.close()
     return out
