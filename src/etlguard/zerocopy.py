@@ -9,8 +9,9 @@ and DuckDB). So such a table needs no copy before the run.
 
 Order of work, so that a crash anywhere leaves nothing ambiguous:
 1. Before the ETL, for each such table: take the engine's cheap checksum (CHECKSUM TABLE on
-   MySQL/MariaDB, DuckDB's native hash, the fingerprint on PostgreSQL; a read, no write), record a catalog row `pending` with it
-   and the kept name (an unguessable token), and journal the names in the run's entry.
+   MySQL/MariaDB, DuckDB's native hash, the fingerprint on PostgreSQL; a read, no write),
+   record a catalog row `pending` with it and the kept name (an unguessable token), and
+   journal the names in the run's entry.
 2. dbt reads the names from ETLGUARD_ZERO_COPY. The kept name existing proves that the swap
    committed (it is one statement or one transaction); its absence proves that the live table
    is still the one checksummed, unless something else rewrote it, which `settle` detects.
