@@ -193,12 +193,17 @@ def drop_first_days() -> None:
 
 
 def _copy_schema(b: Backend, source: str, target: str) -> None:
-    """Every table of a MariaDB schema, structure (CREATE TABLE LIKE: columns, keys, options)
-    and rows, into a new schema. The warehouse has only tables: seeds, table and incremental models."""
+    """Every table of a MariaDB or PostgreSQL schema, structure (CREATE TABLE LIKE: columns, keys,
+    options) and rows, into a new schema. The warehouse has only tables: seeds, table and
+    incremental models."""
     b.sql(f"CREATE SCHEMA {b.q(target)}")
     names = b.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [source])
     for (name,) in names:
-        b.sql(f"CREATE TABLE {b.table(target, name)} LIKE {b.table(source, name)}")
+        like = f"LIKE {b.table(source, name)}"
+        b.sql(
+            f"CREATE TABLE {b.table(target, name)} "
+            + (f"({like} INCLUDING ALL)" if b.kind == "postgresql" else like)
+        )
         b.sql(f"INSERT INTO {b.table(target, name)} SELECT * FROM {b.table(source, name)}")
 
 
