@@ -395,3 +395,42 @@ def test_kill_at_each_point_then_recover(maria: Backend, tmp_path: Path, point: 
         timeout=300,
     )
     assert again.returncode == 0 and "nothing" in (again.stdout + again.stderr).lower(), again.stdout
+
+
+def _plain_table(b: Backend) -> tuple[str, str]:
+    """A table with no generated column: its check after a replay is read after the locks go."""
+    gold = b.schema("gold")
+    b.sql(f"CREATE DATABASE {b.q(gold)}")
+    t = b.table(gold, "plain")
+    b.sql(f"CREATE TABLE {t} (id INT PRIMARY KEY, name VARCHAR(20), amount DECIMAL(10,2)) ENGINE=InnoDB")
+    b.sql(f"INSERT INTO {t} SELECT seq, CONCAT('n', seq), seq / 7 FROM {b.q(gold)}.seq_1_to_300")
+    return gold, t
+
+
+def test_a_plain_table_is_put_back_and_proved_after_readers_are_let_in(maria: Backend) -> None:
+    gold, t = _plain_table(maria)
+    before = state(maria, gold, "plain")
+    statements = [f"UPDATE {t} SET name = 'x' WHERE id % 3 = 0", f"DELETE FROM {t} WHERE id > 290"]
+    result = guard(maria, [f"{gold}.plain"]).run(
+        etl(maria, [*statements, f"INSERT INTO {t} VALUES (999, 'y', 1)"], exit=1)
+    )
+    assert result.exit_code == 10 and result.rollback_verified == [f"{gold}.plain"], result.message
+    assert state(maria, gold, "plain") == before
+
+
+def test_a_replay_that_does_not_give_the_pre_run_table_is_not_called_verified(maria: Backend) -> None:
+    gold, t = _plain_table(maria)
+    snaps = maria.snapshot_schema
+    # the ETL changes rows, then empties the capture (found by its _etlguard_ columns): the
+    # replay then puts nothing back, and the check against the pre-run checksum must say so
+    damage = [
+        f"UPDATE {t} SET name = 'x' WHERE id % 3 = 0",
+        "SELECT CONCAT('DELETE FROM `', TABLE_SCHEMA, '`.`', TABLE_NAME, '`') INTO @q FROM "
+        f"information_schema.COLUMNS WHERE TABLE_SCHEMA = '{snaps}' AND COLUMN_NAME = '_etlguard_present' LIMIT 1",
+        "PREPARE wipe FROM @q",
+        "EXECUTE wipe",
+    ]
+    result = guard(maria, [f"{gold}.plain"]).run(etl(maria, damage, exit=1))
+    assert result.exit_code == 20, result.message
+    assert not result.rollback_verified
+    assert "differs from the pre-run checksum" in result.message

@@ -218,15 +218,21 @@ def replay(
     the commit, `then` (that RENAME, on the caller's connection) is started and, once it is
     queued behind these locks, the locks are released: a queued exclusive lock is granted
     before any reader's, so no reader sees some tables of the set back and others not.
-    Returns each table's row count and CHECKSUM TABLE, taken under the same write lock right
-    after the commit: MariaDB's CHECKSUM TABLE of a STORED generated column differs between a
-    write-locked table and an unlocked one, and the pre-run checksum was write-locked too."""
+    Returns each table's row count and CHECKSUM TABLE as of right after the commit. A table
+    with a generated column is checked under the same write lock: MariaDB's CHECKSUM TABLE of a
+    STORED generated column differs between a write-locked table and an unlocked one, and the
+    pre-run checksum was write-locked too. The others are checked after the locks are gone, in
+    a read view opened between the commit and the unlock (CHECKSUM TABLE reads it like any
+    plain read), so readers get the set back without waiting for a full read of each table."""
     side = connect()
     side.connect()
     error: list[BaseException] = []
     worker: threading.Thread | None = None
     checks = {}
+    view: Adapter | None = None
+    done = False
     try:
+        generated = {r.table for r in replays if any(not kind for _, kind in _types(side, r.table))}
         side.execute("SET autocommit = 0")
         locked = [db_w for r in replays for db_w in (r.table, r.capture)] + list(also_lock)
         side.execute("LOCK TABLES " + ", ".join(f"{side.qualify(t)} WRITE" for t in dict.fromkeys(locked)))
@@ -234,7 +240,9 @@ def replay(
             for r in replays:
                 _replay_one(side, r)
             side.execute("COMMIT")
-            checks = {r.table: side.copy_check(r.table) for r in replays}
+            checks = {r.table: side.copy_check(r.table) for r in replays if r.table in generated}
+            if len(checks) < len(replays):
+                view = _read_view(connect)
         except BaseException:
             with contextlib.suppress(EtlguardError):
                 side.execute("ROLLBACK")
@@ -244,6 +252,7 @@ def replay(
             worker.start()
             _wait_queued(side, then_session, worker)
         side.execute("UNLOCK TABLES")
+        done = True
     finally:
         with contextlib.suppress(EtlguardError):
             if getattr(side, "conn", None) is not None:
@@ -251,9 +260,29 @@ def replay(
         side.close()
         if worker is not None:
             worker.join()
+        if view is not None and (error or not done):
+            view.close()
     if error:
         raise error[0]
+    if view is not None:
+        try:
+            checks.update({r.table: view.copy_check(r.table) for r in replays if r.table not in checks})
+        finally:
+            view.close()
     return checks
+
+
+def _read_view(connect: Callable[[], Adapter]) -> Adapter:
+    """A session holding a REPEATABLE READ snapshot of the server as of now."""
+    view = connect()
+    view.connect()
+    try:
+        view.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        view.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+    except BaseException:
+        view.close()
+        raise
+    return view
 
 
 def _replay_one(db: Adapter, r: Replay) -> None:
