@@ -1365,7 +1365,8 @@ def write_report(
     backends = ",".join(b.name for b in benches)
     header = [
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `python benchmarks/warehouse.py "
-        f"--rows {args.rows} --rounds {args.rounds} --backends {backends}{' --dbt' if args.dbt else ''}`; "
+        f"--rows {args.rows} --rounds {args.rounds} --backends {backends}{' --dbt' if args.dbt else ''}"
+        f"{' --duckdb-beside' if args.duckdb_beside else ''}`; "
         f"medians of {done} interleaved rounds"
         + ("." if final else f" (interrupted after {done} of {args.rounds} rounds)."),
         "",
