@@ -133,8 +133,11 @@ def test_server_paused_during_swap(throwaway: Server, tmp_path: Path, figures: F
     _recover(rig)
     assert rig.state() in (damaged, snapshot_state)
     rig.assert_clean()
-    rerun = rig.etlguard(*args)  # and a rerun succeeds
-    assert rerun.returncode == 0, rerun.stderr
+    # the RENAME may be the statement the stopped server held: it ran on SIGCONT, and recover
+    # recorded the restore as done (the snapshot is consumed); otherwise a rerun does it
+    if rig.state() == damaged:
+        rerun = rig.etlguard(*args)
+        assert rerun.returncode == 0, rerun.stderr
     assert rig.state() == snapshot_state
     figures.add("server_faults_injected")
     figures.add("server_faults_invariant_held")

@@ -29,6 +29,7 @@ from .tables import plural
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from .catalog import Snapshot
     from .guard import Guard
 
 
@@ -81,11 +82,7 @@ def _restore_drill(guard: Guard, _command: Sequence[str], say: Callable[[str], N
     changed = []
     for step in result.steps:
         displaced = next((s for s in guard.snapshots(step.table) if s.id == step.displaced_id), None)
-        if displaced is None or (displaced.fingerprint, displaced.row_count, displaced.checksum) != (
-            by_id[step.table].fingerprint,
-            by_id[step.table].row_count,
-            by_id[step.table].checksum,
-        ):
+        if displaced is None or not _same_rows(displaced, by_id[step.table]):
             changed.append(step)
     if changed:  # something wrote between the snapshot and the swap: put its writes back
         guard.restore(snapshot_ids=[s.displaced_id for s in changed if s.displaced_id])
@@ -102,6 +99,17 @@ def _restore_drill(guard: Guard, _command: Sequence[str], say: Callable[[str], N
         f"swap {result.swap_seconds * 1000:.1f} ms"
     )
     return DrillCheck(name, unverified == 0, detail, time.monotonic() - began)
+
+
+def _same_rows(displaced: Snapshot, snap: Snapshot) -> bool:
+    """Whether the table the restore displaced held the snapshot's rows: the same check by the
+    same algorithm. A displaced table may be recorded by the cheap copy check (MySQL/MariaDB's
+    CHECKSUM TABLE) where the snapshot has a fingerprint; a copy records that check too."""
+    mine = (displaced.fingerprint, displaced.row_count, displaced.checksum)
+    if mine == (snap.fingerprint, snap.row_count, snap.checksum):
+        return True
+    recorded = (snap.change_check or "").rpartition(" ")[0]
+    return bool(recorded) and recorded == " ".join(str(v) for v in mine)
 
 
 def _rollback_drill(guard: Guard, command: Sequence[str], say: Callable[[str], None]) -> DrillCheck | None:
