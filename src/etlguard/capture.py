@@ -53,8 +53,9 @@ class Captured:
     capture: TableRef
     token: str
     layout: sql.Layout
-    lazy_id: int  # the full copy made only if a DDL comes (see mysql_capture.Hold)
-    lazy: TableRef
+    lazy_id: int | None  # the full copy made only if a DDL comes (see mysql_capture.Hold)
+    lazy: TableRef | None  # None for a standby's change log (standby.py): it needs no hold
+    standby: bool = False  # only the change log that rolls the standby forward next run
 
     def as_journal(self) -> dict[str, Any]:
         return {
@@ -64,7 +65,8 @@ class Captured:
             "token": self.token,
             "layout": self.layout.as_journal(),
             "lazy_id": self.lazy_id,
-            "lazy": [self.lazy.schema, self.lazy.name],
+            "lazy": [self.lazy.schema, self.lazy.name] if self.lazy is not None else None,
+            "standby": self.standby,
         }
 
     @classmethod
@@ -76,7 +78,8 @@ class Captured:
             item["token"],
             sql.Layout.from_journal(item["layout"]),
             item["lazy_id"],
-            TableRef(*item["lazy"]),
+            TableRef(*item["lazy"]) if item.get("lazy") else None,
+            bool(item.get("standby", False)),
         )
 
     def replay(self) -> sql.Replay:
@@ -106,14 +109,22 @@ def plan(db: Adapter, enabled: bool, tables: Sequence[TableRef]) -> Plan:
 
 
 def intend(
-    db: Adapter, catalog: Catalog, tables: Sequence[TableRef], snapshot_schema: str, run_id: int | None
+    db: Adapter,
+    catalog: Catalog,
+    tables: Sequence[TableRef],
+    snapshot_schema: str,
+    run_id: int | None,
+    standby: bool = False,
 ) -> list[Captured]:
-    """Step 1a: the catalog rows, and what the journal must name before any trigger exists."""
+    """Step 1a: the catalog rows, and what the journal must name before any trigger exists.
+    `standby`: the captures are only change logs for standby snapshots (standby.py), which
+    the run copies or rolls forward itself: no pre-run checksum, no empty copy, no hold."""
     db.ensure_schema(snapshot_schema)
     first = catalog.next_snapshot_id()
     out = []
+    step = 1 if standby else 2
     for i, table in enumerate(tables):
-        sid = first + 2 * i
+        sid = first + step * i
         token = f"{sid}_" + "".join(secrets.choice(_ALPHABET) for _ in range(8))
         item = Captured(
             sid,
@@ -121,14 +132,22 @@ def intend(
             TableRef(snapshot_schema, snapshot_name("c", sid)),
             token,
             sql.layout(db, table),
-            sid + 1,
-            TableRef(snapshot_schema, snapshot_name("s", sid + 1)),
+            None if standby else sid + 1,
+            None if standby else TableRef(snapshot_schema, snapshot_name("s", sid + 1)),
+            standby,
         )
         structure = db.structure(table)
-        for rid, ref, kind, note in (
-            (sid, item.capture, KIND, "changed-rows capture: installing"),
-            (sid + 1, item.lazy, "snapshot", "changed-rows capture: the full copy made only if a DDL comes"),
-        ):
+        records = [(sid, item.capture, KIND, "changed-rows capture: installing")]
+        if item.lazy is not None:
+            records.append(
+                (
+                    sid + 1,
+                    item.lazy,
+                    "snapshot",
+                    "changed-rows capture: the full copy made only if a DDL comes",
+                )
+            )
+        for rid, ref, kind, note in records:
             catalog.add_snapshot(
                 Snapshot(
                     id=rid,
@@ -158,12 +177,18 @@ def install(
     and triggers. Returns the tables captured and those to copy instead (with why)."""
     for c in items:
         sql.create_capture_table(db, c.capture, c.layout)
-        db.create_like(c.lazy, c.table)  # empty: filled only if a DDL comes during the run
+        if c.lazy is not None:
+            db.create_like(c.lazy, c.table)  # empty: filled only if a DDL comes during the run
     fault("capture.after_tables")
     ok, failed, checks = [], {}, {}
-    with sql.write_locked(db, [c.table for c in items]):  # the checksum and the triggers: one moment
+    replayed = [c for c in items if not c.standby]
+    # the checksum and the triggers of a table the replay undoes: one moment. A standby's
+    # change log needs neither lock nor checksum: it only has to start before the standby's
+    # consistency point, and the standby is proven against the live table anyway
+    with sql.write_locked(db, [c.table for c in replayed]) if replayed else contextlib.nullcontext():
         for c in items:
-            checks[c.id] = (db.copy_check(c.table), db.auto_increment(c.table))
+            if not c.standby:
+                checks[c.id] = (db.copy_check(c.table), db.auto_increment(c.table))
             try:
                 sql.create_triggers(db, c.table, c.capture, c.layout, c.token)
             except EtlguardError as exc:
@@ -173,13 +198,14 @@ def install(
                 continue
             ok.append(c)
     for c in ok:  # the catalog is not among the locked tables: written after the lock
-        cs, counter = checks[c.id]
+        cs, counter = checks.get(c.id, (None, None))
         catalog.update_snapshot(
             c.id,
             status="capturing",
-            row_count=cs.rows,
-            checksum=cs.digest,
-            note="changed-rows capture: recording the run's changes",
+            row_count=cs.rows if cs else None,
+            checksum=cs.digest if cs else None,
+            note="changed-rows capture: recording the run's changes"
+            + (" (the change log of its standby snapshot)" if c.standby else ""),
             auto_increment=counter,
         )
     for c in items:
@@ -193,23 +219,27 @@ def discard(db: Adapter, catalog: Catalog, c: Captured, note: str) -> None:
     """Undo step 1 for one table (the ETL never ran, or its triggers could not be made)."""
     sql.drop_triggers(db, c.table, c.token)
     db.drop_table(c.capture)
-    db.drop_table(c.lazy)
     catalog.update_snapshot(c.id, status="failed", note=note)
-    catalog.update_snapshot(c.lazy_id, status="failed", note=note)
+    if c.lazy is not None and c.lazy_id is not None:
+        db.drop_table(c.lazy)
+        catalog.update_snapshot(c.lazy_id, status="failed", note=note)
 
 
 def hold(db: Adapter, items: Sequence[Captured]) -> sql.Hold | None:
-    """Step 2: keep DDL off the captured tables while the ETL runs."""
-    if not items:
+    """Step 2: keep DDL off the captured tables while the ETL runs (a standby's change log
+    needs no hold: the standby is a full copy, which a DDL cannot make useless)."""
+    held = [(c.replay(), c.lazy) for c in items if c.lazy is not None]
+    if not held:
         return None
     connect = functools.partial(adapter_for, db.target, db.lock_wait_seconds)
-    return sql.Hold(connect, [(c.replay(), c.lazy) for c in items]).start()
+    return sql.Hold(connect, held).start()
 
 
 @dataclass
 class Settled:
     copies: list[Snapshot] = field(default_factory=list)  # full copies a DDL made the hold take
     captured: list[Captured] = field(default_factory=list)  # still captured: the replay undoes them
+    standby: list[Captured] = field(default_factory=list)  # change logs: triggers gone, no replay
     problems: list[str] = field(default_factory=list)  # tables neither can put back
 
 
@@ -220,6 +250,10 @@ def settle_copies(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> S
     table stays captured and its unused empty copy is dropped. Idempotent."""
     out = Settled()
     for c in items:
+        if c.lazy is None or c.lazy_id is None:  # a standby's change log: the run is done with it
+            sql.drop_triggers(db, c.table, c.token)
+            out.standby.append(c)
+            continue
         lazy = catalog.snapshot(c.lazy_id)
         if lazy is not None and lazy.verified:
             out.copies.append(lazy)
@@ -350,6 +384,20 @@ def _unproven(db: Adapter, snap: Snapshot | None, table: TableRef, live: Checksu
     return None
 
 
+def close_standby(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> None:
+    """A rollback swapped each standby back in: the change logs of the run are not needed (the
+    next run copies the table, or rolls forward a newer standby). Idempotent."""
+    for c in items:
+        sql.drop_triggers(db, c.table, c.token)
+        snap = catalog.snapshot(c.id)
+        if snap is not None and snap.status != "failed":
+            catalog.update_snapshot(
+                c.id,
+                status="failed",
+                note="changed-rows capture: the run was rolled back by its standby snapshot",
+            )
+
+
 def replay_alone(db: Adapter, items: Sequence[Captured]) -> Replayer | None:
     """The replay without a swap (recover)."""
     run = replayer(db, items)
@@ -368,6 +416,7 @@ __all__ = [
     "Plan",
     "Replayer",
     "Settled",
+    "close_standby",
     "commit",
     "discard",
     "from_journal",

@@ -32,6 +32,8 @@ POINTS: tuple[str, ...] = (
     "capture.after_intent",  # capture records and journal written; no capture table, no trigger
     "capture.after_tables",  # capture tables created; no trigger yet
     "capture.after_triggers",  # triggers installed, pre-run checksums recorded; the ETL has not started
+    "standby.after_intent",  # roll-forward journal and 'creating' rows written; standby untouched
+    "standby.after_roll",  # standbys renamed and rolled forward, not yet proven against the live table
     "run.after_snapshot",  # snapshots verified; the ETL has not started
     "run.during_etl",  # the ETL child is running
     "run.after_etl",  # the ETL has exited; audits not run

@@ -27,6 +27,7 @@ from .faults import fault
 from .restore import live_matches, mark_displaced, plan_aside, plan_restore, run_restore, settle_consumed
 from .sessions import settle_sessions
 from .snapshot import Membership, created_by_run
+from .standby import SUPERSEDED
 from .tables import TableRef, plural
 from .zerocopy import NOT_REPLACED, settle
 
@@ -149,6 +150,14 @@ class Recovery:
             dropped += self._drop_ours(TableRef(*item["snapshot"]))
             if snap is not None:
                 self.catalog.update_snapshot(item["id"], status="failed")
+        for schema, name in entry["payload"].get("rolled_from", []):  # a standby (standby.py)
+            old = TableRef(schema, name)
+            if self.db.table_exists(old):  # it died before the rename, which comes before any write
+                for s in self.catalog.snapshots():
+                    if s.snapshot == old and s.status == SUPERSEDED:
+                        self.catalog.update_snapshot(
+                            s.id, status="verified", note="standby: its roll forward died before the rename"
+                        )
         self.catalog.finish(entry["id"], "recovered")
         return f"removed {dropped} half-made snapshot tables" if dropped else "nothing half-made was left"
 
@@ -253,12 +262,8 @@ class Recovery:
             return "the ETL never started; nothing to roll back"
         zero = settle(self.db, self.catalog, payload.get("zero_copy", []))  # what dbt kept, verified
         if phase == "commit":
-            _capture.commit(
-                self.db,
-                self.catalog,
-                _capture.settle_copies(self.db, self.catalog, captured).captured,
-                run_id,
-            )
+            done = _capture.settle_copies(self.db, self.catalog, captured)
+            _capture.commit(self.db, self.catalog, done.captured + done.standby, run_id)
             self._close(entry, run_id, "ok", "the run died after its audits passed; recover kept its result")
             return "the run had passed its audits; its result is kept"
         chosen = {}
@@ -277,6 +282,7 @@ class Recovery:
             self.db, Membership.from_journal(payload), [self.snapshot_schema, self.catalog.schema]
         )
         settled = _capture.settle_copies(self.db, self.catalog, captured)  # full copies a DDL made
+        _capture.close_standby(self.db, self.catalog, settled.standby)  # their standbys are in `chosen`
         chosen.update({s.table: s for s in settled.copies})
         zero.problems += settled.problems + self._replay_captures(run_id, settled.captured)
         if (chosen or captured) and not created and all(self._matches(s) for s in chosen.values()):
@@ -327,6 +333,8 @@ class Recovery:
         for c in captured:
             mysql_capture.drop_triggers(self.db, c.table, c.token)
             for ref, sid in ((c.capture, c.id), (c.lazy, c.lazy_id)):
+                if ref is None or sid is None:  # a standby's change log has no empty copy
+                    continue
                 self._drop_ours(ref)
                 if self.catalog.snapshot(sid) is not None:
                     self.catalog.update_snapshot(

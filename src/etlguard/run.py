@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from . import audits as _audits
 from . import capture as _capture
 from . import dbt as _dbt
+from . import standby as _standby
 from . import zerocopy as _zerocopy
 from .adapters import adapter_for
 from .adapters.base import Adapter, ConnectionLost, with_retries
@@ -100,6 +101,7 @@ class RunResult:
     zero_copy: dict[str, Any] = field(default_factory=dict)  # dbt table models kept, not copied
     captured: list[str] = field(default_factory=list)  # tables whose changed rows were recorded instead
     capture_copied: dict[str, str] = field(default_factory=dict)  # capture on, copied anyway: why
+    standby: list[dict[str, Any]] = field(default_factory=list)  # standbys rolled forward (standby.py)
 
     @property
     def ok(self) -> bool:
@@ -150,6 +152,7 @@ class RunResult:
             "zero_copy": self.zero_copy,
             "captured": self.captured,
             "capture_copied": self.capture_copied,
+            "standby": self.standby,
         }
 
 
@@ -185,6 +188,8 @@ class GuardedRun:
         self.captured: list[_capture.Captured] = []  # tables whose changed rows the triggers record
         self.hold: Any = None  # the metadata-lock hold over the captured tables during the ETL
         self.capture_problems: list[str] = []  # captured tables nothing can put back
+        self.change_logs: list[_capture.Captured] = []  # captures that only roll a standby forward
+        self.rolled: dict[TableRef, _standby.Rolled] = {}  # standbys rolled forward this run
         self.membership = Membership()
         self.counts_before: dict[TableRef, int] = {}
         self.journal: int | None = None
@@ -275,30 +280,35 @@ class GuardedRun:
         began = time.monotonic()
         try:
             with self._interruptible():
-                skip = {*self.zero_tables, *self.capture_plan.tables}
+                standby = bool(self.config.snapshot.standby and self.capture_plan.tables)
+                if standby:  # the change log starts before the standby's point in time
+                    self._register_capture()
+                    self._roll_standbys()
+                skip = {*self.zero_tables, *([] if standby else self.capture_plan.tables)}
                 self.snapshots = (
                     self._copy([t for t in self.tables if t not in skip])
                     if len(self.tables) > len(self.zero_tables)
                     else []  # a first build: nothing exists yet, so nothing to copy
                 )
+                self._settle_standbys()
                 self._register_zero_copy()
-                self._register_capture()
+                if not standby:
+                    self._register_capture()
         except SnapshotFailed as exc:
             if not self.interrupted:
                 self.result.status, self.result.exit_code = "snapshot_failed", EXIT_SNAPSHOT_FAILED
                 self.result.message = f"{exc}; the ETL was not started"
-            self._abandon_zero_copy()
-            self._abandon_capture()
-            self._close_run()
+            self._abandon_snapshot()
             raise
         if self.interrupted:
-            self._abandon_zero_copy()
-            self._abandon_capture()
-            self._close_run()
+            self._abandon_snapshot()
             raise SnapshotFailed(self.result.message)
         self.result.snapshot_seconds = time.monotonic() - began
         self.result.snapshot_ids = [s.id for s in self.snapshots]
-        self.result.snapshot_bytes = sum(s.size_bytes or 0 for s in self.snapshots if s.reuses is None)
+        rolled = {r.snapshot.id: r.bytes_written for r in self.rolled.values() if r.snapshot.verified}
+        self.result.snapshot_bytes = sum(
+            rolled[s.id] if s.id in rolled else s.size_bytes or 0 for s in self.snapshots if s.reuses is None
+        )
         self.result.reused = [
             {"table": str(s.table), "snapshot_id": s.id, "reuses": s.reuses, "note": s.note}
             for s in self.snapshots
@@ -346,6 +356,46 @@ class GuardedRun:
         fault("zerocopy.after_register")
         self.result.zero_copy = {"tables": [str(t) for t in self.zero_tables]}
 
+    def _abandon_snapshot(self) -> None:
+        self._abandon_zero_copy()
+        self._abandon_capture()
+        with contextlib.suppress(EtlguardError):
+            _standby.discard(
+                self.db, self.catalog, {t: r for t, r in self.rolled.items() if not r.snapshot.verified}
+            )
+        self._close_run()
+
+    def _roll_standbys(self) -> None:
+        """Bring each captured table's standby snapshot to the live table's rows (standby.py);
+        `_copy` then proves it, or copies the table."""
+        if self.interrupted:
+            return
+        try:
+            chosen = _standby.candidates(self.db, self.catalog, self.capture_plan.tables, self.result.run_id)
+            self.rolled = _standby.roll(
+                self.db, self.catalog, chosen, self.config.snapshot_schema, self.result.run_id
+            )
+        except EtlguardError as exc:
+            raise SnapshotFailed(f"rolling a standby snapshot forward failed: {exc}") from exc
+
+    def _settle_standbys(self) -> None:
+        """Each rolled standby that `_copy` proved is the run's snapshot of its table."""
+        if not self.rolled:
+            return
+        taken = {s.table: s.id for s in self.snapshots}
+        proven = [t for t, r in self.rolled.items() if taken.get(t) == r.snapshot.id]
+        _standby.settle(self.db, self.catalog, self.rolled, proven)
+        self.result.standby = [
+            {
+                "table": str(t),
+                "snapshot_id": r.snapshot.id,
+                "rows_written": r.rows_written,
+                "bytes_written": r.bytes_written,
+                "proven": t in proven,
+            }
+            for t, r in self.rolled.items()
+        ]
+
     def _copy(self, tables: Sequence[TableRef]) -> list[Snapshot]:
         if not tables:
             return []
@@ -359,6 +409,7 @@ class GuardedRun:
             self.config.snapshot.consistency,
             reuse=self.config.snapshot_reuse,
             beside=self.config.snapshot.beside_live,
+            rolled={t: r.snapshot for t, r in self.rolled.items() if t in tables},
         )
 
     def _register_capture(self) -> None:
@@ -373,6 +424,7 @@ class GuardedRun:
                 self.capture_plan.tables,
                 self.config.snapshot_schema,
                 self.result.run_id,
+                standby=self.config.snapshot.standby,
             )
             self.captured = items
             self._note(capture=[c.as_journal() for c in items])
@@ -384,7 +436,8 @@ class GuardedRun:
         except EtlguardError as exc:
             raise SnapshotFailed(f"changed-rows capture failed, the ETL was not started: {exc}") from exc
         self.capture_plan.copied.update(failed)
-        self.snapshots += self._copy(list(failed))
+        if not self.config.snapshot.standby:  # with standby every captured table is copied anyway
+            self.snapshots += self._copy(list(failed))
         self.result.captured = [str(c.table) for c in self.captured]
         self.result.capture_copied = {str(t): why for t, why in self.capture_plan.copied.items()}
 
@@ -543,6 +596,7 @@ class GuardedRun:
         if not self.captured:
             return
         settled = _capture.settle_copies(self.db, self.catalog, self.captured)
+        self.change_logs = settled.standby  # their triggers are gone; the standbys are in snapshots
         self.snapshots += settled.copies
         self.result.snapshot_ids += [s.id for s in settled.copies]
         self.result.snapshot_bytes += sum(s.size_bytes or 0 for s in settled.copies)
@@ -649,7 +703,7 @@ class GuardedRun:
         self._note(phase="commit")
         fault("run.before_commit")
         self.result.snapshot_bytes += _capture.commit(
-            self.db, self.catalog, self.captured, self.result.run_id
+            self.db, self.catalog, self.captured + self.change_logs, self.result.run_id
         )
         self.result.status, self.result.exit_code = "ok", EXIT_OK
         self.result.message = (
@@ -695,6 +749,7 @@ class GuardedRun:
                 replay=(replayed := _capture.replayer(self.db, self.captured)),
             )
             restored.unverified.update(_capture.settle_rollback(self.db, self.catalog, replayed))
+            _capture.close_standby(self.db, self.catalog, self.change_logs)
             restored.verified += [
                 str(c.table) for c in self.captured if str(c.table) not in restored.unverified
             ]

@@ -145,14 +145,19 @@ def take_snapshots(
     consistency: str = CONSISTENCY_SET,
     reuse: bool = True,
     beside: bool = False,
+    rolled: dict[TableRef, Snapshot] | None = None,
 ) -> list[Snapshot]:
     """A verified snapshot of each table, in the order given: a new copy, or (with `reuse`) a
     record sharing the newest snapshot's table when the table has not changed since. With
-    `beside` (DuckDB), copies are made beside their live tables (see `snapshot_ref`)."""
+    `beside` (DuckDB), copies are made beside their live tables (see `snapshot_ref`).
+    `rolled`: standby snapshots brought up to date before this call (standby.py), each proven
+    here as a reused one is; a proven one is returned as it is (its record still `creating`,
+    for the caller to settle), any other table is copied."""
     check_tables(db, tables)
     db.ensure_schema(snapshot_schema)
     blocking = consistency != CONSISTENCY_TABLE
-    found = reusable(db, catalog, tables, blocking) if reuse else {}
+    rolled = rolled or {}
+    found = reusable(db, catalog, tables if reuse else [], blocking, rolled) if reuse or rolled else {}
     where = (snapshot_schema, beside)
     copied = _copy_changed(
         db, catalog, [t for t in tables if t not in found], where, run_id, progress, consistency
@@ -166,8 +171,9 @@ def take_snapshots(
         if copied and copied[0].journal_id is not None:
             _discard(db, catalog, copied, copied[0].journal_id)
         raise
-    shared = _record_reuses(db, catalog, still, run_id)
-    by_table = {s.table: s for s in copied + shared}
+    shared = _record_reuses(db, catalog, {t: s for t, s in still.items() if t not in rolled}, run_id)
+    standby = [s for t, s in still.items() if t in rolled]
+    by_table = {s.table: s for s in copied + shared + standby}
     return [by_table[t] for t in tables]
 
 
@@ -176,18 +182,28 @@ def encode_check(check: Checksum) -> str:
 
 
 def how_taken(snap: Snapshot) -> str:
-    """'copied', or 'reused snapshot N (unchanged since ...)': one line of a command's output."""
+    """'copied', 'reused snapshot N (unchanged since ...)' or how a standby was brought up to
+    date (standby.py): one line of a command's output."""
+    if snap.note and snap.note.startswith("standby: "):
+        return snap.note.removeprefix("standby: ")
     return f"reused snapshot {snap.reuses} ({snap.note})" if snap.reuses else "copied"
 
 
 def reusable(
-    db: Adapter, catalog: Catalog, tables: Sequence[TableRef], blocking: bool = True
+    db: Adapter,
+    catalog: Catalog,
+    tables: Sequence[TableRef],
+    blocking: bool = True,
+    rolled: dict[TableRef, Snapshot] | None = None,
 ) -> dict[TableRef, Snapshot]:
-    """The tables whose newest verified snapshot they still equal, each with that snapshot.
+    """The tables whose newest verified snapshot they still equal, each with that snapshot
+    (a table in `rolled`: that standby instead, with what it recorded when it was rolled).
     Not `blocking`: no lock keeps writers out during the checks, so a table's shape is read
     again after its check, and a table altered meanwhile is copied."""
-    candidates = {}
+    candidates = dict(rolled or {})
     for ref in tables:
+        if ref in candidates:
+            continue
         taken = [s for s in catalog.snapshots(ref) if s.kind == "snapshot"]
         newest = taken[-1] if taken else None
         if newest and newest.verified and newest.change_check and db.table_exists(newest.snapshot):
@@ -235,7 +251,7 @@ def _same_shape(db: Adapter, ref: TableRef, snap: Snapshot, intact: bool = False
     differ from the source's by design, e.g. no column defaults on PostgreSQL)."""
     if not db.structure_matches(ref, snap.structure) or db.auto_increment(ref) != snap.auto_increment:
         return False
-    return not intact or _split_check(snap.change_check)[1] == _shape(db, snap.snapshot)
+    return not intact or _split_check(snap.change_check)[1] == shape_of(db, snap.snapshot)
 
 
 def _is_recorded(snap: Snapshot, check: Checksum | None) -> bool:
@@ -243,7 +259,7 @@ def _is_recorded(snap: Snapshot, check: Checksum | None) -> bool:
     return check is not None and encode_check(check) == _split_check(snap.change_check)[0]
 
 
-def _shape(db: Adapter, ref: TableRef) -> str:
+def shape_of(db: Adapter, ref: TableRef) -> str:
     """A short digest of a table's structure, as values (key order and spacing do not count)."""
     text = json.dumps(json.loads(db.structure(ref)), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -357,7 +373,7 @@ def _copy_changed(
         s.size_bytes, s.auto_increment, s.structure = r.size_bytes, r.auto_increment, r.structure
         s.fingerprint, s.seal = r.fingerprint.algorithm, r.seal
         check = _change_check(db, s, r)
-        s.change_check = f"{encode_check(check)} {_shape(db, s.snapshot)}" if check is not None else None
+        s.change_check = f"{encode_check(check)} {shape_of(db, s.snapshot)}" if check is not None else None
         catalog.update_snapshot(
             s.id,
             status=s.status,

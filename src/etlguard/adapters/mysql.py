@@ -486,10 +486,10 @@ class MySQLAdapter(Adapter):
                 "row_start/row_end values; protect it by another means and name the other tables "
                 "instead of a glob that matches it"
             )
-        (triggers,) = self.query(
+        (triggers,) = self.query(  # not a changed-rows capture's own (mysql_capture.trigger_names)
             "SELECT COUNT(*) FROM information_schema.TRIGGERS "
-            "WHERE EVENT_OBJECT_SCHEMA = %s AND EVENT_OBJECT_TABLE = %s",
-            [ref.schema, ref.name],
+            "WHERE EVENT_OBJECT_SCHEMA = %s AND EVENT_OBJECT_TABLE = %s AND TRIGGER_NAME NOT LIKE %s",
+            [ref.schema, ref.name, r"\_etlguard\_t%"],
         )[0]
         if triggers:
             return "it has triggers, which CREATE TABLE ... LIKE does not copy"

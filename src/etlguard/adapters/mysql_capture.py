@@ -452,6 +452,27 @@ def materialise(db: Adapter, r: Replay, copy: TableRef) -> None:
     db.execute(f"INSERT INTO {dest} ({cols}) SELECT {cols} FROM {capture} WHERE {db.quote(PRESENT)} = 1")
 
 
+def roll_forward(db: Adapter, standby: TableRef, live: TableRef, capture: TableRef, lay: Layout) -> int:
+    """Bring a standby copy of `live` (its state before the run that filled `capture`) to the
+    live table's rows now: every key the capture holds is deleted from the standby, then the
+    live table's current row for that key (if any) is copied in. Only those keys are written.
+    The caller proves the result against the live table (CHECKSUM TABLE of both) before it is
+    used: a change the capture did not see (another client after the run, a TRUNCATE, which
+    fires no trigger) makes the proof fail and the table is copied in full instead. Returns the
+    rows written (deleted plus inserted)."""
+    cols = [db.quote(n) for n, _ in lay.columns]
+    dest, cap, src = db.qualify(standby), db.qualify(capture), db.qualify(live)
+    keys = [(db.quote(k), db.quote(KEY.format(i))) for i, (k, _) in enumerate(lay.key)]
+    on_dest = " AND ".join(f"{dest}.{k} = c.{ck}" for k, ck in keys)
+    on_live = " AND ".join(f"l.{k} = c.{ck}" for k, ck in keys)
+    removed = db.execute(f"DELETE {dest} FROM {dest} JOIN {cap} AS c ON {on_dest}")
+    added = db.execute(
+        f"INSERT INTO {dest} ({', '.join(cols)}) SELECT {', '.join('l.' + c for c in cols)} "
+        f"FROM {src} AS l JOIN {cap} AS c ON {on_live}"
+    )
+    return removed + added
+
+
 def names(statement: str, schema: object, ref: TableRef) -> bool:
     """Whether a statement's text names the table: its name as an identifier (bare or quoted),
     qualified by its schema or run in that schema (case-insensitively: a loose match costs an
@@ -476,6 +497,7 @@ __all__ = [
     "layout",
     "materialise",
     "replay",
+    "roll_forward",
     "trigger_names",
     "why_not_captured",
     "write_locked",

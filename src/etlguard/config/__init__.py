@@ -48,6 +48,9 @@ class SnapshotSettings:
     kept_by_etl: tuple[TableRef, ...] = ()  # rebuilt and swapped in by the ETL, which keeps the old one
     capture: bool = False  # MySQL/MariaDB: record the rows a run changes instead of copying (capture.py)
     beside_live: bool = False  # DuckDB: snapshots beside their live tables, restored by a rename
+    standby: bool = (
+        False  # with capture: a full snapshot rolled forward by the last run's capture (standby.py)
+    )
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ def build(parsed: schema.ConfigFile, path: Path | None = None, command: Sequence
             kept_by_etl=tuple(parse_table(t) for t in parsed.snapshot.kept_by_etl),
             capture=parsed.snapshot.capture,
             beside_live=parsed.snapshot.beside_live,
+            standby=parsed.snapshot.standby,
         ),
         lock_wait_seconds=float(parsed.lock_wait_seconds),
         statement_grace_seconds=float(parsed.statement_grace_seconds),

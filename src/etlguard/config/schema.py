@@ -107,6 +107,16 @@ class SnapshotOptions(Section):
         "run waits until etlguard has made a full pre-run copy of that table, which the rollback "
         "then uses. See docs/configuration.md.",
     )
+    standby: bool = Field(
+        False,
+        description="MySQL/MariaDB, opt-in, with capture: true. Each captured table also keeps "
+        "one full standby snapshot, rolled forward before each guarded run by the rows the last "
+        "committed run changed (its capture) and proven equal to the live table by checksum; a "
+        "rollback renames it into place in milliseconds instead of replaying the changes. The "
+        "first run (and a run after the table changed outside a guarded run) copies the table in "
+        "full. Older nights are kept as changes records, not as full snapshots. See "
+        "docs/configuration.md.",
+    )
     beside_live: bool = Field(
         False,
         description="DuckDB only (ignored elsewhere): take each snapshot into its table's own "
@@ -114,6 +124,16 @@ class SnapshotOptions(Section):
         "place instead of copying it back. Off by default: an ETL that drops and recreates its "
         "schema would take these snapshots with it; see docs/architecture.md.",
     )
+
+    @model_validator(mode="after")
+    def _standby_needs_capture(self) -> SnapshotOptions:
+        if self.standby and not self.capture:
+            raise PydanticCustomError(
+                "standby_without_capture",
+                "standby: true needs capture: true (the standby is rolled forward by the rows the "
+                "capture records); set capture: true or remove standby",
+            )
+        return self
 
 
 class Dbt(Section):

@@ -1,0 +1,208 @@
+"""Standby snapshots (`snapshot.standby`, with capture, MariaDB): a captured table keeps a full
+snapshot that each guarded run rolls forward by the rows the last run changed, proven equal to
+the live table by checksum; a failed run is rolled back by renaming it into place. Covered: every
+kind of change across nights, a change outside a guarded run, a tampered standby, DDL during
+the run, and a kill at each new fault point followed by `recover`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etlguard import Guard
+from etlguard.config import Config
+from etlguard.errors import ConfigError
+
+from conftest import BACKENDS, Backend, _one
+from test_capture import CHANGES, etl, make_table, state, triggers
+
+pytestmark = pytest.mark.skipif("mariadb" not in BACKENDS, reason="standby snapshots are MySQL/MariaDB only")
+
+
+@pytest.fixture
+def maria(tmp_path: Path) -> Iterator[Backend]:
+    yield from _one("mariadb", tmp_path)
+
+
+def guard(b: Backend, tables: list[str]) -> Guard:
+    return b.guard(
+        tables, snapshot={"capture": True, "standby": True}, retention={"keep_last": 10, "days": None}
+    )
+
+
+def records(b: Backend, table: str) -> list[dict[str, Any]]:
+    t = b.table(b.catalog_schema, "snapshots")
+    cols = ["id", "kind", "status", "snapshot_table", "run_id", "note"]
+    rows = b.sql(
+        f"SELECT {', '.join(b.q(c) for c in cols)} FROM {t} WHERE table_name = %s ORDER BY id", [table]
+    )
+    return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+def night(b: Backend, g: Guard, statements: list[str], ok: bool = True) -> Any:
+    result = g.run(etl(b, statements, exit=0 if ok else 1))
+    assert result.ok == ok, result.message
+    return result
+
+
+def test_rolled_forward_each_night_and_a_failed_night_is_renamed_back(maria: Backend) -> None:
+    gold, t = make_table(maria, rows=40)
+    g = guard(maria, [f"{gold}.history"])
+    first = night(maria, g, [f"UPDATE {t} SET name = 'night1' WHERE id < 5"])
+    assert first.standby == [], "the first night has no standby to roll: the table is copied"
+    assert first.captured == [f"{gold}.history"]
+    second = night(maria, g, [f"DELETE FROM {t} WHERE id > 35", f"INSERT INTO {t} (name) VALUES ('n2')"])
+    assert [s["proven"] for s in second.standby] == [True]
+    assert second.standby[0]["rows_written"] == 4 * 2, (
+        "the first night's 4 changed keys, deleted and put back"
+    )
+    rolled = second.standby[0]["snapshot_id"]
+    assert second.snapshot_ids == [rolled]
+    before = state(maria, gold, "history")
+    failed = night(maria, g, [f"UPDATE {t} SET name = 'bad'", f"DELETE FROM {t} WHERE id < 20"], ok=False)
+    assert failed.rolled_back == [f"{gold}.history"] and failed.rollback_verified == [f"{gold}.history"]
+    assert [s["proven"] for s in failed.standby] == [True]
+    assert state(maria, gold, "history") == before
+    assert triggers(maria, gold) == []
+    statuses = {r["id"]: r["status"] for r in records(maria, "history")}
+    assert statuses[failed.standby[0]["snapshot_id"]] == "restored", "the standby itself was renamed in"
+    assert statuses[rolled] == "superseded", "the rolled standby moved on to the failed night's record"
+    changes = [r for r in records(maria, "history") if r["kind"] == "changes"]
+    assert changes[-1]["status"] == "deleted", "not needed: pruned with the rollback"
+    assert "rolled back by its standby" in changes[-1]["note"]
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_every_kind_of_change_rolls_forward_exactly(maria: Backend, change: str) -> None:
+    gold, t = make_table(maria, rows=30)
+    g = guard(maria, [f"{gold}.history"])
+    night(maria, g, [s.format(t=t) for s in CHANGES[change]])
+    after = state(maria, gold, "history")
+    failed = night(maria, g, [f"UPDATE {t} SET note = 'bad'", f"DELETE FROM {t} WHERE id < 10"], ok=False)
+    assert [s["proven"] for s in failed.standby] == [True], failed.notes
+    assert state(maria, gold, "history") == after
+
+
+def test_a_change_outside_a_guarded_run_is_copied_in_full(maria: Backend) -> None:
+    gold, t = make_table(maria, rows=30)
+    g = guard(maria, [f"{gold}.history"])
+    night(maria, g, [f"UPDATE {t} SET name = 'night1' WHERE id < 5"])
+    maria.sql(f"UPDATE {t} SET name = 'by hand' WHERE id = 20")  # no trigger saw this
+    after = state(maria, gold, "history")
+    failed = night(maria, g, [f"DELETE FROM {t}"], ok=False)
+    assert failed.standby == [], "the live table is not as the last run left it: no roll forward"
+    assert state(maria, gold, "history") == after
+    assert [r["status"] for r in records(maria, "history") if r["kind"] == "snapshot"][0] == "verified"
+
+
+def test_a_tampered_standby_fails_its_proof_and_the_table_is_copied(maria: Backend) -> None:
+    gold, t = make_table(maria, rows=30)
+    g = guard(maria, [f"{gold}.history"])
+    first = night(maria, g, [f"UPDATE {t} SET name = 'night1' WHERE id < 5"])
+    standby = [r for r in records(maria, "history") if r["id"] == first.snapshot_ids[0]][0]
+    maria.sql(
+        f"UPDATE {maria.table(maria.snapshot_schema, standby['snapshot_table'])} SET note = 'forged' WHERE id = 25"
+    )
+    after = state(maria, gold, "history")
+    failed = night(maria, g, [f"DELETE FROM {t}"], ok=False)
+    assert [s["proven"] for s in failed.standby] == [False]
+    assert failed.snapshot_ids != [failed.standby[0]["snapshot_id"]], "a copy, not the forged standby"
+    assert state(maria, gold, "history") == after
+
+
+def test_ddl_during_the_run_is_undone_by_the_standby(maria: Backend) -> None:
+    gold, t = make_table(maria, rows=30)
+    g = guard(maria, [f"{gold}.history"])
+    night(maria, g, [f"UPDATE {t} SET name = 'night1' WHERE id < 5"])
+    after = state(maria, gold, "history")
+    failed = night(
+        maria,
+        g,
+        [f"ALTER TABLE {t} ADD COLUMN extra INT", f"UPDATE {t} SET extra = 1", f"TRUNCATE TABLE {t}"],
+        ok=False,
+    )
+    assert [s["proven"] for s in failed.standby] == [True]
+    assert state(maria, gold, "history") == after
+    # a good night that changes the structure: the next night cannot roll forward, and copies
+    night(maria, g, [f"ALTER TABLE {t} ADD COLUMN extra INT", f"UPDATE {t} SET extra = 2"])
+    after = state(maria, gold, "history")
+    failed = night(maria, g, [f"DELETE FROM {t}"], ok=False)
+    assert failed.standby == []
+    assert state(maria, gold, "history") == after
+
+
+@pytest.mark.parametrize("point", ["standby.after_intent", "standby.after_roll"])
+def test_kill_while_rolling_forward_then_recover(maria: Backend, tmp_path: Path, point: str) -> None:
+    gold, t = make_table(maria, rows=30)
+    config = maria.write_config(
+        tmp_path / "etlguard.yml",
+        [f"{gold}.history"],
+        snapshot={"capture": True, "standby": True},
+        retention={"keep_last": 10, "days": None},
+    )
+    cli = [sys.executable, "-m", "etlguard"]
+    env = {"PATH": "/usr/bin:/bin"}
+    first = subprocess.run(
+        [
+            *cli,
+            "run",
+            "--config",
+            str(config),
+            "--",
+            *etl(maria, [f"UPDATE {t} SET name = 'n1' WHERE id < 5"]),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    after = state(maria, gold, "history")
+    killed = subprocess.run(
+        [*cli, "run", "--config", str(config), "--", *etl(maria, [f"DELETE FROM {t}"])],
+        env={**env, "ETLGUARD_FAULT": f"{point}:kill"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, f"{point} not reached: {killed.returncode} {killed.stderr[-2000:]}"
+    assert state(maria, gold, "history") == after, "the live table is never written before the ETL"
+    recovered = subprocess.run(
+        [*cli, "recover", "--config", str(config)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert recovered.returncode == 0, recovered.stderr[-2000:]
+    assert triggers(maria, gold) == []
+    half = [r for r in records(maria, "history") if r["kind"] == "snapshot" and r["status"] == "creating"]
+    assert half == []
+    tables = {
+        r[0]
+        for r in maria.sql(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s",
+            [maria.snapshot_schema],
+        )
+    }
+    live = {r["snapshot_table"] for r in records(maria, "history") if r["status"] == "verified"}
+    assert live <= tables, "every verified record's table exists"
+    if point == "standby.after_intent":
+        assert live, "the standby was never renamed: recover makes it a restore point again"
+    failed = subprocess.run(
+        [*cli, "run", "--config", str(config), "--", *etl(maria, [f"DELETE FROM {t}"], exit=1)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failed.returncode == 10, failed.stderr[-2000:]
+    assert state(maria, gold, "history") == after
+
+
+def test_standby_without_capture_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "etlguard.yml"
+    path.write_text("target: duckdb:///x.duckdb\nprotect: [main.t]\nsnapshot:\n  standby: true\n")
+    with pytest.raises(ConfigError, match="standby: true needs capture: true"):
+        Config.load(path)
