@@ -17,9 +17,9 @@ import pytest
 from etlguard import Guard
 from etlguard.config import Config
 from etlguard.errors import ConfigError
+from test_capture import CHANGES, etl, make_table, state, triggers
 
 from conftest import BACKENDS, Backend, _one
-from test_capture import CHANGES, etl, make_table, state, triggers
 
 pytestmark = pytest.mark.skipif("mariadb" not in BACKENDS, reason="standby snapshots are MySQL/MariaDB only")
 
@@ -97,14 +97,14 @@ def test_a_change_outside_a_guarded_run_is_copied_in_full(maria: Backend) -> Non
     failed = night(maria, g, [f"DELETE FROM {t}"], ok=False)
     assert failed.standby == [], "the live table is not as the last run left it: no roll forward"
     assert state(maria, gold, "history") == after
-    assert [r["status"] for r in records(maria, "history") if r["kind"] == "snapshot"][0] == "verified"
+    assert next(r["status"] for r in records(maria, "history") if r["kind"] == "snapshot") == "verified"
 
 
 def test_a_tampered_standby_fails_its_proof_and_the_table_is_copied(maria: Backend) -> None:
     gold, t = make_table(maria, rows=30)
     g = guard(maria, [f"{gold}.history"])
     first = night(maria, g, [f"UPDATE {t} SET name = 'night1' WHERE id < 5"])
-    standby = [r for r in records(maria, "history") if r["id"] == first.snapshot_ids[0]][0]
+    standby = next(r for r in records(maria, "history") if r["id"] == first.snapshot_ids[0])
     maria.sql(
         f"UPDATE {maria.table(maria.snapshot_schema, standby['snapshot_table'])} SET note = 'forged' WHERE id = 25"
     )
