@@ -277,29 +277,29 @@ def settle_copies(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> S
 
 
 def _adopt(db: Adapter, catalog: Catalog, c: Captured) -> Snapshot | None:
+    lazy, lazy_id = c.lazy, c.lazy_id
+    assert lazy is not None and lazy_id is not None  # settle_copies: not a standby's change log
     record = catalog.snapshot(c.id)
-    with sql.write_locked(db, [c.lazy]):  # as the pre-run checksum was taken
-        check = db.copy_check(c.lazy)
+    with sql.write_locked(db, [lazy]):  # as the pre-run checksum was taken
+        check = db.copy_check(lazy)
     if record is None or not record.matches(check):
         catalog.update_snapshot(
-            c.lazy_id, status="damaged", note="changed-rows capture: the copy before a DDL differs"
+            lazy_id, status="damaged", note="changed-rows capture: the copy before a DDL differs"
         )
         return None
-    fp = db.fingerprint(c.lazy)
+    fp = db.fingerprint(lazy)
     catalog.update_snapshot(
-        c.lazy_id,
+        lazy_id,
         status="verified",
         row_count=fp.rows,
         checksum=fp.digest,
         fingerprint=fp.algorithm,
         auto_increment=record.auto_increment,
-        size_bytes=db.size_bytes(c.lazy),
+        size_bytes=db.size_bytes(lazy),
         note="changed-rows capture: a full copy, made when a DDL came during the run",
     )
-    catalog.update_snapshot(
-        c.id, status="failed", note=f"superseded by the full copy {c.lazy_id} (a DDL came)"
-    )
-    return catalog.snapshot(c.lazy_id)
+    catalog.update_snapshot(c.id, status="failed", note=f"superseded by the full copy {lazy_id} (a DDL came)")
+    return catalog.snapshot(lazy_id)
 
 
 def commit(db: Adapter, catalog: Catalog, items: Sequence[Captured], run_id: int | None) -> int:

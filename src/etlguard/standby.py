@@ -59,7 +59,7 @@ def candidates(
     """Each table whose newest snapshot and capture came from one committed run (before run
     `run_id`, whose own capture is being installed), with the live table still as that run
     left it: (the snapshot, the capture)."""
-    out = {}
+    out: dict[TableRef, tuple[Snapshot, Snapshot]] = {}
     if db.name not in _ADAPTERS:
         return out
     for table in tables:
