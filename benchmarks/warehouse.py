@@ -469,6 +469,7 @@ class Features:
     zero_copy: bool = field(default_factory=lambda: feature({"dbt": {"zero_copy": True}}))
     kept_by_etl: bool = field(default_factory=lambda: feature({"snapshot": {"kept_by_etl": ["a.b"]}}))
     capture: bool = field(default_factory=lambda: feature({"snapshot": {"capture": True}}))
+    standby: bool = field(default_factory=lambda: feature({"snapshot": {"capture": True, "standby": True}}))
     beside: bool = False  # --duckdb-beside: DuckDB snapshots with snapshot.beside_live
 
     def line(self) -> str:
@@ -478,6 +479,7 @@ class Features:
             f"dbt.zero_copy {'yes' if self.zero_copy else 'not available'}; "
             f"snapshot.kept_by_etl {'yes (the three table models)' if self.kept_by_etl else 'not available'}; "
             f"snapshot.capture {'on (MariaDB)' if self.capture else 'not available'}; "
+            f"snapshot.standby {'on (MariaDB)' if self.standby else 'not available'}; "
             f"DuckDB snapshot.beside_live {'on' if self.beside else 'off (the default)'}"
         )
 
@@ -580,6 +582,7 @@ class Round:
     writer: dict[str, float] = field(default_factory=dict)
     history_snapshot: float = float("nan")
     history_restore: float = float("nan")
+    standby_bytes: float = 0.0  # of run_bytes: rows a standby's roll forward wrote (logical bytes)
     captured: list[str] = field(default_factory=list)  # snapshot.capture: tables not copied
     capture_copied: dict[str, str] = field(default_factory=dict)  # capture on, copied anyway: why
 
@@ -633,6 +636,8 @@ class Backend:
             snapshot.setdefault("kept_by_etl", [f"{self.schemas[layer]}.{t}" for layer, t in TABLE_MODELS])
         if self.features.capture and self.name == "mariadb":  # the history is changed in place
             snapshot.setdefault("capture", True)
+            if self.features.standby:  # its standby snapshot, rolled forward by the last night's capture
+                snapshot.setdefault("standby", True)
         if self.name == "duckdb" and self.features.beside:
             snapshot["beside_live"] = True
         return Guard.from_url(
@@ -816,11 +821,17 @@ class Backend:
         else:
             self.duck_history(r)
 
-        # d) yesterday's night, not guarded, so today's tables differ from their last snapshots
-        stamp = self.workdir / "plain-night"
-        proc = subprocess.run(self.night_command(False, stamp), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"{self.name}: the unguarded night failed: {proc.stderr[-1500:]}")
+        # d) yesterday's night, so today's tables differ from their last snapshots. Guarded where
+        #    standby snapshots are on (MariaDB), as every night is in production: a standby is
+        #    rolled forward by the last guarded night's capture (a night outside etlguard would
+        #    cost the history a full copy, see docs/performance.md). Else not guarded.
+        if self.name == "mariadb" and self.features.standby:
+            self.guarded(fail=False)
+        else:
+            stamp = self.workdir / "plain-night"
+            proc = subprocess.run(self.night_command(False, stamp), capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{self.name}: the unguarded night failed: {proc.stderr[-1500:]}")
 
         # e) the note's backups of today's tables, then tonight's guarded run, which snapshots them;
         #    each starts after one full read of the six tables, so both find the same cache state
@@ -833,7 +844,10 @@ class Backend:
         r.captured = list(getattr(result, "captured", []))
         r.capture_copied = dict(getattr(result, "capture_copied", {}))
         if self.name == "mariadb":
-            r.run_bytes = self.written(before, [self.snap_schema, self.catalog])
+            # a standby rolled forward in place grows no tablespace: its rows written are counted
+            rolled = [s for s in getattr(result, "standby", []) if s["proven"]]
+            r.standby_bytes = float(sum(s["bytes_written"] for s in rolled))
+            r.run_bytes = self.written(before, [self.snap_schema, self.catalog]) + r.standby_bytes
             r.structure_kept = self.snapshot_structure_kept()
         else:  # the file's growth includes the night's own writes
             r.run_bytes = float("nan")
