@@ -136,7 +136,10 @@ def test_ddl_during_the_run_is_undone_by_the_standby(maria: Backend) -> None:
     assert state(maria, gold, "history") == after
 
 
-@pytest.mark.parametrize("point", ["standby.after_intent", "standby.after_roll"])
+KILL_POINTS = ["standby.after_intent", "standby.after_roll"]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
 def test_kill_while_rolling_forward_then_recover(maria: Backend, tmp_path: Path, point: str) -> None:
     gold, t = make_table(maria, rows=30)
     config = maria.write_config(

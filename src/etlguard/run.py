@@ -360,7 +360,7 @@ class GuardedRun:
         self._abandon_zero_copy()
         self._abandon_capture()
         with contextlib.suppress(EtlguardError):
-            _standby.discard(
+            _standby.discard_rolled(
                 self.db, self.catalog, {t: r for t, r in self.rolled.items() if not r.snapshot.verified}
             )
         self._close_run()
@@ -384,7 +384,7 @@ class GuardedRun:
             return
         taken = {s.table: s.id for s in self.snapshots}
         proven = [t for t, r in self.rolled.items() if taken.get(t) == r.snapshot.id]
-        _standby.settle(self.db, self.catalog, self.rolled, proven)
+        _standby.settle_rolled(self.db, self.catalog, self.rolled, proven)
         self.result.standby = [
             {
                 "table": str(t),

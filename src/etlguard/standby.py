@@ -91,7 +91,7 @@ def roll(
     snapshot_schema: str,
     run_id: int | None,
 ) -> dict[TableRef, Rolled]:
-    """Step 3 for each chosen table; the records stay `creating` until `settle`."""
+    """Step 3 for each chosen table; the records stay `creating` until `settle_rolled`."""
     if not chosen:
         return {}
     first = catalog.next_snapshot_id()
@@ -168,7 +168,9 @@ def roll(
     return out
 
 
-def settle(db: Adapter, catalog: Catalog, rolled: dict[TableRef, Rolled], proven: Sequence[TableRef]) -> None:
+def settle_rolled(
+    db: Adapter, catalog: Catalog, rolled: dict[TableRef, Rolled], proven: Sequence[TableRef]
+) -> None:
     """After the proof: a proven standby is this run's verified snapshot; any other is dropped
     (its table is copied instead). Closes the journal entry."""
     if not rolled:
@@ -190,9 +192,9 @@ def settle(db: Adapter, catalog: Catalog, rolled: dict[TableRef, Rolled], proven
         catalog.finish(entry)
 
 
-def discard(db: Adapter, catalog: Catalog, rolled: dict[TableRef, Rolled]) -> None:
+def discard_rolled(db: Adapter, catalog: Catalog, rolled: dict[TableRef, Rolled]) -> None:
     """The snapshot failed: every standby rolled this run is dropped (the run did not start)."""
-    settle(db, catalog, rolled, [])
+    settle_rolled(db, catalog, rolled, [])
 
 
-__all__ = ["SUPERSEDED", "Rolled", "candidates", "discard", "roll", "settle"]
+__all__ = ["SUPERSEDED", "Rolled", "candidates", "discard_rolled", "roll", "settle_rolled"]
