@@ -16,7 +16,7 @@ import pytest
 
 from etlguard import Guard
 from etlguard.config import Config
-from etlguard.errors import ConfigError
+from etlguard.errors import ConfigError, SnapshotNotFound
 from test_capture import CHANGES, etl, make_table, state, triggers
 
 from conftest import BACKENDS, Backend, _one
@@ -86,6 +86,23 @@ def test_every_kind_of_change_rolls_forward_exactly(maria: Backend, change: str)
     failed = night(maria, g, [f"UPDATE {t} SET note = 'bad'", f"DELETE FROM {t} WHERE id < 10"], ok=False)
     assert [s["proven"] for s in failed.standby] == [True], failed.notes
     assert state(maria, gold, "history") == after
+
+
+def test_a_superseded_snapshot_is_refused_by_restore_with_a_way_out(maria: Backend) -> None:
+    gold, t = make_table(maria, rows=20)
+    g = guard(maria, [f"{gold}.history"])
+    first = night(maria, g, [f"UPDATE {t} SET name = 'n1' WHERE id < 5"])
+    after_first = state(maria, gold, "history")
+    second = night(maria, g, [f"UPDATE {t} SET name = 'n2' WHERE id < 3"])
+    assert [s["proven"] for s in second.standby] == [True]
+    before = state(maria, gold, "history")
+    with pytest.raises(
+        SnapshotNotFound, match=r"rolled forward into a newer standby snapshot.*etlguard snapshots"
+    ):
+        g.restore([f"{gold}.history"], snapshot_ids=first.snapshot_ids)
+    assert state(maria, gold, "history") == before, "nothing was touched"
+    g.restore([f"{gold}.history"], snapshot_ids=second.snapshot_ids)
+    assert state(maria, gold, "history") == after_first, "the standby restores the state before night 2"
 
 
 def test_a_change_outside_a_guarded_run_is_copied_in_full(maria: Backend) -> None:

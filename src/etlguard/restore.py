@@ -147,6 +147,12 @@ def _by_ids(catalog: Catalog, tables: Sequence[TableRef], ids: Sequence[int]) ->
                 f"which restore cannot put back on its own; restore a full snapshot of {snap.table} "
                 "instead (`etlguard snapshots TABLE` lists them)"
             )
+        if snap.status == "superseded":  # standby.py: its table was rolled forward
+            raise SnapshotNotFound(
+                f"snapshot {sid} was rolled forward into a newer standby snapshot ({snap.note}); restore "
+                f"cannot yet rebuild the state it held; restore a verified snapshot of {snap.table} "
+                "instead (`etlguard snapshots TABLE` lists them)"
+            )
         if not snap.verified:
             raise SnapshotNotFound(f"snapshot {sid} is {snap.status}, not verified")
         if snap.table in chosen:
