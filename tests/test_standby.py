@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,66 @@ def test_kill_while_rolling_forward_then_recover(maria: Backend, tmp_path: Path,
     )
     assert failed.returncode == 10, failed.stderr[-2000:]
     assert state(maria, gold, "history") == after
+
+
+RUN_KILLS = [("run.during_etl", "slow"), ("run.after_etl", "fail"), ("run.before_commit", "ok")]
+
+
+@pytest.mark.parametrize(("point", "how"), RUN_KILLS, ids=[p for p, _ in RUN_KILLS])
+def test_kill_around_the_etl_then_recover(maria: Backend, tmp_path: Path, point: str, how: str) -> None:
+    """A run whose history is rolled forward, killed during or after its ETL: recover puts the
+    standby back (or keeps a passed run, recording its change log for the next roll forward)."""
+    gold, t = make_table(maria, rows=30)
+    config = maria.write_config(
+        tmp_path / "etlguard.yml",
+        [f"{gold}.history"],
+        snapshot={"capture": True, "standby": True},
+        retention={"keep_last": 10, "days": None},
+    )
+    cli, env = [sys.executable, "-m", "etlguard"], {"PATH": "/usr/bin:/bin"}
+
+    def run(statements: list[str], exit: int, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+        extra = {"ETLGUARD_FAULT": f"{fault}:kill"} if fault else {}
+        command = etl(maria, statements, exit=exit, sleep=30)
+        return subprocess.run(
+            [*cli, "run", "--config", str(config), "--", *command],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    assert run([f"UPDATE {t} SET name = 'n1' WHERE id < 5"], 0).returncode == 0
+    pre = state(maria, gold, "history")
+    work = [f"DELETE FROM {t} WHERE id > 20", f"UPDATE {t} SET note = 'etl'"] + (
+        ["SLEEP"] if how == "slow" else []
+    )
+    killed = run(work, 0 if how == "ok" else 1, point)
+    assert killed.returncode == -9, f"{point} not reached: {killed.returncode} {killed.stderr[-2000:]}"
+    if how == "slow":
+        time.sleep(1)  # the watchdog stops the ETL's process group
+    recovered = subprocess.run(
+        [*cli, "recover", "--config", str(config)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert recovered.returncode == 0, recovered.stderr[-2000:]
+    assert triggers(maria, gold) == []
+    if how == "ok":  # kept: and its change log rolls the standby forward next run
+        kept = state(maria, gold, "history")
+        assert kept != pre
+        again = run([f"UPDATE {t} SET name = 'bad'"], 1)
+        assert again.returncode == 10, again.stderr[-2000:]
+        recs = {r["id"]: r for r in records(maria, "history")}
+        into = [
+            int(r["note"].split("snapshot ")[1].split(";")[0])
+            for r in recs.values()
+            if r["status"] == "superseded"
+        ]
+        assert recs[into[-1]]["status"] == "restored", (
+            "rolled forward by the recovered run's log, renamed back"
+        )
+        assert state(maria, gold, "history") == kept
+    else:
+        assert state(maria, gold, "history") == pre
 
 
 def test_standby_without_capture_is_a_config_error(tmp_path: Path) -> None:

@@ -602,7 +602,8 @@ class GuardedRun:
         self.result.snapshot_bytes += sum(s.size_bytes or 0 for s in settled.copies)
         self.captured = settled.captured
         self.capture_problems = settled.problems
-        self._note(capture=[c.as_journal() for c in self.captured], snapshot_ids=self.result.snapshot_ids)
+        logs = self.captured + self.change_logs  # recover commits or closes the change logs too
+        self._note(capture=[c.as_journal() for c in logs], snapshot_ids=self.result.snapshot_ids)
 
     def _settle_zero_copy(self) -> None:
         """Each table model dbt replaced is now kept: verified against its fingerprint, it is
