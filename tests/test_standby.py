@@ -30,9 +30,11 @@ def maria(tmp_path: Path) -> Iterator[Backend]:
     yield from _one("mariadb", tmp_path)
 
 
-def guard(b: Backend, tables: list[str]) -> Guard:
+def guard(b: Backend, tables: list[str], consistency: str = "set") -> Guard:
     return b.guard(
-        tables, snapshot={"capture": True, "standby": True}, retention={"keep_last": 10, "days": None}
+        tables,
+        snapshot={"capture": True, "standby": True, "consistency": consistency},
+        retention={"keep_last": 10, "days": None},
     )
 
 
@@ -76,6 +78,19 @@ def test_rolled_forward_each_night_and_a_failed_night_is_renamed_back(maria: Bac
     changes = [r for r in records(maria, "history") if r["kind"] == "changes"]
     assert changes[-1]["status"] == "deleted", "not needed: pruned with the rollback"
     assert "rolled back by its standby" in changes[-1]["note"]
+
+
+def test_per_table_consistency_proves_the_standby_from_a_consistent_read(maria: Backend) -> None:
+    gold, t = make_table(maria, rows=30)
+    plain = maria.table(gold, "plain")
+    maria.sql(f"CREATE TABLE {plain} (id INT PRIMARY KEY, v INT)")
+    maria.sql(f"INSERT INTO {plain} VALUES (1, 1), (2, 2)")
+    g = guard(maria, [f"{gold}.history", f"{gold}.plain"], consistency="table")
+    night(maria, g, [f"UPDATE {t} SET name = 'n1' WHERE id < 5", f"UPDATE {plain} SET v = 3"])
+    after = (state(maria, gold, "history"), state(maria, gold, "plain"))
+    failed = night(maria, g, [f"DELETE FROM {t}", f"DELETE FROM {plain}"], ok=False)
+    assert sorted(s["proven"] for s in failed.standby) == [True, True]
+    assert (state(maria, gold, "history"), state(maria, gold, "plain")) == after
 
 
 @pytest.mark.parametrize("change", sorted(CHANGES))
