@@ -66,6 +66,8 @@ def test_rolled_forward_each_night_and_a_failed_night_is_renamed_back(maria: Bac
     )
     rolled = second.standby[0]["snapshot_id"]
     assert second.snapshot_ids == [rolled]
+    checked = {v.snapshot.id: v.ok for v in g.verify()}
+    assert checked[rolled] is True, "`etlguard verify` proves the standby like any snapshot"
     before = state(maria, gold, "history")
     failed = night(maria, g, [f"UPDATE {t} SET name = 'bad'", f"DELETE FROM {t} WHERE id < 20"], ok=False)
     assert failed.rolled_back == [f"{gold}.history"] and failed.rollback_verified == [f"{gold}.history"]
