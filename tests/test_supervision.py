@@ -173,8 +173,12 @@ def test_two_catalogs_protecting_one_table_exclude_each_other(
 ) -> None:
     b = maria if kind == "mariadb" else pg
     schema, _ = protected_table(b)
-    marker = tmp_path / "etl-started"
-    etl = etl_script(b, f"open({str(marker)!r}, 'w').close()\ntime.sleep(3)")
+    marker, go = tmp_path / "etl-started", tmp_path / "etl-may-end"
+    # the first ETL runs until the second etlguard has been refused (not for a fixed time: on a
+    # loaded machine the second one may take longer than that to start)
+    wait = f"open({str(marker)!r}, 'w').close()\nimport os\nt = time.time()\n"
+    wait += f"while not os.path.exists({str(go)!r}) and time.time() - t < 90:\n    time.sleep(0.05)"
+    etl = etl_script(b, wait)
     first_cfg = b.write_config(tmp_path / "first.yml", [f"{schema}.orders"])
     second_cfg = b.write_config(
         tmp_path / "second.yml",
@@ -195,6 +199,7 @@ def test_two_catalogs_protecting_one_table_exclude_each_other(
         text=True,
         timeout=120,
     )
+    go.touch()
     _, first_err = first.communicate(timeout=120)
     assert first.returncode == EXIT_OK, first_err
     assert second.returncode == EXIT_BUSY, second.stderr

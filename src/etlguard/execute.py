@@ -254,7 +254,8 @@ class Supervisor:
             self.watchdog.stdin.close()
         except OSError:
             pass
-        self.watchdog.wait()
+        # released, it only exits: reaped beside us, so a rollback does not wait for its exit
+        threading.Thread(target=self.watchdog.wait, name="etlguard-watchdog-reaper", daemon=True).start()
 
 
 def run_command(
@@ -336,12 +337,14 @@ def _signal_group(pgid: int, sig: int) -> None:
 def _kill_group_remains(pgid: int) -> int:
     """SIGKILL what is left of the group after its leader exited, and reap those that were
     reparented to us. Returns how many processes were still there."""
-    found = len(_group_members(pgid))
+    members = _group_members(pgid)  # one scan of /proc when nothing is left (the usual case)
+    found = len(members)
     deadline = time.monotonic() + 10
-    while _group_members(pgid) and time.monotonic() < deadline:
+    while members and time.monotonic() < deadline:
         _signal_group(pgid, signal.SIGKILL)
         _reap(pgid)
         time.sleep(0.02)
+        members = _group_members(pgid)
     _reap(pgid)
     return found
 
