@@ -17,7 +17,7 @@ import pytest
 
 from etlguard import Guard
 from etlguard.config import Config
-from etlguard.errors import ConfigError, SnapshotNotFound
+from etlguard.errors import ChecksumMismatch, ConfigError, SnapshotNotFound
 from test_capture import CHANGES, etl, make_table, state, triggers
 
 from conftest import BACKENDS, Backend, _one
@@ -106,21 +106,73 @@ def test_every_kind_of_change_rolls_forward_exactly(maria: Backend, change: str)
     assert state(maria, gold, "history") == after
 
 
-def test_a_superseded_snapshot_is_refused_by_restore_with_a_way_out(maria: Backend) -> None:
+def test_a_superseded_snapshot_is_rebuilt_from_the_standby_and_the_changes_since(maria: Backend) -> None:
+    gold, t = make_table(maria, rows=30)
+    g = guard(maria, [f"{gold}.history"])
+    states, ids = [], []
+    for n, change in enumerate(sorted(CHANGES)[:4]):  # four nights, each rolled forward from the last
+        states.append(state(maria, gold, "history"))
+        result = night(maria, g, [s.format(t=t) for s in CHANGES[change]])
+        ids.append(result.snapshot_ids[0])
+        assert [s["proven"] for s in result.standby] == ([True] if n else [])
+    statuses = {r["id"]: r["status"] for r in records(maria, "history")}
+    assert [statuses[i] for i in ids] == ["superseded"] * 3 + ["verified"]
+    for sid, expected in zip(ids, states, strict=True):  # every night's state, the oldest first
+        restored = g.restore([f"{gold}.history"], snapshot_ids=[sid], keep_snapshot=True)
+        assert restored.verified == [f"{gold}.history"]
+        assert state(maria, gold, "history") == expected, f"snapshot {sid}"
+
+
+def test_retention_counts_superseded_snapshots_and_keeps_the_changes_they_need(maria: Backend) -> None:
+    gold, t = make_table(maria, rows=20)
+    g = maria.guard(
+        [f"{gold}.history"],
+        snapshot={"capture": True, "standby": True},
+        retention={"keep_last": 2, "days": None, "displaced_days": 0.000001},
+    )
+    ids, states = [], []
+    for n in range(4):
+        states.append(state(maria, gold, "history"))
+        ids.append(night(maria, g, [f"UPDATE {t} SET name = 'n{n}' WHERE id < {3 + n}"]).snapshot_ids[0])
+    recs = {r["id"]: r for r in records(maria, "history")}
+    assert [recs[i]["status"] for i in ids] == ["deleted", "deleted", "superseded", "verified"]
+    logs = {r["run_id"]: r["status"] for r in recs.values() if r["kind"] == "changes"}
+    assert logs[1] == logs[2] == "deleted", "no kept snapshot needs them"
+    assert logs[3] == "captured", "it rebuilds the kept superseded snapshot"
+    assert logs[4] == "captured", "the next run rolls the standby forward by it"
+    g.restore([f"{gold}.history"], snapshot_ids=[ids[2]], keep_snapshot=True)
+    assert state(maria, gold, "history") == states[2]
+
+
+def test_a_superseded_snapshot_whose_changes_are_gone_is_refused(maria: Backend) -> None:
     gold, t = make_table(maria, rows=20)
     g = guard(maria, [f"{gold}.history"])
     first = night(maria, g, [f"UPDATE {t} SET name = 'n1' WHERE id < 5"])
-    after_first = state(maria, gold, "history")
-    second = night(maria, g, [f"UPDATE {t} SET name = 'n2' WHERE id < 3"])
-    assert [s["proven"] for s in second.standby] == [True]
+    night(maria, g, [f"UPDATE {t} SET name = 'n2' WHERE id < 3"])
+    log = next(r for r in records(maria, "history") if r["kind"] == "changes" and r["run_id"] == 1)
+    maria.sql(f"DROP TABLE {maria.table(maria.snapshot_schema, log['snapshot_table'])}")
     before = state(maria, gold, "history")
-    with pytest.raises(
-        SnapshotNotFound, match=r"rolled forward into a newer standby snapshot.*etlguard snapshots"
-    ):
+    with pytest.raises(SnapshotNotFound, match=r"cannot be rebuilt: the changes record .* lost its table"):
         g.restore([f"{gold}.history"], snapshot_ids=first.snapshot_ids)
     assert state(maria, gold, "history") == before, "nothing was touched"
-    g.restore([f"{gold}.history"], snapshot_ids=second.snapshot_ids)
-    assert state(maria, gold, "history") == after_first, "the standby restores the state before night 2"
+
+
+def test_a_tampered_changes_record_fails_the_rebuild_and_nothing_is_touched(maria: Backend) -> None:
+    gold, t = make_table(maria, rows=20)
+    g = guard(maria, [f"{gold}.history"])
+    first = night(maria, g, [f"UPDATE {t} SET name = 'n1' WHERE id < 5"])
+    night(maria, g, [f"UPDATE {t} SET name = 'n2' WHERE id < 3"])
+    log = next(r for r in records(maria, "history") if r["kind"] == "changes" and r["run_id"] == 1)
+    maria.sql(f"UPDATE {maria.table(maria.snapshot_schema, log['snapshot_table'])} SET name = 'forged'")
+    before = state(maria, gold, "history")
+    with pytest.raises(ChecksumMismatch, match="table has rebuilt: "):
+        g.restore([f"{gold}.history"], snapshot_ids=first.snapshot_ids)
+    assert state(maria, gold, "history") == before, "nothing was touched"
+    left = maria.sql(
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME LIKE 'r%%'",
+        [maria.snapshot_schema],
+    )
+    assert left == [], "the rebuilt staging table was dropped"
 
 
 def test_a_change_outside_a_guarded_run_is_copied_in_full(maria: Backend) -> None:

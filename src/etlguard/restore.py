@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from . import standby as _standby
 from .adapters.base import COPY_CHECK, Adapter, Checksum, Copy, Progress, Swap
 from .catalog import Catalog, Snapshot, utcnow
 from .errors import (
@@ -31,6 +32,7 @@ from .errors import (
 )
 from .faults import fault
 from .snapshot import Membership, created_by_run, snapshot_name, snapshot_ref
+from .standby import SUPERSEDED
 from .tables import TableRef
 
 
@@ -50,6 +52,7 @@ class RestoreStep:
     proof: str = ""  # how: "seal" (O(1), unchanged since its fingerprint) or "fingerprint"
     recopy_seal: str | None = None  # the --keep-snapshot copy's seal
     structure: str = ""  # what the restored table must look like: the catalog's record
+    chain: _standby.Chain | None = None  # a superseded snapshot: rebuilt from its standby
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -123,10 +126,12 @@ def choose_snapshots(
         return _by_ids(catalog, tables, snapshot_ids)
     chosen = {}
     for table in tables:
-        candidates = [
+        candidates = [  # at a time: a superseded snapshot too, rebuilt from its standby
             s
             for s in catalog.snapshots(table)
-            if s.verified and s.kind == "snapshot" and (as_of is None or s.taken_at <= as_of)
+            if (s.verified or (as_of is not None and s.status == SUPERSEDED))
+            and s.kind == "snapshot"
+            and (as_of is None or s.taken_at <= as_of)
         ]
         if not candidates:
             when = f" taken at or before {as_of:%Y-%m-%d %H:%M:%S} UTC" if as_of else ""
@@ -147,13 +152,7 @@ def _by_ids(catalog: Catalog, tables: Sequence[TableRef], ids: Sequence[int]) ->
                 f"which restore cannot put back on its own; restore a full snapshot of {snap.table} "
                 "instead (`etlguard snapshots TABLE` lists them)"
             )
-        if snap.status == "superseded":  # standby.py: its table was rolled forward
-            raise SnapshotNotFound(
-                f"snapshot {sid} was rolled forward into a newer standby snapshot ({snap.note}); restore "
-                f"cannot yet rebuild the state it held; restore a verified snapshot of {snap.table} "
-                "instead (`etlguard snapshots TABLE` lists them)"
-            )
-        if not snap.verified:
+        if not snap.verified and snap.status != SUPERSEDED:  # superseded: rebuilt (standby.py)
             raise SnapshotNotFound(f"snapshot {sid} is {snap.status}, not verified")
         if snap.table in chosen:
             raise ConfigError(f"two snapshots given for {snap.table}; give one per table")
@@ -185,8 +184,19 @@ def plan_restore(
     next_id = catalog.next_snapshot_id()
     by_pointer = db.restores_by_refill or db.snapshots_by_reference  # no staging copy to build
     present = db.existing(sorted(chosen))
+    chains = {t: _standby.chain(db, catalog, s) for t, s in chosen.items() if s.status == SUPERSEDED}
+    rebuilt: dict[TableRef, _standby.Chain] = {}
+    for table, found in chains.items():
+        if isinstance(found, _standby.Chain):
+            rebuilt[table] = found
+        else:
+            raise SnapshotNotFound(
+                f"snapshot {chosen[table].id} was rolled forward into a newer standby snapshot and "
+                f"cannot be rebuilt: {found}; restore a verified snapshot of {table} instead "
+                "(`etlguard snapshots TABLE` lists them)"
+            )
     for i, (table, snap) in enumerate(sorted(chosen.items())):
-        consume = db.renames_into_place(snap.snapshot, table)
+        consume = db.renames_into_place(snap.snapshot, table) and table not in rebuilt
         displaced_id = next_id + i
         staging_schema = table.schema if db.staging_beside_live else snapshot_schema
         staging = (
@@ -201,6 +211,7 @@ def plan_restore(
             RestoreStep(
                 table=table,
                 snapshot=snap,
+                chain=rebuilt.get(table),
                 staging=staging,
                 displaced=snapshot_ref(db, table, snapshot_schema, displaced_id) if live_exists else None,
                 displaced_id=displaced_id if live_exists else None,
@@ -413,7 +424,14 @@ def _stage(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None)
     """Build what the swap needs without touching a live table: staging copies (checked against
     the catalog, so a damaged snapshot is refused here), and for --keep-snapshot a copy of the
     snapshot table that outlives its consumption."""
-    copying = [s for s in steps if not (s.consume or s.refill)]
+    for s in steps:
+        if s.chain is not None:  # rebuilt from the standby and the changes since, then proven
+            _standby.rebuild(db, s.chain, s.staging)
+            s.proven, s.proof = (
+                True,
+                f"rebuilt from standby {s.chain.standby.id} and {len(s.chain.changes)} changes records",
+            )
+    copying = [s for s in steps if not (s.consume or s.refill or s.chain)]
     copies = [
         Copy(s.snapshot.snapshot, s.staging, s.snapshot.auto_increment, s.snapshot.fingerprint)
         for s in copying

@@ -19,6 +19,7 @@ from .adapters.base import Adapter
 from .catalog import Catalog, Snapshot
 from .config import Retention
 from .faults import fault
+from .standby import SUPERSEDED
 from .tables import TableRef
 
 
@@ -69,7 +70,8 @@ def _keep_shared(decisions: list[PruneDecision]) -> list[PruneDecision]:
 
 def _plan_table(newest_first: list[Snapshot], policy: Retention, now: dt.datetime) -> list[PruneDecision]:
     displaced = [s for s in newest_first if s.verified and s.kind == "displaced"]
-    verified = [s for s in newest_first if s.verified and s.kind != "displaced"]
+    # a superseded snapshot (standby.py) is a restore point too: rebuilt from its standby
+    verified = [s for s in newest_first if (s.verified and s.kind != "displaced") or s.status == SUPERSEDED]
     # the one `restore --latest` picks: a newer 'displaced' copy left by a restore must not
     # push it out, or the table would keep only the state it was restored away from
     taken = [s for s in verified if s.kind == "snapshot"] or verified
@@ -91,10 +93,23 @@ def _plan_table(newest_first: list[Snapshot], policy: Retention, now: dt.datetim
         else:
             out.append(PruneDecision(s, False, "retention keeps everything"))
     captures = [s for s in newest_first if s.kind == "changes" and s.status in ("captured", "restored")]
-    out += [
-        PruneDecision(d.snapshot, d.delete, d.reason.replace("displaced", "changed-rows capture"))
-        for d in _plan_displaced(captures, policy, now, age_from)
+    # the changes that rebuild a kept superseded snapshot: its run's and every later run's
+    kept_runs = [
+        d.snapshot.run_id
+        for d in out
+        if not d.delete and d.snapshot.status == SUPERSEDED and d.snapshot.run_id is not None
     ]
+    needed_from = min(kept_runs, default=None)
+    next_log = max((c.id for c in captures if c.status == "captured"), default=None)
+    for d in _plan_displaced(captures, policy, now, age_from):
+        run = d.snapshot.run_id
+        if d.delete and needed_from is not None and run is not None and run >= needed_from:
+            d = PruneDecision(
+                d.snapshot, False, "changed-rows capture that rebuilds a kept superseded snapshot"
+            )
+        elif d.delete and d.snapshot.id == next_log:  # standby.py: the next run rolls forward by it
+            d = PruneDecision(d.snapshot, False, "the newest changed-rows capture of the table")
+        out.append(PruneDecision(d.snapshot, d.delete, d.reason.replace("displaced", "changed-rows capture")))
     for s in newest_first:
         evidence = s.kind == "changes" and s.status == "damaged"  # the only pre-run images left
         if not s.verified and s.status in ("failed", "damaged") and not evidence:

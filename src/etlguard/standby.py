@@ -29,13 +29,15 @@ as `changes` records rather than as full snapshots.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .adapters import mysql_capture as sql
-from .adapters.base import COPY_CHECK, Adapter
+from .adapters.base import COPY_CHECK, Adapter, Copy
 from .capture import KIND
 from .catalog import Catalog, Snapshot
+from .errors import ChecksumMismatch
 from .faults import fault
 from .snapshot import encode_check, shape_of, snapshot_name
 from .tables import TableRef
@@ -192,9 +194,80 @@ def settle_rolled(
         catalog.finish(entry)
 
 
+_INTO = re.compile(r"rolled forward into snapshot (\d+)")
+
+
+@dataclass
+class Chain:
+    """How a superseded snapshot's state is rebuilt: the current standby, then each run's
+    changes record undone, newest first (`changes[0]` is the newest)."""
+
+    target: Snapshot
+    standby: Snapshot
+    changes: list[Snapshot]
+
+
+def chain(db: Adapter, catalog: Catalog, snap: Snapshot) -> Chain | str:
+    """The chain from a superseded snapshot to its table's current standby, or why there is
+    none. Each superseded record names the record it was rolled into; between the two lie the
+    changes of the run that took it (its `changes` record, still kept)."""
+    records = {s.id: s for s in catalog.snapshots(snap.table)}
+    undo: list[Snapshot] = []
+    at = snap
+    while at.status == SUPERSEDED:
+        found = _INTO.search(at.note or "")
+        nxt = records.get(int(found.group(1))) if found else None
+        log = [
+            c for c in records.values() if c.kind == KIND and c.run_id == at.run_id and c.status == "captured"
+        ]
+        if nxt is None or not log or at.run_id is None:
+            return f"the changes between snapshot {at.id} and the next standby are no longer kept"
+        if not db.table_exists(log[-1].snapshot):
+            return f"the changes record {log[-1].id} has lost its table"
+        undo.append(log[-1])
+        at = nxt
+    if not at.verified or not db.table_exists(at.snapshot):
+        return f"the standby snapshot {at.id} it was rolled into is {at.status}"
+    return Chain(snap, at, list(reversed(undo)))
+
+
+def rebuild(db: Adapter, chain_: Chain, staging: TableRef) -> None:
+    """Build the superseded snapshot's state in `staging` (absent): a verified copy of the
+    current standby, then each run's changes undone, newest first (their keys deleted, their
+    pre-run images put back, as a rollback's replay does), its AUTO_INCREMENT as recorded; then
+    proven against the superseded snapshot's own recorded fingerprint. Raises ChecksumMismatch
+    when it does not prove out (the caller drops `staging`)."""
+    standby, target = chain_.standby, chain_.target
+    (copied,) = db.copy_tables([Copy(standby.snapshot, staging, None, standby.fingerprint)])
+    if copied.source != copied.dest or not standby.matches(copied.fingerprint):
+        raise ChecksumMismatch(
+            str(target.table), standby.id, f"{standby.row_count} rows", str(copied.fingerprint)
+        )
+    lay = sql.layout(db, staging)
+    for record in chain_.changes:
+        sql.undo(db, staging, record.snapshot, lay)
+    if target.auto_increment is not None:
+        db.execute(f"ALTER TABLE {db.qualify(staging)} AUTO_INCREMENT = {int(target.auto_increment)}")
+    actual = db.checksum(staging, target.fingerprint)
+    if not target.matches(actual):
+        raise ChecksumMismatch(
+            str(target.table), target.id, f"{target.row_count} rows/{target.checksum}", f"rebuilt: {actual}"
+        )
+
+
 def discard_rolled(db: Adapter, catalog: Catalog, rolled: dict[TableRef, Rolled]) -> None:
     """The snapshot failed: every standby rolled this run is dropped (the run did not start)."""
     settle_rolled(db, catalog, rolled, [])
 
 
-__all__ = ["SUPERSEDED", "Rolled", "candidates", "discard_rolled", "roll", "settle_rolled"]
+__all__ = [
+    "SUPERSEDED",
+    "Chain",
+    "Rolled",
+    "candidates",
+    "chain",
+    "discard_rolled",
+    "rebuild",
+    "roll",
+    "settle_rolled",
+]

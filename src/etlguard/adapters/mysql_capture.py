@@ -443,13 +443,21 @@ def materialise(db: Adapter, r: Replay, copy: TableRef) -> None:
     """The pre-run table into `copy` (made empty before the run, CREATE TABLE ... LIKE): its
     current rows, then, for each key the capture holds, that key's first-touch image."""
     cols = ", ".join(db.quote(n) for n, _ in r.layout.columns)
-    dest, capture = db.qualify(copy), db.qualify(r.capture)
-    db.execute(f"INSERT INTO {dest} ({cols}) SELECT {cols} FROM {db.qualify(r.table)}")
+    db.execute(f"INSERT INTO {db.qualify(copy)} ({cols}) SELECT {cols} FROM {db.qualify(r.table)}")
+    undo(db, copy, r.capture, r.layout)
+
+
+def undo(db: Adapter, table: TableRef, capture: TableRef, lay: Layout) -> None:
+    """Undo one run's changes in `table` (a copy of the table as that run left it): every key
+    the capture holds is deleted, then each key's first-touch image that was present is put
+    back. The replay of a rollback, on a table no trigger watches (no scratch copy needed)."""
+    dest, cap = db.qualify(table), db.qualify(capture)
     on = " AND ".join(
-        f"{dest}.{db.quote(k)} = {capture}.{db.quote(KEY.format(i))}" for i, (k, _) in enumerate(r.layout.key)
+        f"{dest}.{db.quote(k)} = c.{db.quote(KEY.format(i))}" for i, (k, _) in enumerate(lay.key)
     )
-    db.execute(f"DELETE {dest} FROM {dest} JOIN {capture} ON {on}")
-    db.execute(f"INSERT INTO {dest} ({cols}) SELECT {cols} FROM {capture} WHERE {db.quote(PRESENT)} = 1")
+    cols = ", ".join(db.quote(n) for n, _ in lay.columns)
+    db.execute(f"DELETE {dest} FROM {dest} JOIN {cap} AS c ON {on}")
+    db.execute(f"INSERT INTO {dest} ({cols}) SELECT {cols} FROM {cap} WHERE {db.quote(PRESENT)} = 1")
 
 
 def roll_forward(db: Adapter, standby: TableRef, live: TableRef, capture: TableRef, lay: Layout) -> int:
@@ -499,6 +507,7 @@ __all__ = [
     "replay",
     "roll_forward",
     "trigger_names",
+    "undo",
     "why_not_captured",
     "write_locked",
 ]
