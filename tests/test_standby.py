@@ -121,6 +121,9 @@ def test_a_superseded_snapshot_is_rebuilt_from_the_standby_and_the_changes_since
         restored = g.restore([f"{gold}.history"], snapshot_ids=[sid], keep_snapshot=True)
         assert restored.verified == [f"{gold}.history"]
         assert state(maria, gold, "history") == expected, f"snapshot {sid}"
+    when = next(s.taken_at for s in g.snapshots(f"{gold}.history") if s.id == ids[1])
+    g.restore([f"{gold}.history"], as_of=when, keep_snapshot=True)  # picks the superseded one
+    assert state(maria, gold, "history") == states[1]
 
 
 def test_retention_counts_superseded_snapshots_and_keeps_the_changes_they_need(maria: Backend) -> None:
