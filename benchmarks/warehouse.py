@@ -460,6 +460,10 @@ def feature(settings: dict[str, Any]) -> bool:
     return True
 
 
+# snapshot.capture_min_bytes where the build has standby snapshots: only the history is large
+CAPTURE_MIN_BYTES = 16 * 1024 * 1024
+
+
 @dataclass
 class Features:
     reuse: bool = field(default_factory=lambda: feature({"snapshot": {"reuse": True}}))
@@ -479,7 +483,7 @@ class Features:
             f"dbt.zero_copy {'yes' if self.zero_copy else 'not available'}; "
             f"snapshot.kept_by_etl {'yes (the three table models)' if self.kept_by_etl else 'not available'}; "
             f"snapshot.capture {'on (MariaDB)' if self.capture else 'not available'}; "
-            f"snapshot.standby {'on (MariaDB)' if self.standby else 'not available'}; "
+            f"snapshot.standby {'on (MariaDB), capture_min_bytes 16 MiB' if self.standby else 'not available'}; "
             f"DuckDB snapshot.beside_live {'on' if self.beside else 'off (the default)'}"
         )
 
@@ -638,6 +642,7 @@ class Backend:
             snapshot.setdefault("capture", True)
             if self.features.standby:  # its standby snapshot, rolled forward by the last night's capture
                 snapshot.setdefault("standby", True)
+                snapshot.setdefault("capture_min_bytes", CAPTURE_MIN_BYTES)  # the small tables: copies
         if self.name == "duckdb" and self.features.beside:
             snapshot["beside_live"] = True
         return Guard.from_url(

@@ -354,6 +354,27 @@ def test_kill_around_the_etl_then_recover(maria: Backend, tmp_path: Path, point:
         assert state(maria, gold, "history") == pre
 
 
+def test_a_table_below_capture_min_bytes_is_copied_without_triggers(maria: Backend) -> None:
+    gold, t = make_table(maria, rows=30)
+    plain = maria.table(gold, "small")
+    maria.sql(f"CREATE TABLE {plain} (id INT PRIMARY KEY, v INT)")
+    maria.sql(f"INSERT INTO {plain} VALUES (1, 1)")
+    size = int(
+        maria.sql(
+            "SELECT DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+            "AND TABLE_NAME = 'history'",
+            [gold],
+        )[0][0]
+    )
+    g = maria.guard(
+        [f"{gold}.history", f"{gold}.small"],
+        snapshot={"capture": True, "standby": True, "capture_min_bytes": size},
+    )
+    result = g.run(etl(maria, [f"SELECT 1 FROM {t} LIMIT 1"]))
+    assert result.captured == [f"{gold}.history"], "the small table is below the limit, the history is not"
+    assert "capture_min_bytes" in result.capture_copied[f"{gold}.small"]
+
+
 def test_standby_without_capture_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "etlguard.yml"
     path.write_text("target: duckdb:///x.duckdb\nprotect: [main.t]\nsnapshot:\n  standby: true\n")

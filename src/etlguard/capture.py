@@ -92,15 +92,21 @@ class Plan:
     copied: dict[TableRef, str] = field(default_factory=dict)  # copied instead, and why
 
 
-def plan(db: Adapter, enabled: bool, tables: Sequence[TableRef]) -> Plan:
-    """Which protected tables this run captures; every other one is copied as before."""
+def plan(db: Adapter, enabled: bool, tables: Sequence[TableRef], min_bytes: int = 0) -> Plan:
+    """Which protected tables this run captures; every other one is copied as before (one
+    smaller than `min_bytes` too: its copy, or its reuse, costs less than a change log)."""
     out = Plan()
     if not enabled or db.name not in _ADAPTERS:
         return out
     for t in tables:
         if not db.table_exists(t):
             continue
-        why = sql.why_not_captured(db, t)
+        size = db.size_bytes(t) if min_bytes else 0
+        why = (
+            f"smaller than snapshot.capture_min_bytes ({size:,} < {min_bytes:,} bytes)"
+            if size < min_bytes
+            else sql.why_not_captured(db, t)
+        )
         if why:
             out.copied[t] = why
         else:

@@ -256,7 +256,10 @@ class GuardedRun:
         ]
         self.zero_tables += self.zero_by_etl
         self.capture_plan = _capture.plan(
-            self.db, self.config.snapshot.capture, [t for t in tables if t not in self.zero_tables]
+            self.db,
+            self.config.snapshot.capture,
+            [t for t in tables if t not in self.zero_tables],
+            self.config.snapshot.capture_min_bytes,
         )
         if self.result.new:
             self.echo(

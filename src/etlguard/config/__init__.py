@@ -48,9 +48,9 @@ class SnapshotSettings:
     kept_by_etl: tuple[TableRef, ...] = ()  # rebuilt and swapped in by the ETL, which keeps the old one
     capture: bool = False  # MySQL/MariaDB: record the rows a run changes instead of copying (capture.py)
     beside_live: bool = False  # DuckDB: snapshots beside their live tables, restored by a rename
-    standby: bool = (
-        False  # with capture: a full snapshot rolled forward by the last run's capture (standby.py)
-    )
+    # with capture: a full snapshot rolled forward by the last run's capture (standby.py)
+    standby: bool = False
+    capture_min_bytes: int = 0  # with capture: smaller tables are copied (their copy costs less)
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,7 @@ def build(parsed: schema.ConfigFile, path: Path | None = None, command: Sequence
             capture=parsed.snapshot.capture,
             beside_live=parsed.snapshot.beside_live,
             standby=parsed.snapshot.standby,
+            capture_min_bytes=parsed.snapshot.capture_min_bytes,
         ),
         lock_wait_seconds=float(parsed.lock_wait_seconds),
         statement_grace_seconds=float(parsed.statement_grace_seconds),

@@ -107,6 +107,13 @@ class SnapshotOptions(Section):
         "run waits until etlguard has made a full pre-run copy of that table, which the rollback "
         "then uses. See docs/configuration.md.",
     )
+    capture_min_bytes: int = Field(
+        0,
+        ge=0,
+        description="With capture: a table smaller than this (data and indexes, bytes) is copied "
+        "instead of captured: its copy (or reuse) costs less than triggers on every write and a "
+        "change log. 0 (the default): every table that qualifies is captured.",
+    )
     standby: bool = Field(
         False,
         description="MySQL/MariaDB, opt-in, with capture: true. Each captured table also keeps "
