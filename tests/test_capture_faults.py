@@ -1,0 +1,209 @@
+"""Changed-rows capture when its DDL hold breaks (mysql_capture.Hold, MariaDB): a holder
+session killed mid-run (as KILL or the server's wait_timeout would), the watcher's session
+killed, and the full copy before a DDL failing (so the DDL is stopped with KILL QUERY). Each
+test interrupts the hold of a real run at a known moment: the ETL waits for a file that the
+test writes once it has acted on the hold's sessions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etlguard import capture
+from etlguard.adapters.mysql_capture import Hold
+from etlguard.errors import RollbackFailed, UnfinishedOperation
+from test_capture import guard, make_table, records, state, triggers
+
+from conftest import BACKENDS, Backend, _one
+
+pytestmark = pytest.mark.skipif("mariadb" not in BACKENDS, reason="capture is MySQL/MariaDB only")
+
+# "WAIT" blocks until the go file exists; a failed statement is printed (the run's ETL tail)
+ETL = """
+import json, os, sys, time, pymysql
+spec = json.loads(sys.argv[1])
+conn = pymysql.connect(host="127.0.0.1", port=spec["port"], user="root", password="", autocommit=True,
+                       charset="utf8mb4")
+with conn.cursor() as cur:
+    cur.execute("SET SESSION lock_wait_timeout = 30")  # a DDL nobody lets go on fails, never hangs
+    for statement in spec["sql"]:
+        if statement == "WAIT":
+            for _ in range(600):
+                if os.path.exists(spec["go"]):
+                    break
+                time.sleep(0.1)
+            continue
+        try:
+            cur.execute(statement)
+        except pymysql.err.Error as exc:
+            print("statement failed:", exc, file=sys.stderr)
+            sys.exit(3)
+sys.exit(spec.get("exit", 0))
+"""
+
+
+@pytest.fixture
+def maria(tmp_path: Path) -> Iterator[Backend]:
+    yield from _one("mariadb", tmp_path)
+
+
+@pytest.fixture
+def holds(monkeypatch: pytest.MonkeyPatch) -> list[Hold]:
+    """The holds the runs of a test start (capture.hold is what run.py calls)."""
+    seen: list[Hold] = []
+    original = capture.hold
+
+    def recorded(db: Any, items: Any) -> Hold | None:
+        made = original(db, items)
+        if made is not None:
+            seen.append(made)
+        return made
+
+    monkeypatch.setattr(capture, "hold", recorded)
+    return seen
+
+
+def etl(b: Backend, go: Path, statements: list[str], exit: int = 1) -> list[str]:
+    spec = {"port": getattr(b, "port", 3306), "sql": ["WAIT", *statements], "exit": exit, "go": str(go)}
+    return [sys.executable, "-c", ETL, json.dumps(spec)]
+
+
+def kill(b: Backend, sessions: list[int]) -> None:
+    """KILL each session from another client, then wait until the server has ended it."""
+    other = b._connect()  # type: ignore[attr-defined]
+    try:
+        with other.cursor() as cur:
+            for sid in sessions:
+                cur.execute(f"KILL CONNECTION {int(sid)}")
+            for _ in range(100):
+                marks = ", ".join(["%s"] * len(sessions))
+                cur.execute(
+                    f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID IN ({marks})", sessions
+                )
+                if cur.fetchall()[0][0] == 0:
+                    return
+                time.sleep(0.05)
+        raise AssertionError(f"sessions {sessions} still alive after KILL")
+    finally:
+        other.close()
+
+
+@contextlib.contextmanager
+def during_etl(holds: list[Hold], go: Path, act: Callable[[Hold], None]) -> Iterator[list[BaseException]]:
+    """Once the run's hold has started, `act` on it, then let the ETL go on (also if `act`
+    failed: the test then reports that error rather than a hung ETL)."""
+    errors: list[BaseException] = []
+
+    def saboteur() -> None:
+        try:
+            for _ in range(600):
+                if holds:
+                    break
+                time.sleep(0.05)
+            assert holds, "the run started no hold"
+            act(holds[0])
+        except BaseException as exc:  # reported by the test's thread
+            errors.append(exc)
+        finally:
+            go.touch()
+
+    thread = threading.Thread(target=saboteur, daemon=True)
+    thread.start()
+    try:
+        yield errors
+    finally:
+        thread.join(60)
+    assert not errors, errors
+
+
+def holders_killed(b: Backend) -> Callable[[Hold], None]:
+    return lambda hold: kill(b, hold.sessions())
+
+
+def columns(b: Backend, schema: str, name: str) -> list[str]:
+    rows = b.sql(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+        "ORDER BY ORDINAL_POSITION",
+        [schema, name],
+    )
+    return [r[0] for r in rows]
+
+
+def rows(b: Backend, t: str, cols: list[str]) -> list[tuple[Any, ...]]:
+    """Every row's values of `cols`, in key order: the data, whatever columns were added."""
+    return b.sql(f"SELECT {', '.join(b.q(c) for c in cols)} FROM {t} ORDER BY id")
+
+
+DML = [
+    "UPDATE {t} SET name = 'etl' WHERE id < 10",
+    "DELETE FROM {t} WHERE id > 25",
+    "INSERT INTO {t} (name) VALUES ('n')",
+]
+
+
+# -- 1a: a holder killed, the ETL writes rows only ------------------------------------------------
+def test_a_killed_holder_is_noted_and_a_dml_run_is_rolled_back_exactly(
+    maria: Backend, holds: list[Hold], tmp_path: Path
+) -> None:
+    gold, t = make_table(maria, rows=30)
+    before = state(maria, gold, "history")
+    go = tmp_path / "go"
+    with during_etl(holds, go, holders_killed(maria)):
+        result = guard(maria, [f"{gold}.history"]).run(etl(maria, go, [s.format(t=t) for s in DML]))
+    assert result.exit_code == 10, result.message
+    assert result.rollback_verified == [f"{gold}.history"]
+    assert state(maria, gold, "history") == before
+    assert triggers(maria, gold) == []
+    assert any("hold of" in n and "ended during the run" in n for n in result.notes), result.notes
+    [rec] = [r for r in records(maria) if r["kind"] == "changes"]
+    assert rec["status"] == "restored"
+
+
+# -- 1b: a holder killed, then a DDL the hold no longer sees -------------------------------------
+def test_a_killed_holder_then_an_alter_ends_in_exit_20_and_recover_closes_the_run(
+    maria: Backend, holds: list[Hold], tmp_path: Path
+) -> None:
+    """Nothing made a full copy before the ALTER, so the capture cannot put the structure back:
+    the replay puts back every pre-run row (the added column stays, NULL), the proof by
+    structure fails, exit 20. Nothing is lost: dropping the added column gives the pre-run
+    table. The run's journal entry stays open until `etlguard recover`, which replays again,
+    records the run as rollback_failed with what to do, and closes it; the next run proceeds."""
+    gold, t = make_table(maria, rows=30)
+    before = state(maria, gold, "history")
+    pre_columns = columns(maria, gold, "history")
+    pre_rows = rows(maria, t, pre_columns)
+    go = tmp_path / "go"
+    statements = [*(s.format(t=t) for s in DML), f"ALTER TABLE {t} ADD COLUMN extra INT"]
+    g = guard(maria, [f"{gold}.history"])
+    with during_etl(holds, go, holders_killed(maria)):
+        result = g.run(etl(maria, go, statements))
+    assert result.exit_code == 20 and result.status == "rollback_failed", result.message
+    assert f"{gold}.history: its structure differs from the pre-run one" in result.message
+    assert "a person must act" in result.message and not result.rollback_verified
+    assert any("hold of" in n and "ended during the run" in n for n in result.notes), result.notes
+    assert columns(maria, gold, "history") == [*pre_columns, "extra"]  # not silently "back"
+    assert rows(maria, t, pre_columns) == pre_rows  # every pre-run row is back
+    assert triggers(maria, gold) == []
+    assert {(r["kind"], r["status"]) for r in records(maria)} == {
+        ("changes", "damaged"),
+        ("snapshot", "failed"),
+    }
+
+    with pytest.raises(UnfinishedOperation, match="etlguard recover"):
+        g.run(etl(maria, go, [], exit=0))
+    with pytest.raises(RollbackFailed, match=r"structure differs from the pre-run one.*older snapshot"):
+        g.recover()
+    assert rows(maria, t, pre_columns) == pre_rows
+    assert g.runs(result.run_id)[0]["status"] == "rollback_failed"
+    assert g.recover().actions == []  # the run is closed
+    maria.sql(f"ALTER TABLE {t} DROP COLUMN extra")  # what a person does: the pre-run table
+    assert state(maria, gold, "history") == before
+    assert g.run(etl(maria, go, [], exit=0)).exit_code == 0
