@@ -207,3 +207,39 @@ def test_a_killed_holder_then_an_alter_ends_in_exit_20_and_recover_closes_the_ru
     maria.sql(f"ALTER TABLE {t} DROP COLUMN extra")  # what a person does: the pre-run table
     assert state(maria, gold, "history") == before
     assert g.run(etl(maria, go, [], exit=0)).exit_code == 0
+
+
+# -- 2: the full copy before a DDL fails: the DDL is stopped -------------------------------------
+def test_a_failed_copy_before_a_ddl_stops_the_ddl_and_the_capture_undoes_the_run(
+    maria: Backend, holds: list[Hold], tmp_path: Path
+) -> None:
+    """Someone dropped the empty copy the hold fills before a DDL: the copy fails, so the
+    waiting ALTER is stopped (KILL QUERY) before it can change the table, the ETL fails on
+    it, and the capture puts the table back."""
+    gold, t = make_table(maria, rows=30)
+    before = state(maria, gold, "history")
+    go = tmp_path / "go"
+
+    def drop_the_copy(hold: Hold) -> None:
+        [(_, copy)] = hold.items
+        maria.sql(f"DROP TABLE {maria.table(copy.schema, copy.name)}")
+
+    statements = [*(s.format(t=t) for s in DML), f"ALTER TABLE {t} ADD COLUMN extra INT"]
+    with during_etl(holds, go, drop_the_copy):
+        result = guard(maria, [f"{gold}.history"]).run(etl(maria, go, statements, exit=0))
+    assert result.exit_code == 10, (result.message, result.notes, columns(maria, gold, "history")[-1])
+    assert result.etl is not None and result.etl.exit_code == 3
+    assert any("statement failed" in line and "interrupted" in line for line in result.etl.tail), (
+        result.etl.tail
+    )
+    assert result.rollback_verified == [f"{gold}.history"]
+    assert state(maria, gold, "history") == before
+    assert triggers(maria, gold) == []
+    assert any(
+        n.startswith("changed-rows capture: stopped a statement")
+        and "ADD COLUMN extra" in n
+        and "could not be made" in n
+        for n in result.notes
+    ), result.notes
+    assert any("the copy before a DDL failed" in n for n in result.notes), result.notes
+    assert result.snapshot_ids == []

@@ -330,9 +330,10 @@ class Hold:
     it (first-touch images are the pre-run state, whatever moment the rows were read), then
     COMMIT, which lets the DDL go on; the other tables stay held. The caller proves each copy
     against the pre-run checksum. If the copy fails, the waiting statement is stopped instead
-    (KILL QUERY): the ETL fails, and the capture still undoes it. A waiting statement that
-    names no captured table but is not plain DML (a procedure, say) counts, after a second, for
-    every table still held: an unneeded copy costs bytes, a missed DDL the undo."""
+    (KILL QUERY, before the holder lets go): the ETL fails, and the capture still undoes it. A
+    waiting statement that names no captured table but is not plain DML (a procedure, say)
+    counts, after a second, for every table still held: an unneeded copy costs bytes, a missed
+    DDL the undo."""
 
     connect: Callable[[], Adapter]
     items: Sequence[tuple[Replay, TableRef]]  # each captured table's replay and its empty copy
@@ -410,12 +411,14 @@ class Hold:
             materialise(holder, replay, copy)
             holder.execute("COMMIT")
         except EtlguardError as exc:
-            with contextlib.suppress(EtlguardError):
-                holder.execute("ROLLBACK")
+            self.lost = f"the hold of {table} ended: the copy before a DDL failed ({exc})"
+            # stopped while the holder still holds the table: its ROLLBACK lets a waiting DDL go
+            # on at once, and an instant ALTER is done before a KILL sent after it arrives
             for sid, text in waiting:  # keep the table undoable: the DDL does not go on
                 self._watcher.execute(f"KILL QUERY {int(sid)}")
                 self.stopped.append(f"{text} (a full copy could not be made: {exc})")
-            self.lost = f"the hold of {table} ended: the copy before a DDL failed ({exc})"
+            with contextlib.suppress(EtlguardError):
+                holder.execute("ROLLBACK")
             return
         finally:
             holder.close()
