@@ -128,6 +128,15 @@ def holders_killed(b: Backend) -> Callable[[Hold], None]:
     return lambda hold: kill(b, hold.sessions())
 
 
+def watcher_killed(b: Backend) -> Callable[[Hold], None]:
+    def act(hold: Hold) -> None:
+        watcher = hold._watcher
+        assert watcher is not None and getattr(watcher, "session_id", None)
+        kill(b, [int(watcher.session_id)])  # type: ignore[attr-defined]
+
+    return act
+
+
 def columns(b: Backend, schema: str, name: str) -> list[str]:
     rows = b.sql(
         "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
@@ -207,6 +216,29 @@ def test_a_killed_holder_then_an_alter_ends_in_exit_20_and_recover_closes_the_ru
     maria.sql(f"ALTER TABLE {t} DROP COLUMN extra")  # what a person does: the pre-run table
     assert state(maria, gold, "history") == before
     assert g.run(etl(maria, go, [], exit=0)).exit_code == 0
+
+
+# -- 1c: the watcher's session killed ------------------------------------------------------------
+@pytest.mark.parametrize("ddl", [False, True], ids=["dml", "alter"])
+def test_a_killed_watcher_is_replaced_and_the_rollback_is_exact(
+    maria: Backend, holds: list[Hold], tmp_path: Path, ddl: bool
+) -> None:
+    """The holders still hold: without a watcher a later DDL would wait for their locks until
+    the ETL's lock_wait_timeout (a day by default). The watcher opens a new session and goes on
+    watching, so the ALTER still gets its full copy and the rollback is exact."""
+    gold, t = make_table(maria, rows=30)
+    before = state(maria, gold, "history")
+    go = tmp_path / "go"
+    statements = [s.format(t=t) for s in DML] + ([f"ALTER TABLE {t} ADD COLUMN extra INT"] if ddl else [])
+    with during_etl(holds, go, watcher_killed(maria)):
+        result = guard(maria, [f"{gold}.history"]).run(etl(maria, go, statements))
+    assert result.exit_code == 10, (result.message, result.etl.tail if result.etl else None)
+    assert result.rollback_verified == [f"{gold}.history"]
+    assert state(maria, gold, "history") == before
+    assert triggers(maria, gold) == []
+    copied = any("full copies of" in n for n in result.notes)
+    assert copied == ddl, result.notes
+    assert len(result.snapshot_ids) == (1 if ddl else 0)
 
 
 # -- 2: the full copy before a DDL fails: the DDL is stopped -------------------------------------

@@ -333,7 +333,8 @@ class Hold:
     (KILL QUERY, before the holder lets go): the ETL fails, and the capture still undoes it. A
     waiting statement that names no captured table but is not plain DML (a procedure, say)
     counts, after a second, for every table still held: an unneeded copy costs bytes, a missed
-    DDL the undo."""
+    DDL the undo. A killed watcher is replaced by a new session; a killed holder cannot be
+    (a DDL may already have passed): `lost` says so, and the rollback's proof decides."""
 
     connect: Callable[[], Adapter]
     items: Sequence[tuple[Replay, TableRef]]  # each captured table's replay and its empty copy
@@ -369,14 +370,40 @@ class Hold:
         return [int(getattr(h, "session_id", 0) or 0) for h in self._holders.values()]
 
     def _watch(self) -> None:
-        assert self._watcher is not None
+        failed = False  # the previous poll failed too
         while self._holders and not self._done.wait(POLL_SECONDS):
             try:
+                assert self._watcher is not None
                 for table, statements in self._waiting(self._watcher).items():
                     self._copy_or_stop(table, statements)
+                failed = False
             except EtlguardError as exc:
-                self.lost = f"the hold lost its connection: {exc}"
-                return
+                if failed or not self._rewatch():
+                    self.lost = f"the hold lost its watcher's connection: {exc}"
+                    self._release()
+                    return
+                failed = True
+
+    def _rewatch(self) -> bool:
+        """A new session for the watcher (its own was killed, or timed out): the holders still
+        hold, so without one a DDL would wait for their locks until its lock_wait_timeout."""
+        if self._watcher is not None:
+            self._watcher.close()
+        try:
+            self._watcher = self.connect()
+            self._watcher.connect()
+        except EtlguardError:
+            return False
+        return True
+
+    def _release(self) -> None:
+        """No watcher: let the held tables go rather than leave a DDL waiting for a day (the
+        rollback then proves each table by checksum and structure)."""
+        for db in self._holders.values():
+            with contextlib.suppress(EtlguardError):
+                db.execute("COMMIT")
+            db.close()
+        self._holders = {}
 
     def _waiting(self, db: Adapter) -> dict[TableRef, list[tuple[int, str]]]:
         """Held tables that a waiting statement names (or may reach), with those statements."""
@@ -430,16 +457,15 @@ class Hold:
         self._done.set()
         if self._thread is not None:
             self._thread.join()
-        for table, db in [*self._holders.items(), (None, self._watcher)]:
-            if db is None:
-                continue
+        for table, db in self._holders.items():
             try:
                 db.execute("COMMIT")
             except EtlguardError as exc:
-                if table is not None:
-                    self.lost = f"the metadata-lock hold of {table} ended during the run: {exc}"
+                self.lost = f"the metadata-lock hold of {table} ended during the run: {exc}"
             db.close()
         self._holders = {}
+        if self._watcher is not None:  # autocommit, no transaction: a dead one is not reopened
+            self._watcher.close()
 
 
 def materialise(db: Adapter, r: Replay, copy: TableRef) -> None:
