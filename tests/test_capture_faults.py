@@ -18,8 +18,11 @@ from typing import Any
 import pytest
 
 from etlguard import capture
-from etlguard.adapters.mysql_capture import Hold
-from etlguard.errors import RollbackFailed, UnfinishedOperation
+from etlguard.adapters import Adapter, adapter_for
+from etlguard.adapters.mysql_capture import Hold, Layout, Replay
+from etlguard.errors import RollbackFailed, TargetUnreachable, UnfinishedOperation
+from etlguard.tables import TableRef
+from etlguard.target import parse_target
 from test_capture import guard, make_table, records, state, triggers
 
 from conftest import BACKENDS, Backend, _one
@@ -239,6 +242,40 @@ def test_a_killed_watcher_is_replaced_and_the_rollback_is_exact(
     copied = any("full copies of" in n for n in result.notes)
     assert copied == ddl, result.notes
     assert len(result.snapshot_ids) == (1 if ddl else 0)
+
+
+def test_a_watcher_that_cannot_be_replaced_lets_the_tables_go(maria: Backend) -> None:
+    """No new session for the watcher (the server refuses connections): the hold ends, noted,
+    and lets its tables go, so a DDL goes on (the rollback's proof decides) instead of waiting
+    for locks nobody will release until the ETL ends."""
+    gold, t = make_table(maria, rows=5)
+    refused = threading.Event()
+
+    def connect() -> Adapter:
+        if refused.is_set():
+            raise TargetUnreachable("the server refuses new connections (the test)")
+        return adapter_for(parse_target(maria.url), 5)
+
+    ref = TableRef(gold, "history")
+    unused = Replay(ref, TableRef(gold, "no_capture"), Layout((), ()), "no_scratch")
+    hold = Hold(connect, [(unused, TableRef(gold, "no_copy"))]).start()
+    try:
+        watcher = hold._watcher
+        assert watcher is not None
+        refused.set()
+        kill(maria, [int(watcher.session_id)])  # type: ignore[attr-defined]
+        for _ in range(100):
+            if hold.lost:
+                break
+            time.sleep(0.05)
+        assert hold.lost and "watcher" in hold.lost, hold.lost
+        other = maria._connect()  # type: ignore[attr-defined]
+        with contextlib.closing(other), other.cursor() as cur:
+            cur.execute("SET SESSION lock_wait_timeout = 5")
+            cur.execute(f"ALTER TABLE {t} ADD COLUMN extra INT")  # not held: no lock wait timeout
+    finally:
+        hold.stop()
+    assert "extra" in columns(maria, gold, "history")
 
 
 # -- 2: the full copy before a DDL fails: the DDL is stopped -------------------------------------
