@@ -200,6 +200,7 @@ def test_a_killed_holder_then_an_alter_ends_in_exit_20_and_recover_closes_the_ru
     assert result.exit_code == 20 and result.status == "rollback_failed", result.message
     assert f"{gold}.history: its structure differs from the pre-run one" in result.message
     assert "a person must act" in result.message and not result.rollback_verified
+    assert result.recovery_command == "etlguard recover", "the run stays open: recover is the next step"
     assert any("hold of" in n and "ended during the run" in n for n in result.notes), result.notes
     assert columns(maria, gold, "history") == [*pre_columns, "extra"]  # not silently "back"
     assert rows(maria, t, pre_columns) == pre_rows  # every pre-run row is back

@@ -711,7 +711,8 @@ class GuardedRun:
         )
         self.result.status, self.result.exit_code = "ok", EXIT_OK
         self.result.message = (
-            f"run {self.result.run_id} succeeded; {plural(len(self.snapshots), 'table')} protected"
+            f"run {self.result.run_id} succeeded; "
+            f"{plural(len(self.snapshots) + len(self.captured), 'table')} protected"
         )
         self._prune()
 
@@ -775,9 +776,11 @@ class GuardedRun:
         if restored.unverified:
             kept = self.result.displaced_ids
             where = f"; the ETL's tables are kept as snapshots {_ids(kept)}" if kept else ""
+            # a captured table that did not prove out has no snapshot to inspect: recover decides
+            replayed = {str(c.table) for c in self.captured} & set(restored.unverified)
             self._rollback_failed(
                 f"rolled back, but not verified: {restored.problems()}{where}",
-                "etlguard snapshots " + " ".join(sorted(restored.unverified)),
+                None if replayed else "etlguard snapshots " + " ".join(sorted(restored.unverified)),
             )
             return
         self._prune()
