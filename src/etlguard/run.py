@@ -777,10 +777,10 @@ class GuardedRun:
             kept = self.result.displaced_ids
             where = f"; the ETL's tables are kept as snapshots {_ids(kept)}" if kept else ""
             # a captured table that did not prove out has no snapshot to inspect: recover decides
-            replayed = {str(c.table) for c in self.captured} & set(restored.unverified)
+            unproven = {str(c.table) for c in self.captured} & set(restored.unverified)
             self._rollback_failed(
                 f"rolled back, but not verified: {restored.problems()}{where}",
-                None if replayed else "etlguard snapshots " + " ".join(sorted(restored.unverified)),
+                None if unproven else "etlguard snapshots " + " ".join(sorted(restored.unverified)),
             )
             return
         self._prune()
