@@ -15,6 +15,7 @@ POINTS: tuple[str, ...] = (
     "run.in_preflight",  # connected, run lock held, catalog ready; nothing of the run written
     "snapshot.after_intent",  # journal and 'creating' catalog rows written; nothing copied
     "copy.after_create",  # snapshot tables created, still empty (MySQL: committed DDL)
+    "copy.after_export",  # MySQL physical copy: sources FLUSHed FOR EXPORT (writers wait); no file copied
     "copy.one_table_copied",  # MySQL: one table's rows copied on its own session; others may still copy
     "copy.after_rows",  # rows copied; MySQL: locks released, secondary indexes not yet rebuilt
     "snapshot.after_copy",  # copied and checksummed; not yet marked verified

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from ..errors import EtlguardError, IdentifierError, TargetUnreachable
+from ..errors import ConfigError, EtlguardError, IdentifierError, TargetUnreachable
 from ..tables import TableRef
 from ..target import Target
 
@@ -407,6 +407,18 @@ class Adapter:
         point. `table`: each source from its own consistent read, without blocking writers,
         where the database can (see docs/configuration.md, `snapshot.consistency`)."""
         raise NotImplementedError
+
+    def use_physical_copies(
+        self, datadir: str, snapshot_schema: str, tables: Sequence[TableRef]
+    ) -> dict[TableRef, str]:
+        """`snapshot.physical`: from now on, copy `tables` by their files where the database
+        can (MySQL/MariaDB, mysql_physical.py); return why each other table is copied by rows.
+        A setup that cannot work is a ConfigError, raised before anything is copied."""
+        raise ConfigError(f"snapshot.physical is for MySQL/MariaDB targets, not {self.name}; remove it")
+
+    def physical_report(self) -> tuple[list[TableRef], dict[TableRef, str]]:
+        """The tables copied by file so far, and why each other one was copied by rows."""
+        return [], {}
 
     # -- copy progress (read by a monitor thread while `copy_tables` runs) -------------------
     def copy_session(self) -> str | None:

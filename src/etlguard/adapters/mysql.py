@@ -29,6 +29,7 @@ import pymysql.cursors
 from ..errors import EtlguardError, IdentifierError, LockHeld, TargetError, TargetUnreachable
 from ..faults import fault
 from ..tables import TableRef
+from . import mysql_physical as _physical
 from .base import (
     CONSISTENCY_SET,
     CONSISTENCY_TABLE,
@@ -103,6 +104,7 @@ class MySQLAdapter(Adapter):
         self._read_views = False  # change checks each from a consistent snapshot (held_still)
         self._pool: Pool[MySQLAdapter] | None = None  # the sessions of a copy in progress
         self._copying: dict[TableRef, tuple[str, TableRef]] = {}  # source -> copying session, copy
+        self._physical: _physical.Physical | None = None  # snapshot.physical: tables copied by file
 
     # -- connection -------------------------------------------------------------------------
     def connect(self) -> None:
@@ -624,21 +626,31 @@ class MySQLAdapter(Adapter):
         statement under READ COMMITTED, a consistent non-locking read of its source, so writers
         are never blocked; no second read of the source can see the same state, so the copy is
         verified by its row count and structure, and the catalog records the copy's own
-        fingerprint as always."""
-        deferred = {}
+        fingerprint as always. With `snapshot.physical`, the tables it chose are copied by
+        their tablespace files instead (`_copy_files`), before the row copies."""
+        deferred: dict[TableRef, list[str]] = {}
+        files: list[_physical.Exported] = []
         for c in copies:  # CREATE TABLE commits implicitly, so it cannot sit under LOCK TABLES
             self.execute(f"CREATE TABLE {self.qualify(c.dest)} LIKE {self.qualify(c.source)}")
-            deferred[c.dest] = self._drop_secondary_indexes(c.dest)
+            if self._physical is not None and c.source in self._physical.tables:
+                files.append(_physical.discard_tablespace(self, self._physical, c))
+                deferred[c.dest] = []
+            else:
+                deferred[c.dest] = self._drop_secondary_indexes(c.dest)
         fault("copy.after_create")
         order = sorted(copies, key=lambda c: -self.size_bytes(c.source))  # the longest first
         with self._copy_pool(len(copies)) as pool:
             if consistency == CONSISTENCY_TABLE:
-                done = pool.map(MySQLAdapter._copy_each, order)
+                by_file = self._copy_files(pool, files, together=False)
+                by_rows = [c for c in order if c.dest not in by_file]
+                done = pool.map(MySQLAdapter._copy_each, by_rows)
             else:
                 with self.held_still([c.source for c in copies]):
-                    done = pool.map(MySQLAdapter._copy_locked, order)
+                    by_file = self._copy_files(pool, files, together=True)
+                    by_rows = [c for c in order if c.dest not in by_file]
+                    done = pool.map(MySQLAdapter._copy_locked, by_rows)
             fault("copy.after_rows")
-            by_dest = {c.dest: d for c, d in zip(order, done, strict=True)}
+            by_dest = {**by_file, **{c.dest: d for c, d in zip(by_rows, done, strict=True)}}
             copied = [by_dest[c.dest] for c in copies]
             pool.map(lambda db, c: db._finish_copy(c, deferred[c.dest], by_dest[c.dest][1].structure), order)
             # Only etlguard writes to the copies: their fingerprints (what the catalog records)
@@ -646,12 +658,46 @@ class MySQLAdapter(Adapter):
             sealed = self.sealed_checksums([(c.dest, c.algorithm) for c in copies], pool)
         results = []
         for c, (rows, check), (fingerprint, seal) in zip(copies, copied, sealed, strict=True):
-            same = fingerprint.rows == rows and consistency != CONSISTENCY_TABLE
+            same = fingerprint.rows == rows and (consistency != CONSISTENCY_TABLE or c.dest in by_file)
             dest = check.dest if same else counted(fingerprint.rows)
             results.append(replace(check, dest=dest, dest_fingerprint=fingerprint, seal=seal))
             if progress:
                 progress(c.source, rows)
         return results
+
+    def use_physical_copies(
+        self, datadir: str, snapshot_schema: str, tables: Sequence[TableRef]
+    ) -> dict[TableRef, str]:
+        self._physical = _physical.choose(self, datadir, snapshot_schema, tables)
+        return dict(self._physical.logical)
+
+    def physical_report(self) -> tuple[list[TableRef], dict[TableRef, str]]:
+        if self._physical is None:
+            return [], {}
+        return list(self._physical.copied), dict(self._physical.logical)
+
+    def _copy_files(
+        self, pool: Pool[MySQLAdapter], files: list[_physical.Exported], together: bool
+    ) -> dict[TableRef, tuple[int, CopyResult]]:
+        """The physical copies (mysql_physical.py), on the pool's first session: exported all
+        at once (`together`, while this session holds every source still) or each on its own,
+        then imported. A copy the server will not import is made again, empty, and left to the
+        row copy; the reason is kept for the run's report."""
+        if not files or self._physical is None:
+            return {}
+        session, out = pool.workers[0], {}
+        for group in [files] if together else [[e] for e in files]:
+            _physical.export(session, self._physical, group)
+            for e in group:
+                result = _physical.import_copy(session, e)
+                if isinstance(result, str):
+                    self._physical.logical[e.copy.source] = result
+                    _physical.redo_as_rows(session, e.copy)
+                    continue
+                self._physical.copied.append(e.copy.source)
+                out[e.copy.dest] = (result.source.rows, result)
+                fault("copy.one_table_copied")
+        return out
 
     @contextlib.contextmanager
     def _copy_pool(self, tables: int) -> Iterator[Pool[MySQLAdapter]]:
