@@ -279,6 +279,10 @@ class Guard:
             if not refs:
                 raise ConfigError("no table of the protected set exists yet; nothing to snapshot")
             check_privileges(db, refs, self.config.snapshot_schema, self.config.catalog_schema, swaps=False)
+            if self.config.snapshot.physical_datadir:
+                db.use_physical_copies(
+                    self.config.snapshot.physical_datadir, self.config.snapshot_schema, refs
+                )
             return take_snapshots(
                 db,
                 catalog,

@@ -101,6 +101,8 @@ class RunResult:
     zero_copy: dict[str, Any] = field(default_factory=dict)  # dbt table models kept, not copied
     captured: list[str] = field(default_factory=list)  # tables whose changed rows were recorded instead
     capture_copied: dict[str, str] = field(default_factory=dict)  # capture on, copied anyway: why
+    physical: list[str] = field(default_factory=list)  # tables copied by their tablespace files
+    physical_fallback: dict[str, str] = field(default_factory=dict)  # physical on, copied by rows: why
     standby: list[dict[str, Any]] = field(default_factory=list)  # standbys rolled forward (standby.py)
 
     @property
@@ -152,6 +154,8 @@ class RunResult:
             "zero_copy": self.zero_copy,
             "captured": self.captured,
             "capture_copied": self.capture_copied,
+            "physical": self.physical,
+            "physical_fallback": self.physical_fallback,
             "standby": self.standby,
         }
 
@@ -261,6 +265,10 @@ class GuardedRun:
             [t for t in tables if t not in self.zero_tables],
             self.config.snapshot.capture_min_bytes,
         )
+        if self.config.snapshot.physical_datadir:  # a setup that cannot work stops here
+            self.db.use_physical_copies(
+                self.config.snapshot.physical_datadir, self.config.snapshot_schema, tables
+            )
         if self.result.new:
             self.echo(
                 f"new, no table yet (a failed run's version is moved aside): {', '.join(self.result.new)}"
@@ -333,10 +341,12 @@ class GuardedRun:
             f"snapshotted {plural(len(self.snapshots), 'table')} in {self.result.snapshot_seconds:.2f} s "
             f"(snapshots {_ids(self.result.snapshot_ids)}){kept}; run {self.result.run_id} starts the ETL"
         )
+        self._report_physical()
         for s in self.snapshots:
             why = self.capture_plan.copied.get(s.table)
             self.echo(
-                f"  {s.table}: snapshot {s.id}, {how_taken(s)}" + (f" (not captured: {why})" if why else "")
+                f"  {s.table}: snapshot {s.id}, {how_taken(s)}{self._how_copied(s)}"
+                + (f" (not captured: {why})" if why else "")
             )
         for c in self.captured:
             self.echo(f"  {c.table}: changed rows captured (record {c.id}), not copied")
@@ -345,6 +355,21 @@ class GuardedRun:
         if self.db.name == "duckdb":  # the ETL needs the file; our flock keeps other etlguards out
             self.db.close()
         self.etl_started_wall = time.time()
+
+    def _report_physical(self) -> None:
+        """With snapshot.physical: which copies were made by file, and why the others by rows."""
+        by_file, by_rows = self.db.physical_report()
+        fresh = {s.table for s in self.snapshots if s.reuses is None}
+        self.result.physical = [str(t) for t in by_file if t in fresh]
+        self.result.physical_fallback = {
+            str(t): why for t, why in by_rows.items() if t in fresh and t not in by_file
+        }
+
+    def _how_copied(self, s: Snapshot) -> str:
+        if str(s.table) in self.result.physical and s.reuses is None:
+            return " by its tablespace file"
+        why = self.result.physical_fallback.get(str(s.table))
+        return f" by rows, not by file: {why}" if why and s.reuses is None else ""
 
     def _register_zero_copy(self) -> None:
         """Checksum the tables dbt will keep, and name where it keeps them (see zerocopy.py)."""

@@ -51,6 +51,7 @@ class SnapshotSettings:
     # with capture: a full snapshot rolled forward by the last run's capture (standby.py)
     standby: bool = False
     capture_min_bytes: int = 0  # with capture: smaller tables are copied (their copy costs less)
+    physical_datadir: str | None = None  # MySQL/MariaDB: copy by tablespace files (mysql_physical.py)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ def build(parsed: schema.ConfigFile, path: Path | None = None, command: Sequence
             beside_live=parsed.snapshot.beside_live,
             standby=parsed.snapshot.standby,
             capture_min_bytes=parsed.snapshot.capture_min_bytes,
+            physical_datadir=parsed.snapshot.physical.datadir if parsed.snapshot.physical else None,
         ),
         lock_wait_seconds=float(parsed.lock_wait_seconds),
         statement_grace_seconds=float(parsed.statement_grace_seconds),

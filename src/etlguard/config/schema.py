@@ -74,6 +74,16 @@ class Retention(Section):
     )
 
 
+class PhysicalOptions(Section):
+    """Physical snapshots (transportable tablespaces), MySQL/MariaDB on the database host."""
+
+    datadir: str = Field(
+        min_length=1,
+        description="The server's data directory as etlguard sees it (SELECT @@datadir); etlguard "
+        "must run on the database host, read it, and write to the snapshot schema's directory.",
+    )
+
+
 class SnapshotOptions(Section):
     """How snapshots are taken."""
 
@@ -123,6 +133,15 @@ class SnapshotOptions(Section):
         "first run (and a run after the table changed outside a guarded run) copies the table in "
         "full. Older nights are kept as changes records, not as full snapshots. See "
         "docs/configuration.md.",
+    )
+    physical: PhysicalOptions | None = Field(
+        None,
+        description="MySQL/MariaDB, opt-in, where etlguard runs on the database host: copy each "
+        "InnoDB table by its tablespace file (FLUSH TABLES ... FOR EXPORT, copy the .ibd and .cfg "
+        "files, ALTER TABLE ... IMPORT TABLESPACE) instead of by its rows, verified by CHECKSUM "
+        "TABLE like any copy. A table the server cannot move this way (not InnoDB, partitioned, a "
+        "FULLTEXT index, encrypted) is copied by rows, and the run says why. Writers to a table "
+        "wait while its file is copied, also with consistency: table. See docs/configuration.md.",
     )
     beside_live: bool = Field(
         False,
