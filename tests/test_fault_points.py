@@ -12,6 +12,7 @@ import pytest
 
 from etlguard.faults import POINTS
 from test_capture import KILL_POINTS as CAPTURE_KILL_POINTS
+from test_physical_copy import KILL_POINTS as PHYSICAL_KILL_POINTS
 from test_standby import KILL_POINTS as STANDBY_KILL_POINTS
 from test_zero_copy import KILLED_AT
 
@@ -78,9 +79,10 @@ def test_every_fault_point_in_the_code_is_declared_and_covered() -> None:
     # the zero-copy points (a guarded dbt run) by test_zero_copy.py's, and the preflight point
     # (where a server restart must be ridden out) by test_server_faults.py's, and the changed-rows
     # capture points by test_capture.py's kill-at-every-point test (a run with capture on)
-    # and the standby points by test_standby.py's (a run with capture and standby on)
+    # and the standby points by test_standby.py's (a run with capture and standby on), and the
+    # physical copy's point by test_physical_copy.py's (a run with snapshot.physical on)
     elsewhere = {"iceberg.before_pointer_swap", "run.in_preflight", *ZERO_COPY_POINTS, *CAPTURE_POINTS}
-    elsewhere |= set(STANDBY_KILL_POINTS)
+    elsewhere |= set(STANDBY_KILL_POINTS) | set(PHYSICAL_KILL_POINTS)
     assert set(SCENARIOS) == set(POINTS) - elsewhere
 
 
