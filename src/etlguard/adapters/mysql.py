@@ -641,15 +641,17 @@ class MySQLAdapter(Adapter):
         order = sorted(copies, key=lambda c: -self.size_bytes(c.source))  # the longest first
         with self._copy_pool(len(copies)) as pool:
             if consistency == CONSISTENCY_TABLE:
-                by_file = self._copy_files(pool, files, together=False)
-                by_rows = [c for c in order if c.dest not in by_file]
+                imported = self._copy_files(pool, files, together=False)
+                by_rows = [c for c in order if c.dest not in imported]
                 done = pool.map(MySQLAdapter._copy_each, by_rows)
             else:
                 with self.held_still([c.source for c in copies]):
-                    by_file = self._copy_files(pool, files, together=True)
-                    by_rows = [c for c in order if c.dest not in by_file]
+                    imported = self._copy_files(pool, files, together=True)
+                    by_rows = [c for c in order if c.dest not in imported]
                     done = pool.map(MySQLAdapter._copy_locked, by_rows)
             fault("copy.after_rows")
+            checked = pool.map(_physical.verify_copy, list(imported.values()))
+            by_file = {d: (r.source.rows, r) for d, r in zip(imported, checked, strict=True)}
             by_dest = {**by_file, **{c.dest: d for c, d in zip(by_rows, done, strict=True)}}
             copied = [by_dest[c.dest] for c in copies]
             pool.map(lambda db, c: db._finish_copy(c, deferred[c.dest], by_dest[c.dest][1].structure), order)
@@ -678,24 +680,26 @@ class MySQLAdapter(Adapter):
 
     def _copy_files(
         self, pool: Pool[MySQLAdapter], files: list[_physical.Exported], together: bool
-    ) -> dict[TableRef, tuple[int, CopyResult]]:
+    ) -> dict[TableRef, _physical.Exported]:
         """The physical copies (mysql_physical.py), on the pool's first session: exported all
-        at once (`together`, while this session holds every source still) or each on its own,
-        then imported. A copy the server will not import is made again, empty, and left to the
-        row copy; the reason is kept for the run's report."""
+        at once (`together`, while this session holds every source still, so that a refused
+        import is copied by rows at the same instant) or each on its own, then imported; each
+        copy's check is taken later, with no lock (`verify_copy`). A copy the server will not
+        import is made again, empty, and left to the row copy; the reason is kept for the
+        run's report."""
         if not files or self._physical is None:
             return {}
         session, out = pool.workers[0], {}
         for group in [files] if together else [[e] for e in files]:
             _physical.export(session, self._physical, group)
             for e in group:
-                result = _physical.import_copy(session, e)
-                if isinstance(result, str):
-                    self._physical.logical[e.copy.source] = result
+                refused = _physical.import_copy(session, e)
+                if refused:
+                    self._physical.logical[e.copy.source] = refused
                     _physical.redo_as_rows(session, e.copy)
                     continue
                 self._physical.copied.append(e.copy.source)
-                out[e.copy.dest] = (result.source.rows, result)
+                out[e.copy.dest] = e
                 fault("copy.one_table_copied")
         return out
 

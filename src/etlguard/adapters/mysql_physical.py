@@ -11,8 +11,10 @@ its pages and a `.cfg` description to disk: the consistency point, with every ta
 at once under `consistency: set`; the source's row count and CHECKSUM TABLE under that lock;
 `src.ibd` and `src.cfg` copied into dest's file names (fsynced, with the source files' owner
 and mode); UNLOCK TABLES, in a `finally`, so a failed file copy never leaves the lock behind
-(the session's end would release it too); `ALTER TABLE dest IMPORT TABLESPACE`; then dest's
-counter (set again if the import did not keep it), its row count and CHECKSUM TABLE, which must
+(the session's end would release it too); `ALTER TABLE dest IMPORT TABLESPACE` and dest's
+counter (set again if the import did not keep it), in `set` mode still while etlguard's own
+session holds every source (so a refused import is copied by rows at the same instant); then,
+with no lock (only etlguard uses the copy), dest's row count and CHECKSUM TABLE, which must
 equal the source's. The caller fingerprints and seals the copy like any other.
 
 A table the server cannot export or import this way (not InnoDB, partitioned, a FULLTEXT index,
@@ -254,10 +256,9 @@ def _sync_dirs(folders: set[Path]) -> None:
             os.close(fd)
 
 
-def import_copy(session: Adapter, e: Exported) -> CopyResult | str:
-    """Step 3: IMPORT TABLESPACE, the counter, and the copy's check. The server's refusal to
-    import is returned as text (the caller copies that table by rows instead); anything else
-    raises."""
+def import_copy(session: Adapter, e: Exported) -> str | None:
+    """Step 3: IMPORT TABLESPACE and the counter. The server's refusal to import is returned
+    as text (the caller copies that table by rows instead); anything else raises."""
     dest = e.copy.dest
     try:
         session.execute(f"ALTER TABLE {session.qualify(dest)} IMPORT TABLESPACE")
@@ -270,7 +271,13 @@ def import_copy(session: Adapter, e: Exported) -> CopyResult | str:
         session.execute(f"ALTER TABLE {session.qualify(dest)} AUTO_INCREMENT = {int(e.counter)}")
     if session.auto_increment(dest) != e.counter:
         raise DatabaseError(f"the physical copy of {e.copy.source} did not keep its AUTO_INCREMENT counter")
-    copied = session.copy_check(dest)
+    return None
+
+
+def verify_copy(session: Adapter, e: Exported) -> CopyResult:
+    """Step 4, no lock needed (only etlguard uses the copy): the copy's row count and CHECKSUM
+    TABLE, against the source's read under the FOR EXPORT lock."""
+    copied = session.copy_check(e.copy.dest)
     assert e.check is not None
     source = Checksum(e.check.rows, e.check.digest, COPY_CHECK)
     return CopyResult(source, copied, e.structure, e.counter, session.size_bytes(e.copy.source))
