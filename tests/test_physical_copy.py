@@ -22,6 +22,7 @@ from etlguard import Guard
 from etlguard.config import Config
 from etlguard.errors import ConfigError
 from etlguard.faults import FaultInjected
+from etlguard.tables import TableRef
 from test_capture import etl, make_table, state
 
 from conftest import BACKENDS, Backend, _one
@@ -125,6 +126,23 @@ def test_an_unsupported_table_is_copied_by_rows_and_the_run_says_why(maria: Back
     assert set(result.physical_fallback) == {f"{gold}.texts", f"{gold}.plain"}
     assert "FULLTEXT" in result.physical_fallback[f"{gold}.texts"]
     assert "not an InnoDB table (Aria)" in result.physical_fallback[f"{gold}.plain"]
+    assert {n: exact(maria, gold, n) for n in names} == before
+
+
+def test_names_the_server_encodes_in_file_names(maria: Backend, datadir: str) -> None:
+    """ASCII punctuation is spelled @00xx in file names and copied by file; a non-ASCII name,
+    whose file name etlguard does not derive, is copied by rows."""
+    gold = maria.create_schema("odd-schema")
+    names = ("with-dash $x", "naïve")
+    for n in names:
+        maria.sql(f"CREATE TABLE {maria.table(gold, n)} (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+        maria.sql(f"INSERT INTO {maria.table(gold, n)} (v) VALUES (1), (2), (3)")
+    before = {n: exact(maria, gold, n) for n in names}
+    g = physical(maria, datadir, [f"{gold}.{n}" for n in names])
+    result = g.run(etl(maria, [f"DELETE FROM {maria.table(gold, n)}" for n in names], exit=1))
+    assert result.status == "etl_failed", result.message
+    assert result.physical == [str(TableRef(gold, "with-dash $x"))]
+    assert "not found" in result.physical_fallback[str(TableRef(gold, "naïve"))]
     assert {n: exact(maria, gold, n) for n in names} == before
 
 

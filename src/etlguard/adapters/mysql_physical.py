@@ -143,7 +143,7 @@ def why_not_physical(db: Adapter, root: Path, ref: TableRef) -> str | None:
     )[0]
     if fulltext:
         return "it has a FULLTEXT index, whose auxiliary tables the server does not import"
-    file = tablespace_file(db, root, ref)
+    file = tablespace_file(db, root, ref, prove=False)  # page 0 may not be on disk before the export
     if file is None:
         return "its tablespace file was not found in the data directory (a name with non-ASCII characters?)"
     if not os.access(file, os.R_OK):
@@ -151,30 +151,44 @@ def why_not_physical(db: Adapter, root: Path, ref: TableRef) -> str | None:
     return None
 
 
-def tablespace_file(db: Adapter, root: Path, ref: TableRef) -> Path | None:
+def tablespace_file(db: Adapter, root: Path, ref: TableRef, prove: bool = True) -> Path | None:
     """The table's .ibd file, as the server names it (MariaDB: INNODB_SYS_TABLESPACES;
     MySQL 8: INNODB_TABLESPACES and INNODB_DATAFILES), only if it lies in the schema's own
-    directory (not a DATA DIRECTORY table's) and exists."""
+    directory (not a DATA DIRECTORY table's), exists and (`prove`, once FOR EXPORT has written
+    it) holds the server's tablespace of that table: its first page names the same space id. A
+    directory of the same path on another host (or a stale copy) is caught there."""
     name = _space_name(ref)
     if name is None:
         return None
     try:
         rows = db.query(
-            "SELECT FILENAME FROM information_schema.INNODB_SYS_TABLESPACES WHERE NAME = %s", [name]
+            "SELECT SPACE, FILENAME FROM information_schema.INNODB_SYS_TABLESPACES WHERE NAME = %s", [name]
         )
     except EtlguardError:  # MySQL 8
         rows = db.query(
-            "SELECT d.PATH FROM information_schema.INNODB_TABLESPACES t JOIN information_schema.INNODB_DATAFILES d "
-            "ON d.SPACE = t.SPACE WHERE t.NAME = %s",
+            "SELECT t.SPACE, d.PATH FROM information_schema.INNODB_TABLESPACES t "
+            "JOIN information_schema.INNODB_DATAFILES d ON d.SPACE = t.SPACE WHERE t.NAME = %s",
             [name],
         )
     if len(rows) != 1:
         return None
-    file = Path(os.path.normpath(root / str(rows[0][0])))
+    file = Path(os.path.normpath(root / str(rows[0][1])))
     folder = _schema_dir(root, ref.schema)
     if folder is None or file.parent != folder or file.name != f"{name.split('/', 1)[1]}.ibd":
         return None
-    return file if file.is_file() else None
+    if not file.is_file():
+        return None
+    return file if not prove or _space_id(file) == int(rows[0][0]) else None
+
+
+def _space_id(file: Path) -> int | None:
+    """The space id in an InnoDB file's first page header (FIL_PAGE_SPACE_ID, offset 34)."""
+    try:
+        with file.open("rb") as f:
+            head = f.read(38)
+    except OSError:
+        return None
+    return int.from_bytes(head[34:38], "big") if len(head) == 38 else None
 
 
 def _space_name(ref: TableRef) -> str | None:
@@ -197,7 +211,7 @@ def _schema_dir(root: Path, schema: str) -> Path | None:
 
 def discard_tablespace(db: Adapter, physical: Physical, c: Copy) -> Exported:
     """Step 1, after CREATE TABLE dest LIKE src: note dest's file name, drop its tablespace."""
-    dest_file = tablespace_file(db, physical.datadir, c.dest)
+    dest_file = tablespace_file(db, physical.datadir, c.dest, prove=False)
     if dest_file is None:
         raise DatabaseError(f"the new snapshot table {c.dest} has no tablespace file in the data directory")
     db.execute(f"ALTER TABLE {db.qualify(c.dest)} DISCARD TABLESPACE")
@@ -220,7 +234,10 @@ def export(session: Adapter, physical: Physical, items: Sequence[Exported]) -> N
             e.structure = session.structure(e.copy.source)
             source_file = tablespace_file(session, physical.datadir, e.copy.source)
             if source_file is None:
-                raise DatabaseError(f"the tablespace file of {e.copy.source} is gone from the data directory")
+                raise DatabaseError(
+                    f"the tablespace file of {e.copy.source} under {physical.datadir} is gone or holds "
+                    "another tablespace; is snapshot.physical.datadir this server's data directory?"
+                )
             for suffix in (".ibd", ".cfg"):
                 _copy_file(source_file.with_suffix(suffix), e.dest_file.with_suffix(suffix))
         _sync_dirs({e.dest_file.parent for e in items})
