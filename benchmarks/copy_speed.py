@@ -9,13 +9,20 @@ Each round (`--repeat`, default 3; medians reported) runs, interleaved, after on
   like+insert   CREATE TABLE c LIKE t; INSERT INTO c SELECT * FROM t   (exact, unverified)
   set           Guard.snapshot() with snapshot.consistency: set   (exact, verified)
   table         Guard.snapshot() with snapshot.consistency: table (exact, verified)
+  export+import with --physical DATADIR: CREATE TABLE c LIKE t; ALTER TABLE c DISCARD
+                TABLESPACE; FLUSH TABLES t FOR EXPORT; copy t.ibd and t.cfg; UNLOCK TABLES;
+                ALTER TABLE c IMPORT TABLESPACE   (exact, unverified: like+insert's peer)
+  physical set, physical table   with --physical DATADIR: the same with snapshot.physical
+                (the table copied by its tablespace file: FLUSH TABLES ... FOR EXPORT, copy
+                the .ibd and .cfg, IMPORT TABLESPACE; exact, verified). Needs etlguard on the
+                database host, able to read and write DATADIR (SELECT @@datadir).
 
 During each etlguard snapshot a writer on its own connection runs single-row UPDATEs by primary
 key back to back (autocommit); the longest one that overlapped the snapshot is reported per mode.
 
 Usage:
   .venv/bin/python benchmarks/copy_speed.py [--rows 1000000] [--repeat 3]
-      [--url mariadb+pymysql://root@127.0.0.1:3306]
+      [--url mariadb+pymysql://root@127.0.0.1:3306] [--physical /var/lib/mysql]
 Quick check:  .venv/bin/python benchmarks/copy_speed.py --rows 100000 --repeat 1
 
 Every schema it creates is named bench_<random>_* and dropped at the end, also on Ctrl-C.
@@ -24,14 +31,17 @@ Every schema it creates is named bench_<random>_* and dropped at the end, also o
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import secrets
+import shutil
 import statistics
 import sys
 import threading
 import time
 from collections import defaultdict
 
+import pymysql
 from snapshot_restore import DDL, FILL, TABLE, connect, q, run
 
 from etlguard import Config, Guard
@@ -72,12 +82,35 @@ class Writer:
         return max((b - a for a, b in self.waits if b >= begin and a <= end), default=0.0)
 
 
+def transport(
+    conn: pymysql.connections.Connection, datadir: str, schemas: tuple[str, str], source: str, copy: str
+) -> None:
+    """A bare transportable-tablespace copy of `source` into `copy` (scratch.c), unverified."""
+    run(conn, f"CREATE TABLE {copy} LIKE {source}")
+    run(conn, f"ALTER TABLE {copy} DISCARD TABLESPACE")
+    run(conn, f"FLUSH TABLES {source} FOR EXPORT")
+    try:
+        for suffix in (".ibd", ".cfg"):
+            src = os.path.join(datadir, schemas[0], TABLE + suffix)
+            dest = os.path.join(datadir, schemas[1], "c" + suffix)
+            shutil.copyfile(src, dest)
+            st = os.stat(src)
+            os.chown(dest, st.st_uid, st.st_gid)
+    finally:
+        run(conn, "UNLOCK TABLES")
+    run(conn, f"ALTER TABLE {copy} IMPORT TABLESPACE")
+    os.remove(os.path.join(datadir, schemas[1], "c.cfg"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--physical", metavar="DATADIR", help="also time snapshot.physical copies")
     args = parser.parse_args()
+    modes = [*MODES, *([f"physical {m}" for m in MODES] if args.physical else [])]
+    plain = ["ctas", "like+insert", *(["export+import"] if args.physical else [])]
     token = f"bench_{secrets.token_hex(3)}"
     data, scratch, catalog, snaps = (f"{token}_{s}" for s in ("silver", "scratch", "etlguard", "snapshots"))
     conn = connect(parse_target(args.url))
@@ -108,19 +141,22 @@ def main() -> int:
                         "catalog_schema": catalog,
                         "snapshot_schema": snaps,
                         "protect": [f"{data}.{TABLE}"],
-                        "snapshot": {"consistency": mode},
+                        "snapshot": {
+                            "consistency": mode.split()[-1],
+                            **({"physical": {"datadir": args.physical}} if "physical" in mode else {}),
+                        },
                     }
                 )
             )
-            for mode in MODES
+            for mode in modes
         }
         guards["set"].init()
         for n in range(args.repeat):
-            for variant in ("ctas", "like+insert", *MODES):
+            for variant in (*plain, *modes):
                 run(conn, f"SELECT COUNT(*), SUM(LENGTH(notes)) FROM {source}")  # same cache state
                 copy = q(scratch, "c")
                 run(conn, f"DROP TABLE IF EXISTS {copy}")
-                if variant in MODES:
+                if variant in modes:
                     with Writer(args.url, source, max_id) as writer:
                         time.sleep(0.2)
                         began = time.perf_counter()
@@ -133,6 +169,8 @@ def main() -> int:
                     began = time.perf_counter()
                     if variant == "ctas":
                         run(conn, f"CREATE TABLE {copy} AS SELECT * FROM {source}")
+                    elif variant == "export+import":
+                        transport(conn, args.physical, (data, scratch), source, copy)
                     else:
                         run(conn, f"CREATE TABLE {copy} LIKE {source}")
                         run(conn, f"INSERT INTO {copy} SELECT * FROM {source}")
@@ -147,9 +185,15 @@ def main() -> int:
     print()
     print("| copy | median | vs CTAS | vs LIKE+INSERT | longest single-row UPDATE during it |")
     print("|---|---|---|---|---|")
-    for variant in ("ctas", "like+insert", *MODES):
+    for variant in (*plain, *modes):
         m = statistics.median(times[variant])
-        name = f"etlguard snapshot, consistency: {variant}" if variant in MODES else variant
+        name = (
+            f"etlguard snapshot, {variant.replace('physical ', 'physical, consistency: ')}"
+            if variant.startswith("physical")
+            else f"etlguard snapshot, consistency: {variant}"
+            if variant in modes
+            else variant
+        )
         wait = "-"
         if waits[variant]:
             worst, typical = max(waits[variant]), statistics.median(waits[variant])
