@@ -36,7 +36,7 @@ from pathlib import Path
 from ..errors import ConfigError, EtlguardError
 from ..faults import fault
 from ..tables import TableRef
-from .base import COPY_CHECK, Adapter, Checksum, Copy, CopyResult, DatabaseError
+from .base import COPY_CHECK, Adapter, Checksum, ConnectionLost, Copy, CopyResult, DatabaseError
 
 _PLAIN = re.compile(r"[A-Za-z0-9_]")
 _BUFFER = 8 << 20
@@ -259,9 +259,7 @@ def _copy_file(source: Path, dest: Path) -> None:
             os.chown(dest, st.st_uid, st.st_gid)
         os.chmod(dest, st.st_mode & 0o7777)
     except OSError as exc:
-        raise DatabaseError(
-            f"copying {source} to {dest} failed: {exc.strerror or exc}; nothing was kept"
-        ) from exc
+        raise DatabaseError(f"copying {source} to {dest} failed: {exc.strerror or exc}") from exc
 
 
 def _sync_dirs(folders: set[Path]) -> None:
@@ -279,6 +277,8 @@ def import_copy(session: Adapter, e: Exported) -> str | None:
     dest = e.copy.dest
     try:
         session.execute(f"ALTER TABLE {session.qualify(dest)} IMPORT TABLESPACE")
+    except ConnectionLost:  # not a refusal: the snapshot fails
+        raise
     except DatabaseError as exc:
         return f"the server refused to import its tablespace: {exc}"
     finally:
