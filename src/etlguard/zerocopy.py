@@ -9,16 +9,22 @@ and DuckDB). So such a table needs no copy before the run.
 
 Order of work, so that a crash anywhere leaves nothing ambiguous:
 1. Before the ETL, for each such table: take the engine's cheap checksum (CHECKSUM TABLE on
-   MySQL/MariaDB, DuckDB's native hash, the fingerprint on PostgreSQL; a read, no write),
-   record a catalog row `pending` with it and the kept name (an unguessable token), and
-   journal the names in the run's entry.
+   MySQL/MariaDB, DuckDB's native hash, the fingerprint on PostgreSQL; a read, no write), on
+   MariaDB with a seal when nothing was committed to the table during the check (see
+   `Adapter.sealed_copy_checks`), record a catalog row `pending` with it and the kept name
+   (an unguessable token), and journal the names in the run's entry.
 2. dbt reads the names from ETLGUARD_ZERO_COPY. The kept name existing proves that the swap
    committed (it is one statement or one transaction); its absence proves that the live table
    is still the one checksummed, unless something else rewrote it, which `settle` detects.
 3. After the ETL (or in `recover`), `settle` checks each kept table against that checksum (the
-   kept table is the very table checksummed, not a copy: same stored rows), then records its
-   fingerprint, as a copy's is recorded: it is a verified snapshot like a copied one, and the
-   rollback swaps it back and verifies the result against that fingerprint.
+   kept table is the very table checksummed, not a copy: same stored rows): in O(1) where its
+   seal still holds across the swap's RENAME (MariaDB), else by reading it. It is then a
+   verified snapshot like a copied one, and the rollback swaps it back and verifies the result.
+   On MySQL/MariaDB the record stays the count and CHECKSUM TABLE taken before the run, with a
+   new seal under the kept name: the kept table's claim to be the pre-run table rests on that
+   check whichever way it is proven, and a fingerprint taken afterwards would only cost a
+   second full read (see docs/architecture.md, "Zero-copy tables proven by seal"). Elsewhere
+   the database's fingerprint is recorded, as for a copy.
    A table dbt did not replace has nothing to undo; its row is closed as `failed`.
 """
 
@@ -47,6 +53,7 @@ _DIFFERS = "zero-copy: the kept table differs from the table checksummed before 
 class Settled:
     kept: list[Snapshot] = field(default_factory=list)  # verified: the pre-run table, kept by dbt
     untouched: list[TableRef] = field(default_factory=list)  # not replaced, still as checksummed
+    sealed: list[TableRef] = field(default_factory=list)  # of `kept`: proven by seal, not read
     problems: list[str] = field(default_factory=list)  # tables no snapshot can put back
 
     def as_dict(self) -> dict[str, Any]:
@@ -54,6 +61,7 @@ class Settled:
             "kept": [str(s.table) for s in self.kept],
             "kept_snapshot_ids": [s.id for s in self.kept],
             "untouched": [str(t) for t in self.untouched],
+            "proven_by_seal": [str(t) for t in self.sealed],
             "problems": self.problems,
         }
 
@@ -117,19 +125,22 @@ def _blocked(db: Adapter, table: TableRef) -> bool:
 def register(
     db: Adapter, catalog: Catalog, tables: Sequence[TableRef], snapshot_schema: str, run_id: int | None
 ) -> list[Snapshot]:
-    """Checksum each table and record the name dbt will keep it under, as `pending`."""
+    """Checksum each table, sealed where the engine can (MariaDB: see `settle`), and record
+    the name dbt will keep it under, as `pending`. The structure is read first, so that the
+    one recorded is never newer than the seal."""
     db.ensure_schema(snapshot_schema)
     first = catalog.next_snapshot_id()
     taken_at = db.server_now()
+    structures = [db.structure(table) for table in tables]
+    checks = db.sealed_copy_checks(tables)
     made = []
-    for i, table in enumerate(tables):
+    for i, (table, structure, (cs, seal)) in enumerate(zip(tables, structures, checks, strict=True)):
         sid = first + i
         kept = (
             TableRef(table.schema, snapshot_name(KEPT_PREFIX, sid))
             if db.staging_beside_live
             else TableRef(snapshot_schema, snapshot_name("s", sid))
         )
-        cs = db.copy_check(table)
         snap = Snapshot(
             id=sid,
             table=table,
@@ -141,10 +152,11 @@ def register(
             size_bytes=db.size_bytes(table),
             checksum=cs.digest,
             auto_increment=db.auto_increment(table),
-            structure=db.structure(table),
+            structure=structure,
             run_id=run_id,
             note="zero-copy: the ETL keeps the table it replaces",
             fingerprint=cs.algorithm,
+            seal=seal,
         )
         catalog.add_snapshot(snap)
         made.append(snap)
@@ -171,33 +183,27 @@ def environment(snaps: Sequence[Snapshot]) -> dict[str, str]:
 
 def settle(db: Adapter, catalog: Catalog, items: Sequence[dict[str, Any]]) -> Settled:
     """Decide each zero-copy table after the ETL (or after a crash): kept and verified, not
-    replaced and unchanged, or a problem. Idempotent: a decided row is read back as it is."""
+    replaced and unchanged, or a problem. Idempotent: a decided row is read back as it is.
+    A table whose seal still holds is decided without being read (`_proven_by_seal`)."""
     out = Settled()
-    for item in items:
-        snap = catalog.snapshot(item["id"])
-        table = TableRef(*item["table"])
+    found = [(TableRef(*item["table"]), item["id"], catalog.snapshot(item["id"])) for item in items]
+    resealed = _proven_by_seal(db, [s for _, _, s in found if s is not None and s.status == "pending"])
+    for table, sid, snap in found:
         if snap is None:
-            out.problems.append(f"{table}: its zero-copy catalog row {item['id']} is missing")
+            out.problems.append(f"{table}: its zero-copy catalog row {sid} is missing")
             continue
         if snap.status in ("verified", "restored"):
             out.kept.append(snap)
             continue
+        if snap.id in resealed:
+            _record_kept(catalog, snap, None, resealed[snap.id])
+            out.kept.append(snap)
+            out.sealed.append(table)
+            continue
         if snap.status == "pending" and db.table_exists(snap.snapshot):
-            check = _check(db, snap.snapshot, snap)
-            if snap.matches(check):
-                # the database's own fingerprint (DuckDB: native, one scan); on PostgreSQL the
-                # check before the run is that fingerprint already, so it is not read twice
-                fp = check if check.algorithm == db.default_algorithm() else db.checksum(snap.snapshot)
-                catalog.update_snapshot(
-                    snap.id,
-                    status="verified",
-                    note=None,
-                    row_count=fp.rows,
-                    checksum=fp.digest,
-                    fingerprint=fp.algorithm,
-                )
-                snap.status, snap.note, snap.row_count = "verified", None, fp.rows
-                snap.checksum, snap.fingerprint = fp.digest, fp.algorithm
+            checked = _full_check(db, snap)
+            if checked is not None:
+                _record_kept(catalog, snap, *checked)
                 out.kept.append(snap)
                 continue
             catalog.update_snapshot(snap.id, status="damaged", note=_DIFFERS)
@@ -210,7 +216,7 @@ def settle(db: Adapter, catalog: Catalog, items: Sequence[dict[str, Any]]) -> Se
             continue
         if snap.status == "pending":
             catalog.update_snapshot(snap.id, status="failed", note=NOT_REPLACED)
-        if db.table_exists(table) and snap.matches(_check(db, table, snap)):
+        if _unchanged(db, table, snap):
             out.untouched.append(table)
         else:
             out.problems.append(
@@ -218,6 +224,61 @@ def settle(db: Adapter, catalog: Catalog, items: Sequence[dict[str, Any]]) -> Se
                 "model: a hook or another client); no snapshot holds its old content"
             )
     return out
+
+
+def _proven_by_seal(db: Adapter, pending: Sequence[Snapshot]) -> dict[int, str]:
+    """The kept tables proven to be the very tables checksummed before the run, with nothing
+    committed to them since, without reading them: the seal `register` took still holds but
+    for CREATE_TIME, which the swap's RENAME sets (`Adapter.resealed`), and the structure is
+    the one recorded before the check (an ALTER that rebuilds nothing changes no other seal
+    fact, but it changes the structure). Each with a new seal under the kept name, which
+    `restore._prove` checks in full before the rollback's RENAME, so that proof is O(1) too.
+    One round trip for all of them; any doubt and the table is read in full (`_full_check`)."""
+    sealed = [s for s in pending if s.seal is not None]
+    seals = db.resealed([(s.snapshot, s.seal or "") for s in sealed])
+    return {
+        s.id: seal
+        for s, seal in zip(sealed, seals, strict=True)
+        if seal is not None and db.structure_matches(s.snapshot, s.structure)
+    }
+
+
+def _full_check(db: Adapter, snap: Snapshot) -> tuple[Checksum | None, str | None] | None:
+    """The kept table read and compared with the check taken before the run: (the record to
+    keep, None for the check itself; its seal) if it matches, else None. Where that check is
+    the engine's count and CHECKSUM TABLE and detects any change of a row (MySQL/MariaDB), it
+    stays the record, as a displaced table's does, and is taken under a read lock with a seal
+    (a snapshot table: only etlguard uses it); elsewhere the database's fingerprint is recorded
+    (DuckDB: the native one, one more scan; PostgreSQL: the check already is it)."""
+    if snap.fingerprint == COPY_CHECK and db.copy_check_detects_change:
+        [(check, seal)] = db.sealed_checksums([(snap.snapshot, COPY_CHECK)])
+        return (None, seal) if snap.matches(check) else None
+    check = _check(db, snap.snapshot, snap)
+    if not snap.matches(check):
+        return None
+    return (check if check.algorithm == db.default_algorithm() else db.checksum(snap.snapshot)), None
+
+
+def _record_kept(catalog: Catalog, snap: Snapshot, fp: Checksum | None, seal: str | None) -> None:
+    """The kept table becomes a verified snapshot: recorded by `fp`, or (None) by the check
+    taken before the run, which it was just proven to hold; `seal` replaces the one taken of
+    the live table (None: prove it by reading it)."""
+    values: dict[str, Any] = {"status": "verified", "note": None, "seal": seal}
+    if fp is not None:
+        values.update(row_count=fp.rows, checksum=fp.digest, fingerprint=fp.algorithm)
+        snap.row_count, snap.checksum, snap.fingerprint = fp.rows, fp.digest, fp.algorithm
+    catalog.update_snapshot(snap.id, **values)
+    snap.status, snap.note, snap.seal = "verified", None, seal
+
+
+def _unchanged(db: Adapter, table: TableRef, snap: Snapshot) -> bool:
+    """A table dbt did not replace is still the one checksummed before the run: its seal
+    holds in full (no rename), else it is read again."""
+    if not db.table_exists(table):
+        return False
+    if snap.seal is not None and db.seal_holds(table, snap.seal):
+        return True
+    return snap.matches(_check(db, table, snap))
 
 
 def _check(db: Adapter, ref: TableRef, snap: Snapshot) -> Checksum:

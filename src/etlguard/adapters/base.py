@@ -476,6 +476,20 @@ class Adapter:
         such record."""
         return [(self.checksum(ref, algorithm), None) for ref, algorithm in tables]
 
+    def sealed_copy_checks(self, refs: Sequence[TableRef]) -> list[tuple[Checksum, str | None]]:
+        """`copy_check` of live tables that other clients may write (no lock is taken), each
+        with a seal where the engine shows that nothing was committed to the table from before
+        the check to after it; a table written meanwhile gets none. None where the engine
+        offers no such record."""
+        return [(self.copy_check(ref), None) for ref in refs]
+
+    def resealed(self, sealed: Sequence[tuple[TableRef, str]]) -> list[str | None]:
+        """For each (table, seal taken of it under another name), a seal of the table under
+        its name now, if it is provably the very sealed table with nothing committed to it
+        since (a RENAME in between is allowed; its structure is the caller's to compare);
+        else None. None throughout where the engine cannot tell."""
+        return [None] * len(sealed)
+
     def seal_holds(self, ref: TableRef, seal: str) -> bool:
         """Whether `ref` is provably unchanged since `seal` was taken. False when in doubt."""
         return False

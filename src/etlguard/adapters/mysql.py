@@ -922,6 +922,34 @@ class MySQLAdapter(Adapter):
             facts = self._seal_facts_of(refs)
         return [_seal(facts.get(ref)) for ref in refs]
 
+    def sealed_copy_checks(self, refs: Sequence[TableRef]) -> list[tuple[Checksum, str | None]]:
+        """Each table's facts, then its count and CHECKSUM TABLE, then its facts again: a
+        commit to the table after the first read sets its UPDATE_TIME to that second or later,
+        past a first UPDATE_TIME that `_seal` requires to be in an earlier second, so equal
+        facts on both sides mean that the checksum is of the sealed state; else no seal."""
+        if not refs or not self._is_mariadb():
+            return super().sealed_copy_checks(refs)
+        before = self._seal_facts_of(refs)
+        sums = [self.copy_check(ref) for ref in refs]
+        after = self._seal_facts_of(refs)
+        return [
+            (cs, _seal(after.get(ref)) if _same_facts(before.get(ref), after.get(ref)) else None)
+            for ref, cs in zip(refs, sums, strict=True)
+        ]
+
+    def resealed(self, sealed: Sequence[tuple[TableRef, str]]) -> list[str | None]:
+        """RENAME TABLE keeps a table's TABLE_ID, space and UPDATE_TIME, across schemas too,
+        and sets CREATE_TIME to the second of the rename (checked on MariaDB 10.11), so all
+        but CREATE_TIME are compared; an ALTER that leaves the first three alone changes the
+        structure, which the caller compares. The new seal is of the same facts read."""
+        if not sealed or not self._is_mariadb():
+            return super().resealed(sealed)
+        facts = self._seal_facts_of([ref for ref, _ in sealed])
+        return [
+            _seal(facts.get(ref)) if _seal_matches(facts.get(ref), seal, _RENAMED) else None
+            for ref, seal in sealed
+        ]
+
     def seal_holds(self, ref: TableRef, seal: str) -> bool:
         return self.seals_hold([(ref, seal)])[0]
 
@@ -1230,7 +1258,11 @@ def _facts(row: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def _seal_matches(facts: dict[str, Any] | None, seal: str) -> bool:
+_SEALED = ("table_id", "space", "created", "updated")
+_RENAMED = ("table_id", "space", "updated")  # what a RENAME keeps (see MySQLAdapter.resealed)
+
+
+def _seal_matches(facts: dict[str, Any] | None, seal: str, keys: Sequence[str] = _SEALED) -> bool:
     """Whether a table's facts now are the ones sealed (same boot, table, space, times)."""
     try:
         sealed = json.loads(seal)
@@ -1238,7 +1270,15 @@ def _seal_matches(facts: dict[str, Any] | None, seal: str) -> bool:
         return False
     if facts is None or facts["updated"] is None or abs(facts["boot"] - sealed.get("boot", -9)) > 1:
         return False
-    return all(facts[k] == sealed.get(k) for k in ("table_id", "space", "created", "updated"))
+    return all(facts[k] == sealed.get(k) for k in keys)
+
+
+def _same_facts(before: dict[str, Any] | None, after: dict[str, Any] | None) -> bool:
+    """Both reads found the table, sealable, with the same identity, times and boot (now less
+    uptime, which rounding may move by a second between two reads)."""
+    if before is None or after is None or _seal(before) is None:
+        return False
+    return abs(before["boot"] - after["boot"]) <= 1 and all(before[k] == after[k] for k in _SEALED)
 
 
 def _each_table(select: str, n: int, schema: str = "TABLE_SCHEMA", name: str = "TABLE_NAME") -> str:
