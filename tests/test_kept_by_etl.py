@@ -8,17 +8,28 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 
+from etlguard.adapters import adapter_for
 from etlguard.adapters.base import COPY_CHECK
-from etlguard.errors import EXIT_ETL_FAILED, EXIT_ROLLBACK_FAILED, ConfigError, RollbackFailed
+from etlguard.errors import (
+    EXIT_ETL_FAILED,
+    EXIT_ROLLBACK_FAILED,
+    ChecksumMismatch,
+    ConfigError,
+    RollbackFailed,
+)
+from etlguard.tables import TableRef
+from etlguard.target import parse_target
 
-from conftest import Backend, MariaDBBackend
+from conftest import MYSQL_HOST, Backend, MariaDBBackend
 from servers import Server, make_server
 
 # The ETL: rebuild `table` into `table__new` (old rows + one), then swap it in keeping the old
@@ -235,7 +246,7 @@ def test_a_good_night_keeps_the_sealed_check_as_the_record_and_it_verifies(
     logged: tuple[Server, MariaDBBackend], tmp_path: Path
 ) -> None:
     """The kept snapshot's record (count and CHECKSUM TABLE, with a seal under its kept name)
-    serves every later use: verify, a restore proven by seal, and retention."""
+    serves every later use: verify, a restore proven by seal, and a refusal once changed."""
     _, b = logged
     schema = b.schema("gold")
     before = b.golden(schema, "summary")
@@ -250,7 +261,16 @@ def test_a_good_night_keeps_the_sealed_check_as_the_record_and_it_verifies(
     restored = guard.restore(snapshot_ids=[sid])
     assert [s.proof for s in restored.steps] == ["seal"] and restored.verified == [f"{schema}.summary"]
     assert b.golden(schema, "summary") == before
-    assert guard.prune() is not None  # retention accepts the record (nothing to assert but no error)
+    # another night keeps it again; changed behind etlguard's back, its seal breaks and the
+    # record (CHECKSUM TABLE) refuses it: verify says so, a restore leaves the live table alone
+    result, seen = _run(b, tmp_path, fail=False)
+    sid = _kept_id(b, schema, seen[f"{schema}.summary"])
+    b.sql(f"UPDATE {b.table(*seen[f'{schema}.summary'])} SET v = 'forged' WHERE id = 1")
+    assert [v.ok for v in guard.verify([f"{schema}.summary"]) if v.snapshot.id == sid] == [False]
+    live = b.golden(schema, "summary")
+    with pytest.raises(ChecksumMismatch):
+        guard.restore(snapshot_ids=[sid])
+    assert b.golden(schema, "summary") == live
 
 
 @pytest.mark.parametrize("mode", ["other-writes-live", "other-writes-kept"])
@@ -340,3 +360,43 @@ def test_a_kept_table_changed_before_a_restart_is_caught(
         b.guard([f"{schema}.summary", f"{schema}.other"]).recover()
     assert _catalog(b, _kept_id(b, schema, kept))["status"] == "damaged"
     assert b.golden(schema, "summary")[0] == 4, "the ETL's table stays live"
+
+
+def test_a_table_written_while_it_is_checked_gets_no_seal(maria: Backend) -> None:
+    """The live table is not locked for the check before the run. Another client holds it
+    write-locked, commits a change once the seal facts are first read, waits into the next
+    second and lets go: the check reads the changed table, and by the second read of the facts
+    its UPDATE_TIME is no longer in the current second, so only the change between the two
+    reads shows that the checksum is not of the state first read. No seal. A quiet table beside
+    it is sealed, so the check can tell the two apart."""
+    schema = maria.create_schema("gold")
+    for name in ("busy", "quiet"):
+        t = maria.table(schema, name)
+        maria.sql(f"CREATE TABLE {t} (id INTEGER PRIMARY KEY, v INTEGER)")
+        maria.sql(f"INSERT INTO {t} SELECT seq, seq FROM {maria.q(schema)}.seq_1_to_1000")
+    _next_second(maria)
+    other = pymysql.connect(host=MYSQL_HOST, port=maria.port, user="root", autocommit=True)  # type: ignore[attr-defined]
+    cur = other.cursor()
+    cur.execute(f"LOCK TABLES {maria.table(schema, 'busy')} WRITE")
+
+    def change_then_let_go() -> None:
+        time.sleep(0.3)
+        cur.execute(f"UPDATE {maria.table(schema, 'busy')} SET v = -1 WHERE id = 7")
+        cur.execute("SELECT UNIX_TIMESTAMP(NOW())")
+        (start,) = cur.fetchone()
+        while cur.execute("SELECT UNIX_TIMESTAMP(NOW())") and cur.fetchone()[0] == start:
+            time.sleep(0.05)
+        cur.execute("UNLOCK TABLES")
+
+    writer = threading.Thread(target=change_then_let_go)
+    db = adapter_for(parse_target(maria.url))
+    try:
+        db.connect()
+        writer.start()
+        checks = db.sealed_copy_checks([TableRef(schema, "busy"), TableRef(schema, "quiet")])
+    finally:
+        writer.join()
+        other.close()
+        db.close()
+    assert [seal is not None for _, seal in checks] == [False, True]
+    assert checks[0][0].rows == 1000  # the check waited for the lock and read the changed table
