@@ -228,8 +228,11 @@ class Supervisor:
 
     def _sweep(self) -> None:
         assert self.proc is not None
-        self.outcome.stragglers += _kill_group_remains(self.proc.pid)
-        self.outcome.stragglers += _kill_orphans(self.proc.pid, self.started_ticks)
+        members, orphans = _scan(self.proc.pid, self.started_ticks)  # one pass in the usual case
+        if members:  # killed first: what they leave behind is reparented to us, then found
+            self.outcome.stragglers += _kill_group_remains(self.proc.pid)
+            orphans = _scan(self.proc.pid, self.started_ticks)[1]
+        self.outcome.stragglers += _kill_orphans(orphans)
 
     def finish(self) -> None:
         """Make sure nothing of the ETL's tree still runs: kill its group and any orphan that
@@ -351,7 +354,17 @@ def _kill_group_remains(pgid: int) -> int:
 
 def _group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes in the group, read from /proc."""
-    members = []
+    return _scan(pgid, None, orphans=False)[0]
+
+
+def _scan(pgid: int, since: int | None, orphans: bool = True) -> tuple[list[int], list[int]]:
+    """One pass over /proc: the live (not zombie) processes of the group `pgid`, and (with
+    `orphans`) the processes of the ETL's session (`pgid` is also its session id) that left
+    its group (setpgid) and, their parent gone, were adopted by us as subreaper, started at
+    or after `since`. Never any other child of ours: a host process (a Glue job) may have
+    children of its own. A process that calls setsid leaves the session too, and is out of
+    reach here."""
+    members, adopted, me = [], [], os.getpid()
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
         if not entry.name.isdigit():
             continue
@@ -359,28 +372,19 @@ def _group_members(pgid: int) -> list[int]:
             fields = (entry / "stat").read_text(encoding="ascii").rpartition(")")[2].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+        state, ppid, group, session = fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+        if state == "Z":
+            continue
+        if group == pgid:
             members.append(int(entry.name))
-    return members
+        elif orphans and ppid == me and session == pgid and (since is None or int(fields[19]) >= since):
+            adopted.append(int(entry.name))
+    return members, adopted
 
 
-def _kill_orphans(sid: int, since: int | None) -> int:
-    """Processes of the ETL's session that left its group (setpgid) and, their parent gone,
-    were adopted by us as subreaper. Never any other child of ours: a host process (a Glue
-    job) may have children of its own. A process that calls setsid leaves the session too,
-    and is out of reach here."""
-    me, killed = os.getpid(), 0
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text(encoding="ascii").rpartition(")")[2].split()
-        except OSError:
-            continue
-        state, ppid, session, born = fields[0], int(fields[1]), int(fields[3]), int(fields[19])
-        if ppid != me or state == "Z" or session != sid or (since is not None and born < since):
-            continue
-        pid = int(entry.name)
+def _kill_orphans(pids: Sequence[int]) -> int:
+    killed = 0
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
