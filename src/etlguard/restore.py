@@ -379,6 +379,38 @@ def _add_displaced(
 COUNTER_MARGIN = 1000
 
 
+def raise_counters_early(db: Adapter, catalog: Catalog, snaps: Sequence[Snapshot]) -> list[int]:
+    """A failed run's snapshots that its rollback will rename into place, raised past their
+    live tables' AUTO_INCREMENT (plus the swap's margin) before the rollback starts, on a
+    session of their own while the run settles, so that the swap does not wait for these
+    ALTERs (`_counters_ahead` then finds them ahead). Only a snapshot whose seal holds is
+    touched, and it is sealed again after: the ALTER moves its CREATE_TIME, no stored row
+    (`Adapter.resealed`); one that cannot be sealed again loses its seal and is proven by
+    reading it. Returns the ids raised; the records in `snaps` get their new seals."""
+    sealed = [s for s in snaps if s.seal and db.renames_into_place(s.snapshot, s.table)]
+    if not sealed:
+        return []
+    holds = db.seals_hold([(s.snapshot, s.seal or "") for s in sealed])
+    intact = [s for s, ok in zip(sealed, holds, strict=True) if ok]
+    counters = db.auto_increments([*(s.snapshot for s in intact), *(s.table for s in intact)])
+    behind = [
+        s
+        for s in intact
+        if (have := counters.get(s.snapshot)) is not None
+        and (want := counters.get(s.table)) is not None
+        and have < want
+    ]
+    for s in behind:
+        db.execute(
+            f"ALTER TABLE {db.qualify(s.snapshot)} AUTO_INCREMENT = {int(counters[s.table] or 0) + COUNTER_MARGIN}"
+        )
+    seals = db.resealed([(s.snapshot, s.seal or "") for s in behind])
+    for s, seal in zip(behind, seals, strict=True):
+        catalog.update_snapshot(s.id, seal=seal)
+        s.seal = seal
+    return [s.id for s in behind]
+
+
 def _counters_ahead(db: Adapter, pairs: Sequence[tuple[TableRef, TableRef]], margin: int = 0) -> None:
     """Never hand out an AUTO_INCREMENT id twice (ids of rows a restore discarded may be
     referenced elsewhere): just before the swap the incoming table's counter is raised past the

@@ -51,7 +51,7 @@ from .execute import EtlOutcome, EtlProcess, boot_id, check_command, etl_environ
 from .faults import fault
 from .grants import check_privileges
 from .others import OthersReport, WriteWatch
-from .restore import AsideStep, RestoreStep, plan_aside, plan_restore, run_restore
+from .restore import AsideStep, RestoreStep, plan_aside, plan_restore, raise_counters_early, run_restore
 from .retention import prune
 from .sessions import settle_sessions
 from .snapshot import Membership, check_tables, how_taken, take_snapshots
@@ -576,12 +576,15 @@ class GuardedRun:
                 self._lock_lost(etl_ok, failure)
                 return self.result
             self.db.connect()
+            early = self._counters_early() if not etl_ok else None
             if "etl" in self.payload and self.db.name == "duckdb":
                 self._note(phase="etl")
             self._settle_zero_copy()
             self._settle_capture()
             reasons = self._etl_failure(failure) if not etl_ok else self._audit()
             others = self._stop_watch()
+            if early is not None:
+                early.join()
             if self.drill and not reasons:
                 self._rollback(["drill: a good run rolled back on purpose"], audit=True)
                 if self.result.status != "rollback_failed":
@@ -596,6 +599,27 @@ class GuardedRun:
         finally:
             self._stop_watch()
             self.release()
+
+    def _counters_early(self) -> threading.Thread | None:
+        """The ETL failed, so the run rolls back: its snapshots' AUTO_INCREMENT counters are
+        raised on a session of their own while the run settles (restore.raise_counters_early).
+        Best effort: what this misses, the swap raises itself."""
+        snaps = [s for s in self.snapshots if s.seal]
+        if not snaps or self.db.name not in ("mysql", "mariadb"):
+            return None
+
+        def raise_early() -> None:
+            db = adapter_for(self.config.target, self.config.lock_wait_seconds)
+            with contextlib.suppress(EtlguardError):
+                try:
+                    db.connect()
+                    raise_counters_early(db, Catalog(db, self.config.catalog_schema), snaps)
+                finally:
+                    db.close()
+
+        thread = threading.Thread(target=raise_early, name="etlguard-counters", daemon=True)
+        thread.start()
+        return thread
 
     def _stop_hold(self) -> None:
         """The ETL is over: the captured tables' DDL hold ends (a rollback or the triggers'
