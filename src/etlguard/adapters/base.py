@@ -316,6 +316,16 @@ class Adapter:
         except ValueError:
             return False
 
+    def structures(self, refs: Sequence[TableRef]) -> list[str]:
+        """`structure` of each table, in order (in one round trip where the adapter can: a
+        snapshot that reuses reads the structure of every table of the set and of its snapshot)."""
+        return [self.structure(r) for r in refs]
+
+    def structures_match(self, recorded: Sequence[tuple[TableRef, str]]) -> list[bool]:
+        """`structure_matches` of each (table, recorded structure), in order (one round trip
+        where the adapter can)."""
+        return [self.structure_matches(ref, text) for ref, text in recorded]
+
     def renames_into_place(self, snapshot: TableRef, live: TableRef) -> bool:
         """Whether a restore can rename this snapshot table itself into the live name."""
         return self.snapshot_renames_into_place
@@ -338,6 +348,10 @@ class Adapter:
     def unsupported_reason(self, ref: TableRef) -> str | None:
         """Why this table cannot be snapshotted exactly, or None."""
         return None
+
+    def unsupported_reasons(self, refs: Sequence[TableRef]) -> list[str | None]:
+        """`unsupported_reason` of each table, in order (one round trip where the adapter can)."""
+        return [self.unsupported_reason(r) for r in refs]
 
     def primary_key(self, ref: TableRef) -> list[str]:
         raise NotImplementedError
@@ -729,15 +743,23 @@ class Adapter:
         where: dict[str, Any] | None = None,
         order_by: str = "",
     ) -> list[dict[str, Any]]:
+        """Rows as dicts; a `where` value that is a list matches any of its items (IN)."""
         cols = ", ".join(self.quote(c) for c in columns)
         sql = f"SELECT {cols} FROM {self.qualify(table)}"
         params: list[Any] = []
         if where:
-            sql += " WHERE " + " AND ".join(f"{self.quote(c)} = {self.paramstyle}" for c in where)
-            params = list(where.values())
+            sql += " WHERE " + " AND ".join(self._condition(c, v) for c, v in where.items())
+            params = [p for v in where.values() for p in (v if isinstance(v, list) else [v])]
         if order_by:
             sql += f" ORDER BY {self.quote(order_by)}"
         return [dict(zip(columns, row, strict=True)) for row in self.query(sql, params)]
+
+    def _condition(self, column: str, value: Any) -> str:
+        if not isinstance(value, list):
+            return f"{self.quote(column)} = {self.paramstyle}"
+        if not value:
+            return "1 = 0"
+        return f"{self.quote(column)} IN ({', '.join([self.paramstyle] * len(value))})"
 
     def next_id(self, table: TableRef) -> int:
         (value,) = self.query(f"SELECT COALESCE(MAX({self.quote('id')}), 0) + 1 FROM {self.qualify(table)}")[

@@ -70,13 +70,18 @@ _CANARY = (
 )
 _NESTED = re.compile(r"^(STRUCT|MAP|UNION)\(|\]$")
 _OF_TABLE = "database_name = current_database() AND schema_name = ? AND table_name = ?"
-_STRUCTURE = (
-    f"SELECT (SELECT sql FROM duckdb_tables() WHERE {_OF_TABLE}), "
-    f"(SELECT list(sql ORDER BY index_name) FROM duckdb_indexes() WHERE {_OF_TABLE} AND sql IS NOT NULL), "
-    "(SELECT list({'n': column_name, 't': data_type, 'd': column_default, 'null': is_nullable, "
-    f"'g': generation_expression}} ORDER BY column_index) FROM duckdb_columns() WHERE {_OF_TABLE}), "
-    "(SELECT list({'k': constraint_type, 'c': constraint_column_names, 'e': expression}) "
-    f"FROM duckdb_constraints() WHERE {_OF_TABLE})"
+# The structures of several tables in one statement: the rows of the four catalog functions for
+# the tables' schemas and names (`_of_tables`; other pairs of them are left out afterwards), each
+# function read once (twelve tables: about 6 ms, against 2 ms for each table read alone).
+_STRUCTURES = (
+    "SELECT (SELECT list({'s': schema_name, 'n': table_name, 'sql': sql}) FROM duckdb_tables() WHERE ⟨of⟩), "
+    "(SELECT list({'s': schema_name, 'n': table_name, 'sql': sql} ORDER BY index_name) FROM duckdb_indexes() "
+    "WHERE ⟨of⟩ AND sql IS NOT NULL), "
+    "(SELECT list({'s': schema_name, 'n': table_name, 'c': {'n': column_name, 't': data_type, "
+    "'d': column_default, 'null': is_nullable, 'g': generation_expression}} ORDER BY column_index) "
+    "FROM duckdb_columns() WHERE ⟨of⟩), "
+    "(SELECT list({'s': schema_name, 'n': table_name, 'c': {'k': constraint_type, 'c': constraint_column_names, "
+    "'e': expression}}) FROM duckdb_constraints() WHERE ⟨of⟩)"
 )
 
 
@@ -203,6 +208,19 @@ class DuckDBAdapter(Adapter):
         )
         return [r[0] for r in rows]
 
+    def existing(self, refs: Sequence[TableRef]) -> set[TableRef]:
+        """One catalog read for every table (names compared exactly, as `list_tables` does)."""
+        schemas = sorted({r.schema for r in refs})
+        if not schemas:
+            return set()
+        rows = self.query(
+            "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            f"AND NOT temporary AND schema_name IN ({', '.join(['?'] * len(schemas))})",
+            schemas,
+        )
+        found = {TableRef(str(r[0]), str(r[1])) for r in rows}
+        return {r for r in refs if r in found}
+
     def object_kind(self, ref: TableRef) -> str | None:
         for kind, catalog, column in (
             ("a view", "duckdb_views()", "view_name"),
@@ -237,51 +255,53 @@ class DuckDBAdapter(Adapter):
         TABLE and CREATE INDEX texts with the table's name taken out. The texts re-create the
         table (they keep what the catalog rows do not show, such as collations); the rows make
         a comparison that does not depend on how the text happens to be printed."""
-        table_sql, index_sql, columns, constraints = self._read_structure(ref)
-        return json.dumps(
-            {
-                "format": STRUCTURE_FORMAT,
-                "table": table_sql,
-                "indexes": index_sql,
-                "columns": columns,
-                "constraints": constraints,
-            }
-        )
+        return _structure_text(self._read_structure(ref))
+
+    def structures(self, refs: Sequence[TableRef]) -> list[str]:
+        return [_structure_text(parts) for parts in self._read_structures(refs)]
 
     def structure_matches(self, ref: TableRef, recorded: str) -> bool:
         """Compare with a recorded structure in whichever format the catalog row holds."""
-        try:
-            expected = json.loads(recorded)
-        except ValueError:
-            return False
-        if isinstance(expected, list):  # format 1: [CREATE TABLE text, CREATE INDEX texts...]
-            table_sql, index_sql, _, _ = self._read_structure(ref)
-            return bool([table_sql, *index_sql] == expected)
-        return bool(json.loads(self.structure(ref)) == expected)
+        return _is_recorded_structure(self._read_structure(ref), recorded)
 
-    def _read_structure(self, ref: TableRef) -> tuple[str, list[str], list[list[Any]], list[list[Any]]]:
-        """The DDL texts (the table's name taken out), the column rows and the sorted
-        constraint rows, in one statement: a snapshot or restore reads structures many times,
-        and four catalog queries each cost more than the read of a small table."""
-        row = self.query(_STRUCTURE, [ref.schema, ref.name] * 4)[0]
-        if row[0] is None:
-            raise DatabaseError(f"table {ref} does not exist")
-        table_sql = _without_name(_TABLE_HEADER, row[0], ref)
-        index_sql = [_without_name(_INDEX_TARGET, sql, ref) for sql in row[1] or []]
-        columns = [[c["n"], c["t"], c["d"], c["null"], c["g"]] for c in row[2] or []]
-        constraints = sorted([c["k"], list(c["c"]), c["e"] or ""] for c in row[3] or [])
-        return table_sql, index_sql, columns, constraints
+    def structures_match(self, recorded: Sequence[tuple[TableRef, str]]) -> list[bool]:
+        current = self._read_structures([ref for ref, _ in recorded])
+        return [
+            _is_recorded_structure(parts, text) for parts, (_, text) in zip(current, recorded, strict=True)
+        ]
+
+    def _read_structure(self, ref: TableRef) -> _Structure:
+        return self._read_structures([ref])[0]
+
+    def _read_structures(self, refs: Sequence[TableRef]) -> list[_Structure]:
+        """Each table's DDL texts (its name taken out), column rows and sorted constraint rows,
+        in one statement for them all: a snapshot or restore reads structures many times, and
+        a catalog lookup costs more than the read of a small table."""
+        of, params = _of_tables(refs)
+        found: dict[TableRef, Any] = {ref: [None, [], [], []] for ref in refs}
+        for part, rows in enumerate(self.query(_STRUCTURES.replace("⟨of⟩", of), params * 4)[0]):
+            for row in rows or []:
+                parts = found.get(TableRef(row["s"], row["n"]))
+                if parts is not None and part == 0:
+                    parts[0] = row["sql"]
+                elif parts is not None:
+                    parts[part].append(row["sql"] if part == 1 else row["c"])
+        return [_parse_structure(ref, found[ref]) for ref in refs]
 
     def unsupported_reason(self, ref: TableRef) -> str | None:
-        rows = self.query(
-            "SELECT count(*) FROM duckdb_constraints() WHERE database_name = current_database() "
-            "AND constraint_type = 'FOREIGN KEY' AND ((schema_name = ? AND table_name = ?) "
-            "OR (referenced_table = ?))",
-            [ref.schema, ref.name, ref.name],
+        return self.unsupported_reasons([ref])[0]
+
+    def unsupported_reasons(self, refs: Sequence[TableRef]) -> list[str | None]:
+        """A table with a foreign key, or one a foreign key names (by table name, in any
+        schema, as DuckDB records it), from one read of every foreign key of the database."""
+        keys = self.query(
+            "SELECT schema_name, table_name, referenced_table FROM duckdb_constraints() "
+            "WHERE database_name = current_database() AND constraint_type = 'FOREIGN KEY'"
         )
-        if rows[0][0]:
-            return "it has foreign keys, which DuckDB will not let a restore drop and recreate"
-        return None
+        tied = {TableRef(str(s), str(t)) for s, t, _ in keys}
+        referenced = {str(r) for _, _, r in keys}
+        reason = "it has foreign keys, which DuckDB will not let a restore drop and recreate"
+        return [reason if ref in tied or ref.name in referenced else None for ref in refs]
 
     def size_bytes(self, ref: TableRef) -> int:
         rows = self.query(
@@ -368,10 +388,13 @@ class DuckDBAdapter(Adapter):
                 fault("copy.after_rows")
                 algorithm = c.algorithm or self.default_algorithm()
                 if algorithm.startswith(NATIVE_PREFIX):  # the fingerprint is as cheap as copy_check
-                    dest = self.checksum(c.dest, algorithm)
                     # a copy of a recorded snapshot (its algorithm given: a restore's staging) is
                     # proven by the caller against the record, so the source is not read again
-                    source = dest if c.algorithm else self.checksum(c.source, algorithm)
+                    if c.algorithm:
+                        [dest] = self.checksums([c.dest], algorithm)
+                        source = dest
+                    else:  # both in one statement
+                        dest, source = self.checksums([c.dest, c.source], algorithm)
                     fingerprint = None
                 else:  # an older snapshot's algorithm: the cheap check, then its own fingerprint
                     source, dest = self.copy_check(c.source), self.copy_check(c.dest)
@@ -463,12 +486,18 @@ class DuckDBAdapter(Adapter):
         fingerprint = result.fingerprint
         return fingerprint if fingerprint.algorithm == self.default_algorithm() else None
 
-    def _hash_terms(self, ref: TableRef) -> list[str]:
+    def change_checks(self, refs: Sequence[TableRef]) -> list[Checksum | None]:
+        """Every table's in one statement (`native_fingerprints`): a reuse reads the set's
+        tables and their snapshot tables, and one statement spares a statement and a column
+        lookup per table."""
+        return list(self.native_fingerprints(refs, self.default_algorithm()))
+
+    def _hash_terms(self, kinds: Sequence[tuple[str, str]]) -> list[str]:
         """Each column as hash() must see it to tell every stored value apart: text as its bytes
         (a NOCASE column hashes 'A' as 'a'), floats with their sign bit (-0.0 hashes as 0.0),
         intervals and nested values as text (1 month hashes as 30 days)."""
         parts = []
-        for name, kind in self._kinds(ref):
+        for name, kind in kinds:
             column = self.quote(name)
             if kind == "VARCHAR" or kind.startswith("VARCHAR COLLATE"):
                 parts.append(f"encode({column})")
@@ -491,28 +520,47 @@ class DuckDBAdapter(Adapter):
         algorithm = algorithm or self.default_algorithm()
         if not algorithm.startswith(NATIVE_PREFIX + ":"):
             return super().checksum(ref, algorithm)
+        return self.checksums([ref], algorithm)[0]
+
+    def checksums(self, refs: Sequence[TableRef], algorithm: str) -> list[Checksum]:
+        """Native fingerprints of several tables, taken with this DuckDB's hash(), in one
+        statement (`native_fingerprints`)."""
         if algorithm.rsplit(":", 1)[-1] != self.default_algorithm().rsplit(":", 1)[-1]:
             taken_with = algorithm.split(":")[1]
             raise DatabaseError(
-                f"the fingerprint of {ref} was taken with DuckDB {taken_with}, whose hash() gives other "
+                f"the fingerprint of {refs[0]} was taken with DuckDB {taken_with}, whose hash() gives other "
                 f"values than this DuckDB {duckdb.__version__}; verify or restore it with DuckDB {taken_with}"
             )
-        return self.native_fingerprint(ref, algorithm)
+        return self.native_fingerprints(refs, algorithm)
 
     def native_fingerprint(self, ref: TableRef, algorithm: str) -> Checksum:
         """Two sums over the rows of DuckDB's 64-bit hash() of the row's values, once in column
         order and once reversed with a salt: 128 bits, duplicates counted, order ignored, one
         pass at about the speed of a scan. What hash() alone would miss is fed in apart
-        (`_hash_terms`: text bytes, float signs, intervals and nested values as text). Types are the structure check's business (hash(1::INTEGER) =
-        hash(1::BIGINT)). Not cryptographic: on DuckDB the catalog lives in the same file as the
-        snapshots, so whoever could forge a snapshot could rewrite its catalog row as well; the
-        fingerprint is there for accidents, bugs and people, and those it catches."""
-        terms = self._hash_terms(ref)
-        forward, backward = ", ".join(terms), ", ".join([*reversed(terms), "'etlguard'"])
-        rows, high, low = self.query(
-            f"SELECT count(*), sum(hash({forward})), sum(hash({backward})) FROM {self.qualify(ref)}"
-        )[0]
-        return replace(fingerprint_of(rows, high, low), algorithm=algorithm)
+        (`_hash_terms`: text bytes, float signs, intervals and nested values as text). Types
+        are the structure check's business (hash(1::INTEGER) = hash(1::BIGINT)). Not
+        cryptographic: on DuckDB the catalog lives in the same file as the snapshots, so whoever
+        could forge a snapshot could rewrite its catalog row as well; the fingerprint is there
+        for accidents, bugs and people, and those it catches."""
+        return self.native_fingerprints([ref], algorithm)[0]
+
+    def native_fingerprints(self, refs: Sequence[TableRef], algorithm: str) -> list[Checksum]:
+        """`native_fingerprint` of each table, in one statement: their columns from one catalog
+        read, then one aggregate per table joined by UNION ALL, each row tagged with its table's
+        place. Each table is still read whole; the statement spares the round trips (twelve
+        tables of the warehouse benchmark, 1.3M rows each side: 133 ms against 153 ms)."""
+        if not refs:
+            return []
+        selects = []
+        for i, (ref, kinds) in enumerate(zip(refs, self._kinds_of(refs), strict=True)):
+            terms = self._hash_terms(kinds)
+            forward, backward = ", ".join(terms), ", ".join([*reversed(terms), "'etlguard'"])
+            selects.append(
+                f"SELECT {i} AS i, count(*) AS n, sum(hash({forward})) AS high, "
+                f"sum(hash({backward})) AS low FROM {self.qualify(ref)}"
+            )
+        sums = {int(r[0]): r[1:] for r in self.query(" UNION ALL ".join(selects))}
+        return [replace(fingerprint_of(*sums[i]), algorithm=algorithm) for i in range(len(refs))]
 
     def fingerprint(self, ref: TableRef) -> Checksum:
         """SHA-256 of each row's length-prefixed values ('N' for NULL, which no length
@@ -527,14 +575,22 @@ class DuckDBAdapter(Adapter):
         return fingerprint_of(rows, high, low)
 
     def _kinds(self, ref: TableRef) -> list[tuple[str, str]]:
-        rows = self.query(
-            "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
-            "AND schema_name = ? AND table_name = ? ORDER BY column_index",
-            [ref.schema, ref.name],
-        )
-        if not rows:
-            raise DatabaseError(f"cannot fingerprint {ref}: the table does not exist")
-        return [(r[0], str(r[1])) for r in rows]
+        return self._kinds_of([ref])[0]
+
+    def _kinds_of(self, refs: Sequence[TableRef]) -> list[list[tuple[str, str]]]:
+        """Each table's (column, data type) pairs in column order, from one catalog read."""
+        of, params = _of_tables(refs)
+        found: dict[TableRef, list[tuple[str, str]]] = {ref: [] for ref in refs}
+        for schema, table, column, kind in self.query(
+            f"SELECT schema_name, table_name, column_name, data_type FROM duckdb_columns() WHERE {of} "
+            "ORDER BY column_index",
+            params,
+        ):
+            found.get(TableRef(schema, table), []).append((column, str(kind)))
+        missing = [ref for ref in refs if not found[ref]]
+        if missing:
+            raise DatabaseError(f"cannot fingerprint {missing[0]}: the table does not exist")
+        return [found[ref] for ref in refs]
 
     def _exact_text(self, name: str, kind: str) -> str:
         """A value's text that tells every stored value apart: DOUBLE and FLOAT print their
@@ -636,6 +692,57 @@ class DuckDBAdapter(Adapter):
             os.ftruncate(self._lock_file, 0)
             os.close(self._lock_file)  # closing the descriptor releases the flock
             self._lock_file = None
+
+
+_Structure = tuple[str, list[str], list[list[Any]], list[list[Any]]]
+
+
+def _parse_structure(ref: TableRef, found: Sequence[Any]) -> _Structure:
+    """A table's structure from its catalog rows: its CREATE TABLE text (None: no such table),
+    CREATE INDEX texts, columns and constraints."""
+    if found[0] is None:
+        raise DatabaseError(f"table {ref} does not exist")
+    table_sql = _without_name(_TABLE_HEADER, found[0], ref)
+    index_sql = [_without_name(_INDEX_TARGET, sql, ref) for sql in found[1]]
+    columns = [[c["n"], c["t"], c["d"], c["null"], c["g"]] for c in found[2]]
+    constraints = sorted([c["k"], list(c["c"]), c["e"] or ""] for c in found[3])
+    return table_sql, index_sql, columns, constraints
+
+
+def _structure_text(parts: _Structure) -> str:
+    table_sql, index_sql, columns, constraints = parts
+    return json.dumps(
+        {
+            "format": STRUCTURE_FORMAT,
+            "table": table_sql,
+            "indexes": index_sql,
+            "columns": columns,
+            "constraints": constraints,
+        }
+    )
+
+
+def _is_recorded_structure(parts: _Structure, recorded: str) -> bool:
+    """Whether a structure read now is the recorded one, in whichever format that was kept."""
+    try:
+        expected = json.loads(recorded)
+    except ValueError:
+        return False
+    if isinstance(expected, list):  # format 1: [CREATE TABLE text, CREATE INDEX texts...]
+        return bool([parts[0], *parts[1]] == expected)
+    return bool(json.loads(_structure_text(parts)) == expected)
+
+
+def _of_tables(refs: Sequence[TableRef]) -> tuple[str, list[str]]:
+    """A condition on a catalog function's rows that takes in every table of `refs` (and the
+    other pairs of their schemas and names, which the caller leaves out), with its parameters.
+    Constant lists: DuckDB filters a catalog function by them as it reads it."""
+    schemas, names = sorted({r.schema for r in refs}), sorted({r.name for r in refs})
+    marks = lambda items: ", ".join(["?"] * len(items))  # noqa: E731
+    return (
+        f"database_name = current_database() AND schema_name IN ({marks(schemas)}) "
+        f"AND table_name IN ({marks(names)})"
+    ), [*schemas, *names]
 
 
 def _statements(structure: str) -> tuple[str, list[str]]:
