@@ -290,6 +290,27 @@ class Catalog:
             snaps = [s for s in snaps if s.table == table]
         return [s for s in snaps if include_deleted or s.status != "deleted"]
 
+    def newest_snapshots(self, tables: Sequence[TableRef]) -> dict[TableRef, Snapshot]:
+        """Each table's newest record of kind `snapshot` that is not deleted, where it has one
+        (what a snapshot of the set may reuse). A narrow read of the tables' records picks them
+        and a second reads just those whole, so the cost does not grow with the deleted records
+        the catalog keeps, one per table and night."""
+        if not tables:
+            return {}
+        keys = self.db.select(
+            self.t("snapshots"),
+            ["id", "table_schema", "table_name", "status"],
+            {"table_name": sorted({t.name for t in tables}), "kind": "snapshot"},
+        )
+        wanted, newest = set(tables), dict[TableRef, int]()
+        for key in keys:  # names compared exactly: the database may compare them without case
+            ref = TableRef(key["table_schema"], key["table_name"])
+            if ref in wanted and key["status"] != "deleted":
+                newest[ref] = max(newest.get(ref, 0), int(key["id"]))
+        rows = self.db.select(self.t("snapshots"), self.snapshot_fields, {"id": list(newest.values())})
+        by_id = {s.id: s for s in map(Snapshot.from_row, rows)}
+        return {ref: by_id[newest[ref]] for ref in tables if ref in newest}
+
     def snapshot(self, snapshot_id: int) -> Snapshot | None:
         rows = self.db.select(self.t("snapshots"), self.snapshot_fields, {"id": snapshot_id})
         return Snapshot.from_row(rows[0]) if rows else None

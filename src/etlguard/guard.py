@@ -192,14 +192,15 @@ class Guard:
         hidden = [self.config.snapshot_schema, self.config.catalog_schema]
         planned = self._dbt_relations(command)
         found = Membership()
+        present = db.existing(self.config.protect)  # one catalog read for the named tables
         for pattern in self.config.protect:
-            if pattern.is_pattern and not db.table_exists(pattern):
+            if pattern.is_pattern and pattern not in present:
                 found.globs.append(pattern)
                 self._add_glob(db, found, pattern, planned or [], hidden)
             elif planned is not None and pattern in planned and not _exists(db, pattern):
                 found.add([pattern], new=True)
             else:
-                require_table(db, pattern, _missing_hint(planned, command))
+                require_table(db, pattern, _missing_hint(planned, command), present=pattern in present)
                 found.add([pattern])
         if self.config.protect_dbt:
             selected = _dbt.select_relations(self._manifest(command), self.config.protect_dbt)

@@ -68,11 +68,12 @@ def snapshot_ref(
     return TableRef(snapshot_schema, snapshot_name("s", snapshot_id))
 
 
-def require_table(db: Adapter, ref: TableRef, also: str = "") -> None:
-    """A representable name of an existing table, or a one-line error saying which it is not."""
+def require_table(db: Adapter, ref: TableRef, also: str = "", present: bool | None = None) -> None:
+    """A representable name of an existing table, or a one-line error saying which it is not.
+    `present`: whether the table exists, where the caller read that for many tables at once."""
     db.check_identifier(ref.schema)  # a name the server cannot hold is not "missing"
     db.check_identifier(ref.name)
-    if not db.table_exists(ref):
+    if not (db.table_exists(ref) if present is None else present):
         kind = db.object_kind(ref)
         if kind is not None:
             raise UnsupportedTable(
@@ -128,9 +129,12 @@ def created_by_run(db: Adapter, membership: Membership, hidden: Sequence[str]) -
 
 
 def check_tables(db: Adapter, tables: Sequence[TableRef]) -> None:
+    """Every table exists and can be snapshotted exactly (one catalog read of each kind for
+    the whole set, where the adapter can)."""
+    present = db.existing(tables)
     for ref in tables:
-        require_table(db, ref)
-        reason = db.unsupported_reason(ref)
+        require_table(db, ref, present=ref in present)
+    for ref, reason in zip(tables, db.unsupported_reasons(tables), strict=True):
         if reason:
             raise UnsupportedTable(f"table {ref} cannot be snapshotted exactly: {reason}")
 
@@ -199,19 +203,21 @@ def reusable(
     """The tables whose newest verified snapshot they still equal, each with that snapshot
     (a table in `rolled`: that standby instead, with what it recorded when it was rolled).
     Not `blocking`: no lock keeps writers out during the checks, so a table's shape is read
-    again after its check, and a table altered meanwhile is copied."""
+    again after its check, and a table altered meanwhile is copied. Each kind of read is made
+    once for the whole set (the records, which snapshot tables exist, structures, checks):
+    an unchanged set costs its reads of rows, not a round trip per table and kind."""
     candidates = dict(rolled or {})
-    for ref in tables:
-        if ref in candidates:
-            continue
-        taken = [s for s in catalog.snapshots(ref) if s.kind == "snapshot"]
-        newest = taken[-1] if taken else None
-        if newest and newest.verified and newest.change_check and db.table_exists(newest.snapshot):
-            candidates[ref] = newest
+    newest = catalog.newest_snapshots([t for t in tables if t not in candidates])
+    kept = db.existing([s.snapshot for s in newest.values()])
+    candidates |= {
+        ref: snap
+        for ref, snap in newest.items()
+        if snap.verified and snap.change_check and snap.snapshot in kept
+    }
     if not candidates:
         return {}
     with db.held_still([*candidates, *(s.snapshot for s in candidates.values())], blocking):
-        shaped = {ref: snap for ref, snap in candidates.items() if _same_shape(db, ref, snap, intact=True)}
+        shaped = _same_shapes(db, candidates, intact=True)
         # a snapshot table its seal shows unwritten since it was verified needs no second read
         sealed = {
             ref for ref, snap in shaped.items() if snap.seal and db.seal_holds(snap.snapshot, snap.seal)
@@ -220,13 +226,13 @@ def reusable(
             t for ref, snap in shaped.items() for t in (ref, *(() if ref in sealed else (snap.snapshot,)))
         ]
         checks = dict(zip(reads, db.change_checks(reads), strict=True))
-        return {
+        same = {
             ref: snap
             for ref, snap in shaped.items()
             if _is_recorded(snap, checks[ref])
             and (ref in sealed or _is_recorded(snap, checks[snap.snapshot]))
-            and (blocking or _same_shape(db, ref, snap, intact=True))
         }
+        return same if blocking else _same_shapes(db, same, intact=True)
 
 
 def unchanged(db: Adapter, found: dict[TableRef, Snapshot]) -> dict[TableRef, Snapshot]:
@@ -234,7 +240,7 @@ def unchanged(db: Adapter, found: dict[TableRef, Snapshot]) -> dict[TableRef, Sn
     if not found:
         return {}
     with db.held_still(list(found)):
-        shaped = {ref: snap for ref, snap in found.items() if _same_shape(db, ref, snap)}
+        shaped = _same_shapes(db, found)
         checks = db.change_checks(list(shaped))
     return {
         ref: snap
@@ -243,15 +249,27 @@ def unchanged(db: Adapter, found: dict[TableRef, Snapshot]) -> dict[TableRef, Sn
     }
 
 
-def _same_shape(db: Adapter, ref: TableRef, snap: Snapshot, intact: bool = False) -> bool:
+def _same_shapes(
+    db: Adapter, found: dict[TableRef, Snapshot], intact: bool = False
+) -> dict[TableRef, Snapshot]:
     """The cheap half of the proof, read before any row is: the live table has the exact
     structure and the AUTO_INCREMENT counter the snapshot recorded (a counter moved by an
     insert rolled back, or by ALTER TABLE, is a change: a restore puts the recorded one back);
     with `intact`, the snapshot table still has the structure it was verified with (which may
-    differ from the source's by design, e.g. no column defaults on PostgreSQL)."""
-    if not db.structure_matches(ref, snap.structure) or db.auto_increment(ref) != snap.auto_increment:
-        return False
-    return not intact or _split_check(snap.change_check)[1] == shape_of(db, snap.snapshot)
+    differ from the source's by design, e.g. no column defaults on PostgreSQL). The structures
+    of all the tables are read together."""
+    if not found:
+        return {}
+    matches = db.structures_match([(ref, snap.structure) for ref, snap in found.items()])
+    counters = [db.auto_increment(ref) for ref in found]
+    shapes = _shapes(db, [snap.snapshot for snap in found.values()]) if intact else []
+    return {
+        ref: snap
+        for i, (ref, snap) in enumerate(found.items())
+        if matches[i]
+        and counters[i] == snap.auto_increment
+        and (not intact or _split_check(snap.change_check)[1] == shapes[i])
+    }
 
 
 def _is_recorded(snap: Snapshot, check: Checksum | None) -> bool:
@@ -261,7 +279,16 @@ def _is_recorded(snap: Snapshot, check: Checksum | None) -> bool:
 
 def shape_of(db: Adapter, ref: TableRef) -> str:
     """A short digest of a table's structure, as values (key order and spacing do not count)."""
-    text = json.dumps(json.loads(db.structure(ref)), sort_keys=True)
+    return _digest(db.structure(ref))
+
+
+def _shapes(db: Adapter, refs: Sequence[TableRef]) -> list[str]:
+    """`_shape` of each table, their structures read together."""
+    return [_digest(structure) for structure in db.structures(refs)]
+
+
+def _digest(structure: str) -> str:
+    text = json.dumps(json.loads(structure), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -274,9 +301,9 @@ def _split_check(recorded: str | None) -> tuple[str, str]:
 def _record_reuses(
     db: Adapter, catalog: Catalog, still: dict[TableRef, Snapshot], run_id: int | None
 ) -> list[Snapshot]:
-    """One verified record per reused table, sharing the snapshot's table. Each is one insert
-    of a finished record and creates no table, so a crash leaves it whole or absent: there is
-    nothing for recover to undo and nothing to journal."""
+    """One verified record per reused table, sharing the snapshot's table. They are one insert
+    of finished records (one commit) and create no table, so a crash leaves them whole or
+    absent: there is nothing for recover to undo and nothing to journal."""
     if not still:
         return []
     first = catalog.next_snapshot_id()
@@ -294,9 +321,8 @@ def _record_reuses(
         )
         for i, snap in enumerate(still.values())
     ]
-    for s in refs:
-        catalog.add_snapshot(s)
-        fault("snapshot.after_reuse")
+    catalog.add_snapshots(refs)
+    fault("snapshot.after_reuse")
     return refs
 
 
