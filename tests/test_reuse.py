@@ -125,6 +125,33 @@ def test_a_tampered_snapshot_is_not_reused(db: Backend) -> None:
     assert third.reuses == second.id  # the new copy is reused, not the tampered one
 
 
+@pytest.mark.parametrize("beside", [False, True], ids=["snapshot-schema", "beside-live"])
+def test_a_duckdb_snapshot_table_changed_behind_etlguards_back_is_not_reused(
+    duck: Backend, beside: bool
+) -> None:
+    """DuckDB has no seal: each snapshot table is read again. The set's checks are taken in one
+    statement, so three tables of one shape with different rows show that each check is held
+    to its own table: only the one whose snapshot table was changed is copied."""
+    gold = duck.create_schema("gold")
+    names = ["a", "b", "c"]
+    for i, name in enumerate(names):
+        duck.sql(f"CREATE TABLE {duck.table(gold, name)} (id INTEGER PRIMARY KEY, v VARCHAR)")
+        duck.sql(f"INSERT INTO {duck.table(gold, name)} SELECT n, 'v' || (n * {i + 1}) FROM range(1000) t(n)")
+    guard = duck.guard([f"{gold}.{n}" for n in names], snapshot={"beside_live": beside})
+    first = {s.table.name: s for s in guard.snapshot()}
+    assert (first["b"].snapshot.schema == gold) is beside
+    changed = first["b"].snapshot
+    assert duck.sql(f"UPDATE {duck.table(changed.schema, changed.name)} SET v = 'forged' WHERE id = 500") == [
+        (1,)
+    ]
+    second = {s.table.name: s for s in guard.snapshot()}
+    assert second["b"].reuses is None and second["b"].snapshot != changed
+    assert second["a"].reuses == first["a"].id and second["c"].reuses == first["c"].id
+    third = {s.table.name: s for s in guard.snapshot()}
+    assert third["b"].reuses == second["b"].id  # the new copy is reused, not the changed table
+    assert [r.snapshot.id for r in guard.verify() if not r.ok] == [first["b"].id]
+
+
 def test_a_dropped_or_altered_snapshot_table_is_not_reused(db: Backend) -> None:
     gold, _ = _orders(db)
     guard = db.guard([f"{gold}.orders"])
