@@ -302,7 +302,8 @@ class Catalog:
             ["id", "table_schema", "table_name", "status"],
             {"table_name": sorted({t.name for t in tables}), "kind": "snapshot"},
         )
-        wanted, newest = set(tables), dict[TableRef, int]()
+        wanted = set(tables)
+        newest: dict[TableRef, int] = {}
         for key in keys:  # names compared exactly: the database may compare them without case
             ref = TableRef(key["table_schema"], key["table_name"])
             if ref in wanted and key["status"] != "deleted":
