@@ -202,6 +202,7 @@ class GuardedRun:
         self.started = time.monotonic()
         self.etl_started_wall = 0.0
         self.watch: WriteWatch | None = None
+        self.side: Adapter | None = None  # a second session for a rollback's early work
         self._steps: list[RestoreStep] = []
         self._aside: list[AsideStep] = []
         self.result = RunResult(None, "running", EXIT_OK, self.command, self.config.target.redacted)
@@ -560,6 +561,7 @@ class GuardedRun:
         if self.db.name != "duckdb":
             self._note(etl=etl.as_dict())
             pinger.start()
+            self._side_session()
         else:  # the connection is closed while the ETL runs; the note waits for the reconnect
             self.payload["etl"] = etl.as_dict()
 
@@ -600,22 +602,29 @@ class GuardedRun:
             self._stop_watch()
             self.release()
 
+    def _side_session(self) -> None:
+        """A session opened while the ETL starts, kept for a rollback's early work (a new
+        connection would take longer than the work saves): see `_counters_early`."""
+        if self.db.name not in ("mysql", "mariadb") or not any(s.seal for s in self.snapshots):
+            return
+        side = adapter_for(self.config.target, self.config.lock_wait_seconds)
+        try:
+            side.connect()
+        except EtlguardError:
+            return  # best effort: the swap does the work itself
+        self.side = side
+
     def _counters_early(self) -> threading.Thread | None:
         """The ETL failed, so the run rolls back: its snapshots' AUTO_INCREMENT counters are
-        raised on a session of their own while the run settles (restore.raise_counters_early).
-        Best effort: what this misses, the swap raises itself."""
-        snaps = [s for s in self.snapshots if s.seal]
-        if not snaps or self.db.name not in ("mysql", "mariadb"):
+        raised on the side session while the run settles (restore.raise_counters_early).
+        Best effort: what this misses (the session died during a long ETL), the swap raises."""
+        side, snaps = self.side, [s for s in self.snapshots if s.seal]
+        if side is None or not snaps:
             return None
 
         def raise_early() -> None:
-            db = adapter_for(self.config.target, self.config.lock_wait_seconds)
             with contextlib.suppress(EtlguardError):
-                try:
-                    db.connect()
-                    raise_counters_early(db, Catalog(db, self.config.catalog_schema), snaps)
-                finally:
-                    db.close()
+                raise_counters_early(side, Catalog(side, self.config.catalog_schema), snaps)
 
         thread = threading.Thread(target=raise_early, name="etlguard-counters", daemon=True)
         thread.start()
@@ -878,6 +887,9 @@ class GuardedRun:
         with contextlib.suppress(EtlguardError):
             self.db.unlock()
         self.db.close()
+        side, self.side = self.side, None
+        if side is not None:
+            side.close()
 
 
 def guarded_run(
