@@ -203,6 +203,7 @@ class GuardedRun:
         self.etl_started_wall = 0.0
         self.watch: WriteWatch | None = None
         self.side: Adapter | None = None  # a second session for a rollback's early work
+        self.early: threading.Thread | None = None  # that work, joined before the swap
         self._steps: list[RestoreStep] = []
         self._aside: list[AsideStep] = []
         self.result = RunResult(None, "running", EXIT_OK, self.command, self.config.target.redacted)
@@ -578,15 +579,13 @@ class GuardedRun:
                 self._lock_lost(etl_ok, failure)
                 return self.result
             self.db.connect()
-            early = self._counters_early() if not etl_ok else None
+            self.early = self._early_rollback_work() if not etl_ok else None
             if "etl" in self.payload and self.db.name == "duckdb":
                 self._note(phase="etl")
             self._settle_zero_copy()
             self._settle_capture()
             reasons = self._etl_failure(failure) if not etl_ok else self._audit()
             others = self._stop_watch()
-            if early is not None:
-                early.join()
             if self.drill and not reasons:
                 self._rollback(["drill: a good run rolled back on purpose"], audit=True)
                 if self.result.status != "rollback_failed":
@@ -604,7 +603,7 @@ class GuardedRun:
 
     def _side_session(self) -> None:
         """A session opened while the ETL starts, kept for a rollback's early work (a new
-        connection would take longer than the work saves): see `_counters_early`."""
+        connection would take longer than the work saves): see `_early_rollback_work`."""
         if self.db.name not in ("mysql", "mariadb") or not any(s.seal for s in self.snapshots):
             return
         side = adapter_for(self.config.target, self.config.lock_wait_seconds)
@@ -614,19 +613,24 @@ class GuardedRun:
             return  # best effort: the swap does the work itself
         self.side = side
 
-    def _counters_early(self) -> threading.Thread | None:
-        """The ETL failed, so the run rolls back: its snapshots' AUTO_INCREMENT counters are
-        raised on the side session while the run settles (restore.raise_counters_early).
-        Best effort: what this misses (the session died during a long ETL), the swap raises."""
+    def _early_rollback_work(self) -> threading.Thread | None:
+        """The ETL failed, so the run rolls back. While it settles, on the side session: the
+        standby change logs' triggers are dropped (a swap cannot move a table with triggers;
+        the settle drops them again, IF EXISTS), then the snapshots' AUTO_INCREMENT counters
+        are raised (restore.raise_counters_early). Joined before the rollback's swap. Best
+        effort: what this misses (the session died during a long ETL), the run does itself."""
         side, snaps = self.side, [s for s in self.snapshots if s.seal]
-        if side is None or not snaps:
+        if side is None:
             return None
+        logs = [c for c in self.captured if c.standby]
 
-        def raise_early() -> None:
+        def work() -> None:
             with contextlib.suppress(EtlguardError):
+                for c in logs:
+                    _capture.drop_change_log_triggers(side, c)
                 raise_counters_early(side, Catalog(side, self.config.catalog_schema), snaps)
 
-        thread = threading.Thread(target=raise_early, name="etlguard-counters", daemon=True)
+        thread = threading.Thread(target=work, name="etlguard-early-rollback", daemon=True)
         thread.start()
         return thread
 
@@ -800,6 +804,8 @@ class GuardedRun:
             hidden = [self.config.snapshot_schema, self.config.catalog_schema]
             schema = self.config.snapshot_schema
             aside = plan_aside(self.db, self.catalog, self.membership, schema, hidden, len(steps))
+            if self.early is not None:
+                self.early.join()
             restoring = time.monotonic()
             restored = run_restore(
                 self.db,
@@ -887,6 +893,9 @@ class GuardedRun:
         with contextlib.suppress(EtlguardError):
             self.db.unlock()
         self.db.close()
+        early, self.early = self.early, None
+        if early is not None:  # an error before the swap: its session is not closed under it
+            early.join(self.config.lock_wait_seconds)
         side, self.side = self.side, None
         if side is not None:
             side.close()
