@@ -390,11 +390,6 @@ def _unproven(db: Adapter, snap: Snapshot | None, table: TableRef, live: Checksu
     return None
 
 
-def drop_change_log_triggers(db: Adapter, c: Captured) -> None:
-    """A standby's change log ends with the ETL: its triggers go (idempotent)."""
-    sql.drop_triggers(db, c.table, c.token)
-
-
 def close_standby(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> None:
     """A rollback swapped each standby back in: the change logs of the run are not needed (the
     next run copies the table, or rolls forward a newer standby). Idempotent."""
@@ -430,7 +425,6 @@ __all__ = [
     "close_standby",
     "commit",
     "discard",
-    "drop_change_log_triggers",
     "from_journal",
     "hold",
     "install",

@@ -614,20 +614,17 @@ class GuardedRun:
         self.side = side
 
     def _early_rollback_work(self) -> threading.Thread | None:
-        """The ETL failed, so the run rolls back. While it settles, on the side session: the
-        standby change logs' triggers are dropped (a swap cannot move a table with triggers;
-        the settle drops them again, IF EXISTS), then the snapshots' AUTO_INCREMENT counters
-        are raised (restore.raise_counters_early). Joined before the rollback's swap. Best
-        effort: what this misses (the session died during a long ETL), the run does itself."""
+        """The ETL failed, so the run rolls back. While it settles (and drops the standby
+        change logs' triggers, on its own session, at the same time), the snapshots'
+        AUTO_INCREMENT counters are raised on the side session (restore.raise_counters_early).
+        Joined before the rollback's swap. Best effort: what this misses (the session died
+        during a long ETL), the swap raises itself."""
         side, snaps = self.side, [s for s in self.snapshots if s.seal]
-        if side is None:
+        if side is None or not snaps:
             return None
-        logs = [c for c in self.captured if c.standby]
 
         def work() -> None:
             with contextlib.suppress(EtlguardError):
-                for c in logs:
-                    _capture.drop_change_log_triggers(side, c)
                 raise_counters_early(side, Catalog(side, self.config.catalog_schema), snaps)
 
         thread = threading.Thread(target=work, name="etlguard-early-rollback", daemon=True)
@@ -668,7 +665,9 @@ class GuardedRun:
         self.captured = settled.captured
         self.capture_problems = settled.problems
         logs = self.captured + self.change_logs  # recover commits or closes the change logs too
-        self._note(capture=[c.as_journal() for c in logs], snapshot_ids=self.result.snapshot_ids)
+        noted = {"capture": [c.as_journal() for c in logs], "snapshot_ids": self.result.snapshot_ids}
+        if any(self.payload.get(k) != v for k, v in noted.items()):  # a DDL's copy changed them
+            self._note(**noted)
 
     def _settle_zero_copy(self) -> None:
         """Each table model dbt replaced is now kept: verified against its fingerprint, it is
