@@ -248,6 +248,10 @@ def fills(d: Dialect, schemas: dict[str, str], scale: Scale) -> list[str]:
     def plus_days(expr: str) -> str:
         return f"{day0} + INTERVAL ({expr}) DAY" if my else f"{day0} + CAST(({expr}) AS INTEGER)"
 
+    def last_days(expr: str) -> str:  # 2025-12-31 minus expr days
+        eve = "DATE '2025-12-31'"
+        return f"{eve} - INTERVAL ({expr}) DAY" if my else f"{eve} - CAST(({expr}) AS INTEGER)"
+
     div = "DIV" if my else "//"
     status = (
         f"ELT(1 + k % 5, {', '.join(repr(x) for x in STATUSES)})"
@@ -287,8 +291,10 @@ def fills(d: Dialect, schemas: dict[str, str], scale: Scale) -> list[str]:
         f"INSERT INTO {d.q(g, 'moveouts')} SELECT seq, CONCAT('Tenant ', seq), CONCAT('Building ', seq % 40), "
         f"{pad}, seq * 2, {plus_days('seq % 2500 + 30')}, {plus_days('seq % 2500 + 31')} "
         f"FROM {d.seq(s, scale.moveouts)}",
-        f"INSERT INTO {d.q(g, 'daily_activity_summary')} SELECT {plus_days('seq')}, seq % 7, seq % 11, "
-        f"seq % 5, seq % 3, seq % 13 FROM {d.seq(s, scale.days)}",
+        # one row a day up to the eve of the first night (2026-01-01), at any scale (from 2019 on,
+        # 4M rows' 10,000 days would reach the nights' own dates)
+        f"INSERT INTO {d.q(g, 'daily_activity_summary')} SELECT {last_days(f'{scale.days} - seq')}, "
+        f"seq % 7, seq % 11, seq % 5, seq % 3, seq % 13 FROM {d.seq(s, scale.days)}",
     ]
 
 
