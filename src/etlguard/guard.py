@@ -192,10 +192,6 @@ class Guard:
         hidden = [self.config.snapshot_schema, self.config.catalog_schema]
         planned = self._dbt_relations(command)
         found = Membership()
-        for ref in self.config.protect:  # a name the server cannot hold: refused before any lookup
-            if not ref.is_pattern:
-                db.check_identifier(ref.schema)
-                db.check_identifier(ref.name)
         present = db.existing(self.config.protect)  # one catalog read for the named tables
         for pattern in self.config.protect:
             if pattern.is_pattern and pattern not in present:

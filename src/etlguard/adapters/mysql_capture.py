@@ -480,13 +480,21 @@ def undo(db: Adapter, table: TableRef, capture: TableRef, lay: Layout) -> None:
     """Undo one run's changes in `table` (a copy of the table as that run left it): every key
     the capture holds is deleted, then each key's first-touch image that was present is put
     back. The replay of a rollback, on a table no trigger watches (no scratch copy needed)."""
-    dest, cap = db.qualify(table), db.qualify(capture)
+    cols = ", ".join(db.quote(n) for n, _ in lay.columns)
+    _delete_captured_keys(db, table, capture, lay)
+    db.execute(
+        f"INSERT INTO {db.qualify(table)} ({cols}) SELECT {cols} FROM {db.qualify(capture)} "
+        f"WHERE {db.quote(PRESENT)} = 1"
+    )
+
+
+def _delete_captured_keys(db: Adapter, table: TableRef, capture: TableRef, lay: Layout) -> int:
+    """Every row of `table` whose key the capture holds is deleted; returns how many."""
+    dest = db.qualify(table)
     on = " AND ".join(
         f"{dest}.{db.quote(k)} = c.{db.quote(KEY.format(i))}" for i, (k, _) in enumerate(lay.key)
     )
-    cols = ", ".join(db.quote(n) for n, _ in lay.columns)
-    db.execute(f"DELETE {dest} FROM {dest} JOIN {cap} AS c ON {on}")
-    db.execute(f"INSERT INTO {dest} ({cols}) SELECT {cols} FROM {cap} WHERE {db.quote(PRESENT)} = 1")
+    return db.execute(f"DELETE {dest} FROM {dest} JOIN {db.qualify(capture)} AS c ON {on}")
 
 
 def roll_forward(db: Adapter, standby: TableRef, live: TableRef, capture: TableRef, lay: Layout) -> int:
@@ -499,10 +507,10 @@ def roll_forward(db: Adapter, standby: TableRef, live: TableRef, capture: TableR
     rows written (deleted plus inserted)."""
     cols = [db.quote(n) for n, _ in lay.columns]
     dest, cap, src = db.qualify(standby), db.qualify(capture), db.qualify(live)
-    keys = [(db.quote(k), db.quote(KEY.format(i))) for i, (k, _) in enumerate(lay.key)]
-    on_dest = " AND ".join(f"{dest}.{k} = c.{ck}" for k, ck in keys)
-    on_live = " AND ".join(f"l.{k} = c.{ck}" for k, ck in keys)
-    removed = db.execute(f"DELETE {dest} FROM {dest} JOIN {cap} AS c ON {on_dest}")
+    on_live = " AND ".join(
+        f"l.{db.quote(k)} = c.{db.quote(KEY.format(i))}" for i, (k, _) in enumerate(lay.key)
+    )
+    removed = _delete_captured_keys(db, standby, capture, lay)
     added = db.execute(
         f"INSERT INTO {dest} ({', '.join(cols)}) SELECT {', '.join('l.' + c for c in cols)} "
         f"FROM {src} AS l JOIN {cap} AS c ON {on_live}"
