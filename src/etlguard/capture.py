@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,11 @@ class Captured:
 
     def replay(self) -> sql.Replay:
         return sql.Replay(self.table, self.capture, self.layout, f"_etlguard_x{self.token}")
+
+    @property
+    def log_only(self) -> bool:
+        """A standby's change log: no lazy copy and no replay; its triggers go when the ETL ends."""
+        return self.lazy is None or self.lazy_id is None
 
 
 @dataclass
@@ -231,6 +236,15 @@ def discard(db: Adapter, catalog: Catalog, c: Captured, note: str) -> None:
         catalog.update_snapshot(c.lazy_id, status="failed", note=note)
 
 
+def drop_log_triggers(db: Adapter, items: Sequence[Captured], done: list[TableRef]) -> None:
+    """The triggers of the standby change logs among `items` dropped, each table appended to
+    `done` as soon as its are gone (for `settle_copies`, should this stop half way)."""
+    for c in items:
+        if c.log_only:
+            sql.drop_triggers(db, c.table, c.token)
+            done.append(c.table)
+
+
 def hold(db: Adapter, items: Sequence[Captured]) -> sql.Hold | None:
     """Step 2: keep DDL off the captured tables while the ETL runs (a standby's change log
     needs no hold: the standby is a full copy, which a DDL cannot make useless)."""
@@ -249,17 +263,23 @@ class Settled:
     problems: list[str] = field(default_factory=list)  # tables neither can put back
 
 
-def settle_copies(db: Adapter, catalog: Catalog, items: Sequence[Captured]) -> Settled:
+def settle_copies(
+    db: Adapter, catalog: Catalog, items: Sequence[Captured], triggers_gone: Collection[TableRef] = ()
+) -> Settled:
     """After the ETL (or in recover): each table whose full copy the hold made before a DDL
     becomes a copied snapshot once the copy proves out against the pre-run checksum, and its
     triggers go (a rename swap cannot move a table with triggers across schemas); every other
-    table stays captured and its unused empty copy is dropped. Idempotent."""
+    table stays captured and its unused empty copy is dropped. Idempotent. `triggers_gone`:
+    standby change logs whose triggers another session already dropped (a rollback's early
+    work, see run.py)."""
     out = Settled()
     for c in items:
-        if c.lazy is None or c.lazy_id is None:  # a standby's change log: the run is done with it
-            sql.drop_triggers(db, c.table, c.token)
+        if c.log_only:  # a standby's change log: the run is done with it
+            if c.table not in triggers_gone:
+                sql.drop_triggers(db, c.table, c.token)
             out.standby.append(c)
             continue
+        assert c.lazy is not None and c.lazy_id is not None  # (log_only)
         lazy = catalog.snapshot(c.lazy_id)
         if lazy is not None and lazy.verified:
             out.copies.append(lazy)

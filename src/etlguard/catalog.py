@@ -277,6 +277,26 @@ class Catalog:
                 )
         self.db.update(self.t("snapshots"), values, {"id": snapshot_id})
 
+    def update_snapshots(self, changes: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        """`update_snapshot` of several records in one transaction: one commit, where a run's
+        rollback waits for each."""
+        if len(changes) <= 1:
+            for snapshot_id, values in changes:
+                self.update_snapshot(snapshot_id, **values)
+            return
+        with self.db.transaction():
+            for snapshot_id, values in changes:
+                self.update_snapshot(snapshot_id, **values)
+
+    def reseal(self, table: TableRef, seal: str | None) -> None:
+        """A new seal (None: none) for every record of snapshot table `table` (one that reuses
+        it too): something etlguard did to it moved a seal fact but no row (Adapter.resealed)."""
+        self.db.update(
+            self.t("snapshots"),
+            {"seal": seal},
+            {"snapshot_schema": table.schema, "snapshot_table": table.name},
+        )
+
     def sharing(self, snap: Snapshot) -> list[Snapshot]:
         """Every record whose table is `snap`'s (itself included), not deleted."""
         return [s for s in self.snapshots(snap.table) if s.snapshot == snap.snapshot]
@@ -315,6 +335,13 @@ class Catalog:
     def snapshot(self, snapshot_id: int) -> Snapshot | None:
         rows = self.db.select(self.t("snapshots"), self.snapshot_fields, {"id": snapshot_id})
         return Snapshot.from_row(rows[0]) if rows else None
+
+    def snapshots_by_id(self, ids: Sequence[int]) -> dict[int, Snapshot]:
+        """The records of `ids` that exist, in one read."""
+        if not ids:
+            return {}
+        rows = self.db.select(self.t("snapshots"), self.snapshot_fields, {"id": list(ids)})
+        return {s.id: s for s in map(Snapshot.from_row, rows)}
 
     # -- journal ----------------------------------------------------------------------------
     def begin(self, op: str, payload: dict[str, Any], run_id: int | None = None) -> int:

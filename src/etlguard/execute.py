@@ -365,20 +365,25 @@ def _scan(pgid: int, since: int | None, orphans: bool = True) -> tuple[list[int]
     children of its own. A process that calls setsid leaves the session too, and is out of
     reach here."""
     members, adopted, me = [], [], os.getpid()
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit():
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        names = []
+    for name in names:  # raw reads of the bytes: a rollback waits for this pass (about 20 us a process)
+        if not name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text(encoding="ascii").rpartition(")")[2].split()
+            with open(f"/proc/{name}/stat", "rb", buffering=0) as stat:
+                fields = stat.read(4096).rpartition(b")")[2].split()
         except OSError:
             continue
         state, ppid, group, session = fields[0], int(fields[1]), int(fields[2]), int(fields[3])
-        if state == "Z":
+        if state == b"Z":
             continue
         if group == pgid:
-            members.append(int(entry.name))
+            members.append(int(name))
         elif orphans and ppid == me and session == pgid and (since is None or int(fields[19]) >= since):
-            adopted.append(int(entry.name))
+            adopted.append(int(name))
     return members, adopted
 
 

@@ -15,8 +15,9 @@ RestoreStep records so that `recover` can finish any of them; the steps stay tog
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import standby as _standby
@@ -379,36 +380,77 @@ def _add_displaced(
 COUNTER_MARGIN = 1000
 
 
-def raise_counters_early(db: Adapter, catalog: Catalog, snaps: Sequence[Snapshot]) -> list[int]:
-    """A failed run's snapshots that its rollback will rename into place, raised past their
-    live tables' AUTO_INCREMENT (plus the swap's margin) before the rollback starts, on a
-    session of their own while the run settles, so that the swap does not wait for these
-    ALTERs (`_counters_ahead` then finds them ahead). Only a snapshot whose seal holds is
-    touched, and it is sealed again after: the ALTER moves its CREATE_TIME, no stored row
-    (`Adapter.resealed`); one that cannot be sealed again loses its seal and is proven by
-    reading it. Returns the ids raised; the records in `snaps` get their new seals."""
+def raise_counters_early(
+    db: Adapter, catalog: Catalog, snaps: Sequence[Snapshot], headroom: Mapping[TableRef, int] | None = None
+) -> list[int]:
+    """Snapshots a rollback would rename into place, raised past their live tables'
+    AUTO_INCREMENT on a session of their own, so that the swap does not wait for these ALTERs
+    (`_counters_ahead` then finds them ahead). Two moments (run.py):
+    - while the ETL runs (`headroom`, from `counter_headroom`): each to its live counter plus
+      its headroom, unless it is there already, so that a failed night's swap usually finds
+      every counter ahead and waits for no ALTER at all;
+    - when the ETL has failed (no `headroom`): each one still behind, to its live counter plus
+      the swap's margin, while the run settles.
+    Only a snapshot whose seal holds is touched, and it is sealed again after (every record of
+    its table: one reused by later runs keeps its O(1) proof): the ALTER moves its CREATE_TIME,
+    no stored row (`Adapter.resealed`); one that cannot be sealed again loses its seal and is
+    proven by reading it. Returns the ids raised; the records in `snaps` get their new seals."""
     sealed = [s for s in snaps if s.seal and db.renames_into_place(s.snapshot, s.table)]
     if not sealed:
         return []
     holds = db.seals_hold([(s.snapshot, s.seal or "") for s in sealed])
     intact = [s for s, ok in zip(sealed, holds, strict=True) if ok]
     counters = db.auto_increments([*(s.snapshot for s in intact), *(s.table for s in intact)])
+    lead = {s.id: (headroom.get(s.table, 0) if headroom is not None else 0) for s in intact}
     behind = [
         s
         for s in intact
         if (have := counters.get(s.snapshot)) is not None
         and (want := counters.get(s.table)) is not None
-        and have < want
+        and have < want + lead[s.id]
     ]
     for s in behind:
-        db.execute(
-            f"ALTER TABLE {db.qualify(s.snapshot)} AUTO_INCREMENT = {int(counters[s.table] or 0) + COUNTER_MARGIN}"
-        )
+        target = int(counters[s.table] or 0) + (lead[s.id] if headroom is not None else COUNTER_MARGIN)
+        db.execute(f"ALTER TABLE {db.qualify(s.snapshot)} AUTO_INCREMENT = {target}")
     seals = db.resealed([(s.snapshot, s.seal or "") for s in behind])
     for s, seal in zip(behind, seals, strict=True):
-        catalog.update_snapshot(s.id, seal=seal)
+        catalog.reseal(s.snapshot, seal)
         s.seal = seal
     return [s.id for s in behind]
+
+
+# How many of a table's newest snapshot records `counter_headroom` reads its growth from.
+HEADROOM_RECORDS = 15
+
+
+def counter_headroom(db: Adapter, catalog: Catalog, snaps: Sequence[Snapshot]) -> dict[TableRef, int]:
+    """How far ahead of its live table each snapshot with an AUTO_INCREMENT counter is raised
+    before the ETL runs: the swap's margin plus twice the largest growth of the table's counter
+    between two of its last HEADROOM_RECORDS snapshots, i.e. twice what a night has inserted
+    lately. A growth that spans a rollback is not counted (a rollback raises the live counter
+    by this very headroom, which would feed itself). Capped at half the ids the column has
+    left, so a narrow column near its end is never pushed out of range. The cost is a larger
+    gap in the ids after a failed night; a night that inserts more than its headroom only
+    makes its swap wait for the ALTER, as it would without one."""
+    counted = [s for s in snaps if s.seal and s.auto_increment is not None]
+    out: dict[TableRef, int] = {}
+    for s in counted:
+        records = [r for r in catalog.snapshots(s.table) if r.kind == "snapshot" and r.auto_increment]
+        records = records[-HEADROOM_RECORDS:]
+        growth = max(
+            (
+                (b.auto_increment or 0) - (a.auto_increment or 0)
+                for a, b in itertools.pairwise(records)
+                if a.status != "restored"
+            ),
+            default=0,
+        )
+        room = COUNTER_MARGIN + 2 * max(0, growth)
+        ceiling = db.counter_ceiling(s.structure)
+        if ceiling is not None:
+            room = min(room, max(0, (ceiling - int(s.auto_increment or 0)) // 2))
+        out[s.table] = room
+    return out
 
 
 def _counters_ahead(db: Adapter, pairs: Sequence[tuple[TableRef, TableRef]], margin: int = 0) -> None:

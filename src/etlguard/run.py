@@ -51,7 +51,15 @@ from .execute import EtlOutcome, EtlProcess, boot_id, check_command, etl_environ
 from .faults import fault
 from .grants import check_privileges
 from .others import OthersReport, WriteWatch
-from .restore import AsideStep, RestoreStep, plan_aside, plan_restore, raise_counters_early, run_restore
+from .restore import (
+    AsideStep,
+    RestoreStep,
+    counter_headroom,
+    plan_aside,
+    plan_restore,
+    raise_counters_early,
+    run_restore,
+)
 from .retention import prune
 from .sessions import settle_sessions
 from .snapshot import Membership, check_tables, how_taken, take_snapshots
@@ -202,8 +210,9 @@ class GuardedRun:
         self.started = time.monotonic()
         self.etl_started_wall = 0.0
         self.watch: WriteWatch | None = None
-        self.side: Adapter | None = None  # a second session for a rollback's early work
-        self.early: threading.Thread | None = None  # that work, joined before the swap
+        self.side: _Side | None = None  # a second session for work beside the run
+        self.triggers_done: threading.Event | None = None  # set once the side session is done with
+        self.triggers_gone: list[TableRef] = []  # the standby change logs' triggers it dropped
         self._steps: list[RestoreStep] = []
         self._aside: list[AsideStep] = []
         self.result = RunResult(None, "running", EXIT_OK, self.command, self.config.target.redacted)
@@ -579,7 +588,10 @@ class GuardedRun:
                 self._lock_lost(etl_ok, failure)
                 return self.result
             self.db.connect()
-            self.early = self._early_rollback_work() if not etl_ok else None
+            if self.side is not None:
+                self.side.join()  # the headroom's job, before anything reads the seals it set
+            if not etl_ok:
+                self._early_rollback_work()
             if "etl" in self.payload and self.db.name == "duckdb":
                 self._note(phase="etl")
             self._settle_zero_copy()
@@ -602,34 +614,52 @@ class GuardedRun:
             self.release()
 
     def _side_session(self) -> None:
-        """A session opened while the ETL starts, kept for a rollback's early work (a new
-        connection would take longer than the work saves): see `_early_rollback_work`."""
-        if self.db.name not in ("mysql", "mariadb") or not any(s.seal for s in self.snapshots):
+        """A session opened while the ETL starts, for work beside the run (a new connection
+        would take longer than the work saves): the counters' headroom now, and a failed run's
+        early rollback work (`_early_rollback_work`)."""
+        if self.db.name not in ("mysql", "mariadb"):
+            return
+        if not any(s.seal for s in self.snapshots) and not any(c.log_only for c in self.captured):
             return
         side = adapter_for(self.config.target, self.config.lock_wait_seconds)
         try:
             side.connect()
         except EtlguardError:
             return  # best effort: the swap does the work itself
-        self.side = side
+        self.side = _Side(side, self.config.catalog_schema)
+        snaps = [s for s in self.snapshots if s.seal and s.auto_increment is not None]
+        if snaps:  # see restore.counter_headroom
+            self.side.submit(
+                lambda db, cat: raise_counters_early(db, cat, snaps, counter_headroom(db, cat, snaps)),
+                "etlguard-counters",
+            )
 
-    def _early_rollback_work(self) -> threading.Thread | None:
-        """The ETL failed, so the run rolls back. While it settles (and drops the standby
-        change logs' triggers, on its own session, at the same time), the snapshots'
-        AUTO_INCREMENT counters are raised on the side session (restore.raise_counters_early).
-        Joined before the rollback's swap. Best effort: what this misses (the session died
-        during a long ETL), the swap raises itself."""
-        side, snaps = self.side, [s for s in self.snapshots if s.seal]
-        if side is None or not snaps:
-            return None
+    def _early_rollback_work(self) -> None:
+        """The ETL failed, so the run rolls back. While the run settles on its own session,
+        the side session drops the standby change logs' triggers (which a rename swap cannot
+        carry across schemas; `_settle_capture` waits for them), then raises any snapshot's
+        AUTO_INCREMENT counter the headroom did not keep ahead of its live table
+        (restore.raise_counters_early). Joined before the rollback's swap. Best effort: what
+        this misses (the session died during a long ETL), the run does itself."""
+        side = self.side
+        if side is None:
+            return
+        side.join()  # the headroom's job: it sets the seals read here
+        snaps = [s for s in self.snapshots if s.seal]
+        logs = [c for c in self.captured if c.log_only]
+        if logs:
+            self.triggers_done = threading.Event()
 
-        def work() -> None:
-            with contextlib.suppress(EtlguardError):
-                raise_counters_early(side, Catalog(side, self.config.catalog_schema), snaps)
+        def work(db: Adapter, catalog: Catalog) -> None:
+            try:
+                _capture.drop_log_triggers(db, logs, self.triggers_gone)
+            finally:
+                if self.triggers_done is not None:
+                    self.triggers_done.set()
+            if snaps:
+                raise_counters_early(db, catalog, snaps)
 
-        thread = threading.Thread(target=work, name="etlguard-early-rollback", daemon=True)
-        thread.start()
-        return thread
+        side.submit(work, "etlguard-early-rollback")
 
     def _stop_hold(self) -> None:
         """The ETL is over: the captured tables' DDL hold ends (a rollback or the triggers'
@@ -657,7 +687,9 @@ class GuardedRun:
         others stay captured (capture.settle)."""
         if not self.captured:
             return
-        settled = _capture.settle_copies(self.db, self.catalog, self.captured)
+        if self.triggers_done is not None:
+            self.triggers_done.wait()
+        settled = _capture.settle_copies(self.db, self.catalog, self.captured, self.triggers_gone)
         self.change_logs = settled.standby  # their triggers are gone; the standbys are in snapshots
         self.snapshots += settled.copies
         self.result.snapshot_ids += [s.id for s in settled.copies]
@@ -803,8 +835,8 @@ class GuardedRun:
             hidden = [self.config.snapshot_schema, self.config.catalog_schema]
             schema = self.config.snapshot_schema
             aside = plan_aside(self.db, self.catalog, self.membership, schema, hidden, len(steps))
-            if self.early is not None:
-                self.early.join()
+            if self.side is not None:
+                self.side.join()
             restoring = time.monotonic()
             restored = run_restore(
                 self.db,
@@ -892,12 +924,9 @@ class GuardedRun:
         with contextlib.suppress(EtlguardError):
             self.db.unlock()
         self.db.close()
-        early, self.early = self.early, None
-        if early is not None:  # an error before the swap: its session is not closed under it
-            early.join(self.config.lock_wait_seconds)
         side, self.side = self.side, None
-        if side is not None:
-            side.close()
+        if side is not None:  # an error before the swap: its session is not closed under its work
+            side.close(self.config.lock_wait_seconds)
 
 
 def guarded_run(
@@ -923,6 +952,34 @@ def guarded_run(
     result = run.finish(outcome.ok, outcome.describe())
     _write_report(result, json_report)
     return result
+
+
+class _Side:
+    """A second session and the work done on it beside the run, one job at a time and in the
+    order given. Best effort: a job that fails leaves its work to the run's own session."""
+
+    def __init__(self, db: Adapter, catalog_schema: str) -> None:
+        self.db = db
+        self.catalog = Catalog(db, catalog_schema)
+        self.thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[Adapter, Catalog], object], name: str) -> None:
+        self.join()
+
+        def work() -> None:
+            with contextlib.suppress(EtlguardError):
+                job(self.db, self.catalog)
+
+        self.thread = threading.Thread(target=work, name=name, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.join(timeout)
+        self.db.close()
 
 
 class _Keepalive:

@@ -186,19 +186,21 @@ def settle(db: Adapter, catalog: Catalog, items: Sequence[dict[str, Any]]) -> Se
     replaced and unchanged, or a problem. Idempotent: a decided row is read back as it is.
     A table whose seal still holds is decided without being read (`_proven_by_seal`)."""
     out = Settled()
-    found = [(TableRef(*item["table"]), item["id"], catalog.snapshot(item["id"])) for item in items]
+    records = catalog.snapshots_by_id([item["id"] for item in items])
+    found = [(TableRef(*item["table"]), item["id"], records.get(item["id"])) for item in items]
     resealed = _proven_by_seal(db, [s for _, _, s in found if s is not None and s.status == "pending"])
+    by_seal = [snap for _, _, snap in found if snap is not None and snap.id in resealed]
+    catalog.update_snapshots([(snap.id, _kept(snap, None, resealed[snap.id])) for snap in by_seal])
     for table, sid, snap in found:
         if snap is None:
             out.problems.append(f"{table}: its zero-copy catalog row {sid} is missing")
             continue
-        if snap.status in ("verified", "restored"):
-            out.kept.append(snap)
-            continue
-        if snap.id in resealed:
-            _record_kept(catalog, snap, None, resealed[snap.id])
+        if snap.id in resealed:  # recorded above, together
             out.kept.append(snap)
             out.sealed.append(table)
+            continue
+        if snap.status in ("verified", "restored"):
+            out.kept.append(snap)
             continue
         if snap.status == "pending" and db.table_exists(snap.snapshot):
             checked = _full_check(db, snap)
@@ -260,15 +262,19 @@ def _full_check(db: Adapter, snap: Snapshot) -> tuple[Checksum | None, str | Non
 
 
 def _record_kept(catalog: Catalog, snap: Snapshot, fp: Checksum | None, seal: str | None) -> None:
+    catalog.update_snapshot(snap.id, **_kept(snap, fp, seal))
+
+
+def _kept(snap: Snapshot, fp: Checksum | None, seal: str | None) -> dict[str, Any]:
     """The kept table becomes a verified snapshot: recorded by `fp`, or (None) by the check
     taken before the run, which it was just proven to hold; `seal` replaces the one taken of
-    the live table (None: prove it by reading it)."""
+    the live table (None: prove it by reading it). The record's new values, set on `snap` too."""
     values: dict[str, Any] = {"status": "verified", "note": None, "seal": seal}
     if fp is not None:
         values.update(row_count=fp.rows, checksum=fp.digest, fingerprint=fp.algorithm)
         snap.row_count, snap.checksum, snap.fingerprint = fp.rows, fp.digest, fp.algorithm
-    catalog.update_snapshot(snap.id, **values)
     snap.status, snap.note, snap.seal = "verified", None, seal
+    return values
 
 
 def _unchanged(db: Adapter, table: TableRef, snap: Snapshot) -> bool:

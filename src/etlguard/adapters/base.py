@@ -338,6 +338,11 @@ class Adapter:
         """`auto_increment` of each table (in one round trip where the adapter can)."""
         return {r: self.auto_increment(r) for r in refs}
 
+    def counter_ceiling(self, structure: str) -> int | None:
+        """The largest id the AUTO_INCREMENT column of a table of this `structure` can hold,
+        or None (no such column, or the adapter cannot tell)."""
+        return None
+
     def structure_and_counter(self, ref: TableRef) -> tuple[str, int | None]:
         """`structure` and `auto_increment` together (one read of the DDL where they share it)."""
         return self.structure(ref), self.auto_increment(ref)

@@ -53,6 +53,12 @@ from .base import (
 from .parallel import Pool
 
 _AUTO_INC = re.compile(r" AUTO_INCREMENT=(\d+)")
+# The AUTO_INCREMENT column's integer type in SHOW CREATE TABLE, e.g. "  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,"
+_AUTO_INC_COLUMN = re.compile(
+    r"^\s*`(?:[^`]|``)*` (tinyint|smallint|mediumint|int|bigint)\b(?:\(\d+\))?( unsigned)?[^\n]*? NOT NULL AUTO_INCREMENT\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+_INT_BITS = {"tinyint": 8, "smallint": 16, "mediumint": 24, "int": 32, "bigint": 64}
 _HEADER = re.compile(r"^CREATE TABLE `(?:[^`]|``)*` \(")
 # Server errors that mean "you cannot get in" rather than "that statement failed".
 _DENIED = {1044, 1142, 1143, 1227, 1370}  # access denied to a schema, table, column or command
@@ -322,6 +328,17 @@ class MySQLAdapter(Adapter):
     def auto_increment(self, ref: TableRef) -> int | None:
         m = _AUTO_INC.search(self.show_create(ref))
         return int(m.group(1)) if m else None
+
+    def counter_ceiling(self, structure: str) -> int | None:
+        try:
+            ddl = str(json.loads(structure)[0])
+        except (ValueError, IndexError, TypeError):
+            return None
+        m = _AUTO_INC_COLUMN.search(ddl)
+        if m is None:
+            return None
+        bits = _INT_BITS[m.group(1).lower()]
+        return (1 << bits) - 1 if m.group(2) else (1 << (bits - 1)) - 1
 
     def structure_and_counter(self, ref: TableRef) -> tuple[str, int | None]:
         ddl = self.show_create(ref)
