@@ -296,25 +296,15 @@ def run_restore(
     copying = any(not (s.consume or s.refill) or s.recopy is not None for s in steps)
     if not any(s.consume or s.refill for s in steps):  # else it holds the snapshot tables just found
         db.ensure_schema(snapshot_schema)
-    entry = catalog.begin(op, _payload("staging" if copying else "swapping", steps, aside), run_id)
-    fault("restore.after_intent")
-    try:
-        _stage(db, steps, progress)
-    except BaseException as exc:
-        for s in steps:
-            if not (s.consume or s.refill):  # never drop the snapshot itself
-                _quietly_drop(db, s.staging)
-            if s.recopy is not None:
-                _quietly_drop(db, s.recopy)
-        catalog.finish(entry, "failed")
-        if isinstance(exc, EtlguardError) and not isinstance(exc, ChecksumMismatch):
-            raise RestoreFailed(f"restore failed before the swap; live tables untouched: {exc}") from exc
-        raise
-    fault("restore.after_staging")
-    _add_aside(db, catalog, aside, entry, run_id)
-    _add_displaced(db, catalog, steps, entry, run_id)
     if copying:
-        catalog.note(entry, _payload("swapping", steps, aside))
+        entry = _staged(db, catalog, steps, aside, progress, op, run_id)
+    else:  # nothing to build: the intent and what the swap will displace, in one commit
+        with db.transaction():
+            entry = catalog.begin(op, _payload("swapping", steps, aside), run_id)
+            _add_aside(db, catalog, aside, entry, run_id)
+            _add_displaced(db, catalog, steps, entry, run_id)
+        fault("restore.after_intent")
+        fault("restore.after_staging")
     fault("restore.before_swap")
     swap_started = time.perf_counter()
     _counters_ahead(db, [(s.staging, s.table) for s in steps if s.displaced is not None], COUNTER_MARGIN)
@@ -340,6 +330,39 @@ def run_restore(
     catalog.finish(entry)
     result.total_seconds = time.perf_counter() - started
     return result
+
+
+def _staged(
+    db: Adapter,
+    catalog: Catalog,
+    steps: Sequence[RestoreStep],
+    aside: Sequence[AsideStep],
+    progress: Progress | None,
+    op: str,
+    run_id: int | None,
+) -> int:
+    """The intent journaled, then what the swap needs built (`_stage`) and what it will
+    displace recorded; the journal entry's id. A failure drops what was built, never a
+    snapshot, and leaves every live table untouched."""
+    entry = catalog.begin(op, _payload("staging", steps, aside), run_id)
+    fault("restore.after_intent")
+    try:
+        _stage(db, steps, progress)
+    except BaseException as exc:
+        for s in steps:
+            if not (s.consume or s.refill):  # never drop the snapshot itself
+                _quietly_drop(db, s.staging)
+            if s.recopy is not None:
+                _quietly_drop(db, s.recopy)
+        catalog.finish(entry, "failed")
+        if isinstance(exc, EtlguardError) and not isinstance(exc, ChecksumMismatch):
+            raise RestoreFailed(f"restore failed before the swap; live tables untouched: {exc}") from exc
+        raise
+    fault("restore.after_staging")
+    _add_aside(db, catalog, aside, entry, run_id)
+    _add_displaced(db, catalog, steps, entry, run_id)
+    catalog.note(entry, _payload("swapping", steps, aside))
+    return entry
 
 
 def _add_displaced(
@@ -468,16 +491,16 @@ def _prove(db: Adapter, steps: Sequence[RestoreStep], progress: Progress | None,
     recorded fingerprint. A damaged or tampered snapshot is refused here, nothing touched."""
     for s in steps:
         s.structure = s.snapshot.structure or _own_structure(db, s.snapshot)
-    pointed = [s for s in steps if s.consume or s.refill]
-    present = db.existing([s.snapshot.snapshot for s in pointed])
-    for s in pointed:
-        if s.snapshot.snapshot not in present:
-            raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), "its table is missing")
     consumed = [s for s in steps if prove_first and s.consume and s.recopy is None]
     sealed = [s for s in consumed if s.snapshot.seal is not None]
     holds = db.seals_hold([(s.snapshot.snapshot, s.snapshot.seal or "") for s in sealed])
     for s, ok in zip(sealed, holds, strict=True):
         s.proven, s.proof = ok, "seal" if ok else ""
+    pointed = [s for s in steps if (s.consume or s.refill) and not s.proven]  # a seal that holds: it exists
+    present = db.existing([s.snapshot.snapshot for s in pointed])
+    for s in pointed:
+        if s.snapshot.snapshot not in present:
+            raise ChecksumMismatch(str(s.table), s.snapshot.id, _expected(s), "its table is missing")
     for s in steps:
         if s.refill or (s in consumed and not s.proven):
             actual = db.checksum(s.snapshot.snapshot, s.snapshot.fingerprint)

@@ -556,10 +556,34 @@ class GuardedRun:
             self.watch = WriteWatch(connect, [*self.tables, *self.membership.new]).start()
 
     def _stop_watch(self) -> OthersReport | None:
-        if self.watch is None:
+        watch, self.watch = self.watch, None
+        if watch is None:
             return None
-        report, self.watch = self.watch.stop(), None
+        report = watch.stop()
         self.result.others_source = report.source or f"not watched: {report.error}"
+        return report
+
+    def _stop_watch_beside(self) -> Callable[[], OthersReport | None]:
+        """`_stop_watch` in a thread: its last sample is a round trip on the watch's own
+        session, which a rollback need not wait for (a sample taken during the swap names
+        etlguard's own statements as etlguard's, see others.classify). Returns what waits for
+        it and gives its report."""
+        watch, self.watch = self.watch, None  # the `finally` of _finish no longer stops it
+        if watch is None:
+            return lambda: None
+        out: list[OthersReport] = []
+        thread = threading.Thread(
+            target=lambda: out.append(watch.stop()), name="etlguard-watch-stop", daemon=True
+        )
+        thread.start()
+
+        def report() -> OthersReport | None:
+            thread.join()
+            if not out:
+                return None
+            self.result.others_source = out[0].source or f"not watched: {out[0].error}"
+            return out[0]
+
         return report
 
     def _started(self, etl: EtlProcess, pinger: _Keepalive) -> None:
@@ -597,16 +621,17 @@ class GuardedRun:
             self._settle_zero_copy()
             self._settle_capture()
             reasons = self._etl_failure(failure) if not etl_ok else self._audit()
-            others = self._stop_watch()
+            others = self._stop_watch_beside()
             if self.drill and not reasons:
                 self._rollback(["drill: a good run rolled back on purpose"], audit=True)
                 if self.result.status != "rollback_failed":
                     self.result.status, self.result.exit_code = "drill", EXIT_OK
             elif reasons:
                 self._rollback(reasons, audit=etl_ok)
-                self._report_others(others)
+                self._report_others(others())
             else:
                 self._commit()
+            others()  # joined: the run's report says how the server was watched
             self._close_run()
             return self.result
         finally:
