@@ -90,7 +90,9 @@ def test_a_run_keeps_its_snapshot_counter_ahead_by_twice_the_recent_growth(maria
     back = 214 + COUNTER_MARGIN + 2 * 200  # the headroom's counter, not the failed run's + the margin
     assert counter(maria, gold, "orders") == back, "the snapshot renamed in was already ahead"
     maria.sql(f"INSERT INTO {t} (v) VALUES (7)")
-    assert maria.sql(f"SELECT MAX(id) FROM {t}")[0][0] == back, "no id of the failed run's is handed out again"
+    assert maria.sql(f"SELECT MAX(id) FROM {t}")[0][0] == back, (
+        "no id of the failed run's is handed out again"
+    )
 
     # the rollback raised the live counter by the headroom: that growth is not counted again
     after = g.run(etl(maria, ["SLEEP"]))
@@ -100,13 +102,15 @@ def test_a_run_keeps_its_snapshot_counter_ahead_by_twice_the_recent_growth(maria
 
 def test_the_headroom_leaves_a_narrow_column_half_the_ids_it_has_left(maria: Backend) -> None:
     gold, t = orders_table(maria, "id TINYINT UNSIGNED AUTO_INCREMENT PRIMARY KEY")
-    maria.sql(f"INSERT INTO {t} (id, v) SELECT seq, seq FROM mysql.seq_4_to_200")  # counter 201
-    g = maria.guard([f"{gold}.orders"])
-    [snap] = g.snapshot()
+    g = maria.guard([f"{gold}.orders"], retention={"keep_last": 20, "days": None})
+    [flat] = g.snapshot()
     db = adapter_for(g.config.target, 10)
     db.connect()
     try:
         catalog = Catalog(db, g.config.catalog_schema)
+        assert counter_headroom(db, catalog, [flat]) == {flat.table: 0}, "a counter that never grew: none"
+        maria.sql(f"INSERT INTO {t} (id, v) SELECT seq, seq FROM mysql.seq_4_to_200")  # counter 201
+        [snap] = g.snapshot()
         room = counter_headroom(db, catalog, [snap])
         assert room == {snap.table: (255 - 201) // 2}
         assert raise_counters_early(db, catalog, [snap], room) == [snap.id]

@@ -19,6 +19,10 @@ able to decide (modelled on zerocopy.py):
    `captured` (a record of what the run changed; not a restorable snapshot).
    Rollback: the replay, verified against the pre-run checksum and structure; then the triggers
    are dropped and the row becomes `restored`. The replay is idempotent, so `recover` repeats it.
+
+Why this module is long: the capture's steps (plan, intend, install, hold, settle, commit,
+replay, close) share the journal's Captured records, and `recover` resumes any of them; they
+stay together.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Snapshot metadata lives here and never in a snapshot table, so a snapshot has exactly the
 structure of its source. The schema carries a version so that later releases can migrate it.
+
+Why this module is long: the catalog's tables, their migrations and every read and write of
+them stay in one place, so that no other module writes the catalog's SQL.
 """
 
 from __future__ import annotations

@@ -450,11 +450,13 @@ def counter_headroom(db: Adapter, catalog: Catalog, snaps: Sequence[Snapshot]) -
     """How far ahead of its live table each snapshot with an AUTO_INCREMENT counter is raised
     before the ETL runs: the swap's margin plus twice the largest growth of the table's counter
     between two of its last HEADROOM_RECORDS snapshots, i.e. twice what a night has inserted
-    lately. A growth that spans a rollback is not counted (a rollback raises the live counter
-    by this very headroom, which would feed itself). Capped at half the ids the column has
-    left, so a narrow column near its end is never pushed out of range. The cost is a larger
-    gap in the ids after a failed night; a night that inserts more than its headroom only
-    makes its swap wait for the ALTER, as it would without one."""
+    lately; none for a table whose counter has not grown (a rollback then leaves its counter
+    as it was, and the next night can reuse its snapshot). A growth that spans a rollback is
+    not counted (a rollback raises the live counter by this very headroom, which would feed
+    itself). Capped at half the ids the column has left, so a narrow column near its end is
+    never pushed out of range. The cost is a larger gap in the ids after a failed night; a
+    night that inserts more than its headroom only makes its swap wait for the ALTER, as it
+    would without one."""
     counted = [s for s in snaps if s.seal and s.auto_increment is not None]
     out: dict[TableRef, int] = {}
     for s in counted:
@@ -468,7 +470,7 @@ def counter_headroom(db: Adapter, catalog: Catalog, snaps: Sequence[Snapshot]) -
             ),
             default=0,
         )
-        room = COUNTER_MARGIN + 2 * max(0, growth)
+        room = COUNTER_MARGIN + 2 * growth if growth > 0 else 0  # a table that does not grow: none
         ceiling = db.counter_ceiling(s.structure)
         if ceiling is not None:
             room = min(room, max(0, (ceiling - int(s.auto_increment or 0)) // 2))
