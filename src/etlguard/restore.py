@@ -279,6 +279,7 @@ def run_restore(
     aside: Sequence[AsideStep] = (),
     prove_first: bool = True,
     replay: Callable[[Sequence[Swap]], None] | None = None,
+    journal_also: Callable[[], None] | None = None,
 ) -> RestoreResult:
     """`prove_first`: a snapshot that is renamed into place is proven before the swap, so a
     damaged or tampered one is refused with every live table untouched, and the live table is
@@ -288,7 +289,9 @@ def run_restore(
     fingerprinted, see Adapter.sealed_checksum), else a full fingerprint. Its structure is
     still compared after the swap. `prove_first=False` swaps first and proves the data afterwards.
     `replay` (a rollback of captured tables, see capture.py) performs the swap itself, so that
-    the captured tables and the swapped ones are back at one moment for readers."""
+    the captured tables and the swapped ones are back at one moment for readers.
+    `journal_also`: a catalog write that goes with the intent (a rollback notes its run's
+    phase), in the same commit where nothing has to be built first."""
 
     started = time.perf_counter()
     check_swappable(db, steps, aside)
@@ -297,9 +300,13 @@ def run_restore(
     if not any(s.consume or s.refill for s in steps):  # else it holds the snapshot tables just found
         db.ensure_schema(snapshot_schema)
     if copying:
+        if journal_also is not None:
+            journal_also()
         entry = _staged(db, catalog, steps, aside, progress, op, run_id)
     else:  # nothing to build: the intent and what the swap will displace, in one commit
         with db.transaction():
+            if journal_also is not None:
+                journal_also()
             entry = catalog.begin(op, _payload("swapping", steps, aside), run_id)
             _add_aside(db, catalog, aside, entry, run_id)
             _add_displaced(db, catalog, steps, entry, run_id)
@@ -369,13 +376,17 @@ def _add_displaced(
     db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep], entry: int, run_id: int | None
 ) -> None:
     """Before the swap, a `creating` record of each table it will displace, all in one
-    statement, so that `recover` knows every table the swap moves into the snapshot schema."""
+    statement, so that `recover` knows every table the swap moves into the snapshot schema.
+    A table the swap renames away (`consume`) is the displaced table itself: its structure and
+    counter are read from it after the swap (`_record_displaced`), not here, where the tables
+    wait for every round trip; one that recover finishes is held to its own (`_own_structure`)."""
     moving = [s for s in steps if s.displaced is not None and s.displaced_id is not None]
     taken_at = db.server_now() if moving else None
     records = []
     for s in moving:
         assert s.displaced is not None and s.displaced_id is not None and taken_at is not None
-        s.live_structure, s.live_auto_increment = db.structure_and_counter(s.table)
+        if not s.consume:
+            s.live_structure, s.live_auto_increment = db.structure_and_counter(s.table)
         records.append(
             Snapshot(
                 id=s.displaced_id,
@@ -609,6 +620,9 @@ def _expected(s: RestoreStep) -> str:
 def _record_displaced(db: Adapter, catalog: Catalog, steps: Sequence[RestoreStep]) -> None:
     """After the swap: check each displaced table and mark it a verified snapshot, so a
     restore can be undone the same way (and a failed verification keeps what it replaced)."""
+    for s in steps:
+        if s.consume and s.displaced is not None:  # renamed away whole: the live table it was
+            s.live_structure, s.live_auto_increment = db.structure_and_counter(s.displaced)
     mark_displaced(
         db,
         catalog,

@@ -851,7 +851,6 @@ class GuardedRun:
         what = "" if reasons[0].startswith("drill:") else ("audit failed: " if audit else "ETL failed: ")
         self.echo(f"{what}{reasons[0]}; rolling back")
         began = time.monotonic()
-        self._note(phase="rollback")
         try:
             stopped = settle_sessions(self.db, self.tables, self.config.statement_grace_seconds, self.echo)
             self.result.stopped_sessions = stopped
@@ -872,6 +871,7 @@ class GuardedRun:
                 op="rollback",
                 aside=aside,
                 replay=(replayed := _capture.replayer(self.db, self.captured)),
+                journal_also=lambda: self._note(phase="rollback"),  # in the intent's commit
             )
             restored.unverified.update(_capture.settle_rollback(self.db, self.catalog, replayed))
             _capture.close_standby(self.db, self.catalog, self.change_logs)
@@ -879,6 +879,9 @@ class GuardedRun:
                 str(c.table) for c in self.captured if str(c.table) not in restored.unverified
             ]
         except EtlguardError as exc:
+            if self.payload.get("phase") != "rollback":  # it failed before its intent was journaled
+                with contextlib.suppress(EtlguardError):
+                    self._note(phase="rollback")
             self._rollback_failed(f"the rollback failed: {exc}")
             return
         self.result.rollback_seconds = time.monotonic() - began

@@ -1009,21 +1009,28 @@ class MySQLAdapter(Adapter):
                 # every table it has to read their times
                 _each_table(
                     "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, s.TABLE_ID, s.SPACE, UNIX_TIMESTAMP(t.CREATE_TIME), "
-                    "UNIX_TIMESTAMP(t.UPDATE_TIME), UNIX_TIMESTAMP(NOW()), g.VARIABLE_VALUE FROM information_schema.TABLES t "
+                    "UNIX_TIMESTAMP(t.UPDATE_TIME), NULL, NULL FROM information_schema.TABLES t "
                     "JOIN information_schema.INNODB_SYS_TABLES s ON s.NAME = CONCAT(t.TABLE_SCHEMA, '/', t.TABLE_NAME) "
-                    "JOIN information_schema.GLOBAL_STATUS g ON g.VARIABLE_NAME = 'UPTIME' "
                     "WHERE t.ENGINE = 'InnoDB' AND",
                     len(refs),
                     "t.TABLE_SCHEMA",
                     "t.TABLE_NAME",
-                ),
+                )
+                # the clock and the uptime once, in a part of their own: joined into each table's
+                # part, GLOBAL_STATUS was read in full once per table (half of the query's time)
+                + " UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, UNIX_TIMESTAMP(NOW()), VARIABLE_VALUE "
+                "FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME'",
                 _table_params(refs),
             )
         except EtlguardError:
             return {}
+        clock = [r[6:] for r in rows if r[0] is None]
+        if len(clock) != 1:
+            return {}
         by_table: dict[TableRef, list[tuple[Any, ...]]] = {}
         for r in rows:
-            by_table.setdefault(TableRef(str(r[0]), str(r[1])), []).append(r[2:])
+            if r[0] is not None:
+                by_table.setdefault(TableRef(str(r[0]), str(r[1])), []).append((*r[2:6], *clock[0]))
         return {
             ref: _facts(found[0])
             for ref, found in by_table.items()
