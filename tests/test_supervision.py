@@ -10,6 +10,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pymysql
 import pytest
 
 from etlguard import Config, Guard
+from etlguard.adapters import adapter_for
 from etlguard.errors import (
     EXIT_BUSY,
     EXIT_ETL_FAILED,
@@ -28,6 +30,8 @@ from etlguard.errors import (
     EXIT_ROLLBACK_FAILED,
     EXIT_USAGE,
 )
+from etlguard.sessions import settle_sessions
+from etlguard.tables import TableRef
 
 from conftest import PG_HOST, PG_PORT, Backend, Figures, MariaDBBackend
 from servers import Server
@@ -275,6 +279,49 @@ def test_sighup_stops_the_whole_group_then_rolls_back(maria: Backend) -> None:
     assert proc.returncode == EXIT_ETL_FAILED, err
     assert "stopped by SIGHUP" in err
     assert maria.golden(schema, "orders") == before
+
+
+def test_a_rollback_neither_waits_for_nor_stops_etlguards_own_other_session(maria: MariaDBBackend) -> None:
+    """A run's side session names the protected tables in its catalog lookups: the rollback's
+    search for sessions still on them must pass it over, and never KILL it; any other client's
+    statement is still stopped after the grace period."""
+    schema, t = protected_table(maria)
+    db = adapter_for(maria.guard([f"{schema}.orders"]).config.target, 10)
+    db.connect()
+    results: dict[str, object] = {}
+
+    def sleeper(key: str, seconds: int) -> int:
+        conn = pymysql.connect(host="127.0.0.1", port=maria.port, user="root", autocommit=True)
+        session = conn.thread_id()
+
+        def work() -> None:
+            with conn.cursor() as cur:
+                try:
+                    cur.execute(f"SELECT SLEEP({seconds}) FROM {t} LIMIT 1")
+                    results[key] = "slept" if cur.fetchone()[0] == 0 else "interrupted"
+                except pymysql.err.OperationalError as exc:  # 1317: interrupted by KILL QUERY
+                    results[key] = "interrupted" if exc.args[0] == 1317 else str(exc)
+            conn.close()
+
+        threading.Thread(target=work, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not any(s.id == session for s in db.sessions_on([TableRef(schema, "orders")])):
+            assert time.monotonic() < deadline, "the sleeper never showed up in the processlist"
+            time.sleep(0.02)
+        return session
+
+    try:
+        ours = sleeper("ours", 2)
+        assert settle_sessions(db, [TableRef(schema, "orders")], 0.2, ours=[ours]) == []
+        theirs = sleeper("theirs", 30)
+        notes = settle_sessions(db, [TableRef(schema, "orders")], 0.2, ours=[ours])
+        assert len(notes) == 1 and f"{theirs}" in notes[0] and "cancelled the statement" in notes[0], notes
+        deadline = time.monotonic() + 10
+        while len(results) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert results == {"ours": "slept", "theirs": "interrupted"}
+    finally:
+        db.close()
 
 
 # -- item 3: --timeout stops the statement, not only the process ----------------------------------

@@ -852,7 +852,10 @@ class GuardedRun:
         self.echo(f"{what}{reasons[0]}; rolling back")
         began = time.monotonic()
         try:
-            stopped = settle_sessions(self.db, self.tables, self.config.statement_grace_seconds, self.echo)
+            ours = [self.side.session] if self.side is not None and self.side.session is not None else []
+            stopped = settle_sessions(
+                self.db, self.tables, self.config.statement_grace_seconds, self.echo, ours
+            )
             self.result.stopped_sessions = stopped
             chosen = {s.table: s for s in self.snapshots}
             steps = plan_restore(self.db, self.catalog, chosen, self.config.snapshot_schema)
@@ -990,6 +993,7 @@ class _Side:
         self.db = db
         self.catalog = Catalog(db, catalog_schema)
         self.thread: threading.Thread | None = None
+        self.session: int | None = getattr(db, "session_id", None)  # not one the rollback waits for
 
     def submit(self, job: Callable[[Adapter, Catalog], object], name: str) -> None:
         self.join()
