@@ -243,16 +243,20 @@ def plan_aside(
     ]
 
 
-def check_swappable(db: Adapter, steps: Sequence[RestoreStep], aside: Sequence[AsideStep]) -> None:
+def check_swappable(
+    db: Adapter, steps: Sequence[RestoreStep], aside: Sequence[AsideStep], fks_only: bool = False
+) -> None:
     """Refuse, before anything is touched, a swap that could only half work: a live name that
     is now a view, or a trigger or foreign key the snapshot did not have (snapshots refuse
     tables with either, so the run added it). A rename would fail on a trigger (MySQL error
-    1435) and carry a foreign key into the snapshot schema."""
+    1435) and carry a foreign key into the snapshot schema. `fks_only`: where the swap itself
+    refuses a view or a trigger, whole (Adapter.swap_refuses_views_and_triggers), only foreign
+    keys are looked for; the rest is asked after a swap that failed (`_refused_swap`)."""
     refs = [s.table for s in steps] + [a.table for a in aside]
-    views = db.views_among(refs)
+    views = set() if fks_only else db.views_among(refs)
     # a step has a displaced table where the live one exists (plan_restore), an aside table exists
     present = [s.table for s in steps if s.displaced is not None] + [a.table for a in aside]
-    found = db.swap_blockers_of(present)
+    found = db.swap_blockers_of(present, triggers=not fks_only)
     for ref in refs:
         if ref in views:
             raise RestoreFailed(
@@ -294,7 +298,8 @@ def run_restore(
     phase), in the same commit where nothing has to be built first."""
 
     started = time.perf_counter()
-    check_swappable(db, steps, aside)
+    after = db.swap_refuses_views_and_triggers and replay is None  # asked only if the swap fails
+    check_swappable(db, steps, aside, fks_only=after)
     _prove(db, steps, progress, prove_first)  # reads only: a damaged snapshot is refused before any write
     copying = any(not (s.consume or s.refill) or s.recopy is not None for s in steps)
     if not any(s.consume or s.refill for s in steps):  # else it holds the snapshot tables just found
@@ -320,7 +325,12 @@ def run_restore(
     if replay is not None:
         replay(swaps)
     elif swaps:
-        db.swap(swaps)
+        try:
+            db.swap(swaps)
+        except EtlguardError:
+            if after:
+                _refused_swap(db, catalog, entry, steps, aside)
+            raise
     swap_seconds = time.perf_counter() - swap_started
     back_seconds = time.perf_counter() - started
     fault("restore.after_swap")
@@ -370,6 +380,26 @@ def _staged(
     _add_displaced(db, catalog, steps, entry, run_id)
     catalog.note(entry, _payload("swapping", steps, aside))
     return entry
+
+
+def _refused_swap(
+    db: Adapter, catalog: Catalog, entry: int, steps: Sequence[RestoreStep], aside: Sequence[AsideStep]
+) -> None:
+    """The swap failed. Where a view or a trigger the run added stood in its way, the database
+    refused the whole statement and moved nothing: the restore ends as if refused before it
+    began (its journal entry failed; the records of what it would have displaced, whose tables
+    never came to be, deleted) and
+    says why (check_swappable raises). Any other failure is left to `recover`, which finds
+    out what the swap did."""
+    try:
+        check_swappable(db, steps, aside)
+    except RestoreFailed:
+        ids = [s.displaced_id for s in steps if s.displaced_id is not None] + [a.displaced_id for a in aside]
+        catalog.update_snapshots(
+            [(sid, {"status": "deleted", "note": "the swap was refused"}) for sid in ids]
+        )
+        catalog.finish(entry, "failed")
+        raise
 
 
 def _add_displaced(

@@ -210,6 +210,10 @@ class Adapter:
     # Whether a restore can rename the snapshot table itself into the live schema (MySQL's
     # RENAME TABLE crosses schemas), instead of copying it back.
     snapshot_renames_into_place: ClassVar[bool] = False
+    # Whether the swap itself fails whole, moving nothing, on a live name that is a view or a
+    # table with a trigger (MySQL's atomic RENAME TABLE): then a restore looks for those only
+    # after a failed swap, to say why (restore.check_swappable), not on the way to every swap.
+    swap_refuses_views_and_triggers: ClassVar[bool] = False
     # Whether a restore keeps the live table (its OID: views and foreign keys stay bound) and
     # refills it from the snapshot in one transaction (PostgreSQL).
     restores_by_refill: ClassVar[bool] = False
@@ -373,8 +377,9 @@ class Adapter:
         """Which of `refs` are views (in one round trip where the adapter can)."""
         return {r for r in refs if self.is_view(r)}
 
-    def swap_blockers_of(self, refs: Sequence[TableRef]) -> dict[TableRef, list[str]]:
-        """`swap_blockers` of each table (batched where the adapter can); tables with none left out."""
+    def swap_blockers_of(self, refs: Sequence[TableRef], triggers: bool = True) -> dict[TableRef, list[str]]:
+        """`swap_blockers` of each table (batched where the adapter can); tables with none left
+        out. `triggers=False`: where the adapter can tell them apart, foreign keys only."""
         found = {r: self.swap_blockers(r) for r in refs}
         return {r: b for r, b in found.items() if b}
 

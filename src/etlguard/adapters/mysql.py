@@ -86,6 +86,7 @@ class MySQLAdapter(Adapter):
     staging_beside_live = False
     sees_other_sessions = True
     snapshot_renames_into_place = True
+    swap_refuses_views_and_triggers = True
     copy_check_detects_change = True
     copy_connections = 2  # tables copied at once, each by a session of its own
     null_safe_equal = "{a} <=> {b}"
@@ -420,22 +421,24 @@ class MySQLAdapter(Adapter):
             )
         return [Activity(str(r[0]), _client(str(r[1] or "")), _text(r[2])) for r in rows]
 
-    def swap_blockers_of(self, refs: Sequence[TableRef]) -> dict[TableRef, list[str]]:
-        """One query for the triggers of all `refs`, one for their foreign keys; only a table
-        that has either is looked at again, for the messages."""
+    def swap_blockers_of(self, refs: Sequence[TableRef], triggers: bool = True) -> dict[TableRef, list[str]]:
+        """One query for the triggers of all `refs` (unless `triggers` is False), one for their
+        foreign keys; only a table that has either is looked at again, for the messages."""
         if not refs:
             return {}
         wanted = set(refs)
-        triggers = self.query(
-            _each_table(
-                "SELECT EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS WHERE",
-                len(refs),
-                "EVENT_OBJECT_SCHEMA",
-                "EVENT_OBJECT_TABLE",
-            ),
-            _table_params(refs),
-        )
-        named = [TableRef(str(r[0]), str(r[1])) for r in triggers]
+        named = []
+        if triggers:
+            rows = self.query(
+                _each_table(
+                    "SELECT EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE FROM information_schema.TRIGGERS WHERE",
+                    len(refs),
+                    "EVENT_OBJECT_SCHEMA",
+                    "EVENT_OBJECT_TABLE",
+                ),
+                _table_params(refs),
+            )
+            named = [TableRef(str(r[0]), str(r[1])) for r in rows]
         if self._may_have_foreign_keys(refs):
             # the incoming side cannot be looked up by table: this reads every table's constraints
             fks = self.query(
