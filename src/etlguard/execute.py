@@ -162,6 +162,9 @@ class Supervisor:
             start_new_session=True,  # not in the terminal's group: a hang-up must not stop it
         )
         assert self.watchdog.stdin is not None
+        # reaped beside us once released (it then only exits), by a thread started now, so that
+        # a rollback neither waits for its exit nor for a new thread to be scheduled
+        threading.Thread(target=self.watchdog.wait, name="etlguard-watchdog-reaper", daemon=True).start()
         report_fd = self.watchdog.stdin.fileno()
         parent = os.getpid()
 
@@ -257,8 +260,6 @@ class Supervisor:
             self.watchdog.stdin.close()
         except OSError:
             pass
-        # released, it only exits: reaped beside us, so a rollback does not wait for its exit
-        threading.Thread(target=self.watchdog.wait, name="etlguard-watchdog-reaper", daemon=True).start()
 
 
 def run_command(

@@ -132,18 +132,23 @@ class WriteWatch:
 
     def stop(self) -> OthersReport:
         """One last sample (writes after the ETL ended count too), then end the thread."""
-        self._stop.set()
+        self.finish()
         if self._thread is not None:
             self._thread.join()
-            self._sample()
         if self.db is not None:
             self.db.close()
         return self.report
+
+    def finish(self) -> None:
+        """Ask the watching thread for its last sample and to end, without waiting for it
+        (a rollback need not): `stop` then waits and gives the report."""
+        self._stop.set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._sample()
             self._stop.wait(self.interval)
+        self._sample()  # the last one, after stop() or finish()
 
     def _sample(self) -> None:
         assert self.db is not None

@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import os
+import queue
 import shlex
 import signal
 import threading
@@ -564,24 +565,20 @@ class GuardedRun:
         return report
 
     def _stop_watch_beside(self) -> Callable[[], OthersReport | None]:
-        """`_stop_watch` in a thread: its last sample is a round trip on the watch's own
+        """`_stop_watch`, with its last sample taken by the watch's own thread on its own
         session, which a rollback need not wait for (a sample taken during the swap names
         etlguard's own statements as etlguard's, see others.classify). Returns what waits for
         it and gives its report."""
         watch, self.watch = self.watch, None  # the `finally` of _finish no longer stops it
         if watch is None:
             return lambda: None
+        watch.finish()
         out: list[OthersReport] = []
-        thread = threading.Thread(
-            target=lambda: out.append(watch.stop()), name="etlguard-watch-stop", daemon=True
-        )
-        thread.start()
 
         def report() -> OthersReport | None:
-            thread.join()
             if not out:
-                return None
-            self.result.others_source = out[0].source or f"not watched: {out[0].error}"
+                out.append(watch.stop())
+                self.result.others_source = out[0].source or f"not watched: {out[0].error}"
             return out[0]
 
         return report
@@ -655,8 +652,7 @@ class GuardedRun:
         snaps = [s for s in self.snapshots if s.seal and s.auto_increment is not None]
         if snaps:  # see restore.counter_headroom
             self.side.submit(
-                lambda db, cat: raise_counters_early(db, cat, snaps, counter_headroom(db, cat, snaps)),
-                "etlguard-counters",
+                lambda db, cat: raise_counters_early(db, cat, snaps, counter_headroom(db, cat, snaps))
             )
 
     def _early_rollback_work(self) -> None:
@@ -684,7 +680,7 @@ class GuardedRun:
             if snaps:
                 raise_counters_early(db, catalog, snaps)
 
-        side.submit(work, "etlguard-early-rollback")
+        side.submit(work)
 
     def _stop_hold(self) -> None:
         """The ETL is over: the captured tables' DDL hold ends (a rollback or the triggers'
@@ -986,31 +982,41 @@ def guarded_run(
 
 
 class _Side:
-    """A second session and the work done on it beside the run, one job at a time and in the
-    order given. Best effort: a job that fails leaves its work to the run's own session."""
+    """A second session and the work done on it beside the run by one thread, started with it
+    (so that a failed run's work starts without waiting for a new thread to be scheduled), one
+    job at a time and in the order given. Best effort: a job that fails leaves its work to the
+    run's own session."""
 
     def __init__(self, db: Adapter, catalog_schema: str) -> None:
         self.db = db
         self.catalog = Catalog(db, catalog_schema)
-        self.thread: threading.Thread | None = None
         self.session: int | None = getattr(db, "session_id", None)  # not one the rollback waits for
-
-    def submit(self, job: Callable[[Adapter, Catalog], object], name: str) -> None:
-        self.join()
-
-        def work() -> None:
-            with contextlib.suppress(EtlguardError):
-                job(self.db, self.catalog)
-
-        self.thread = threading.Thread(target=work, name=name, daemon=True)
+        self.jobs: queue.Queue[Callable[[Adapter, Catalog], object] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._work, name="etlguard-side", daemon=True)
         self.thread.start()
 
-    def join(self, timeout: float | None = None) -> None:
-        if self.thread is not None:
-            self.thread.join(timeout)
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            try:
+                job(self.db, self.catalog)
+            except EtlguardError:
+                pass
+            except Exception:  # a defect: logged, and the run does the work itself
+                log.exception("etlguard's side session job failed")
+            finally:
+                self.jobs.task_done()
+        self.jobs.task_done()
+
+    def submit(self, job: Callable[[Adapter, Catalog], object]) -> None:
+        self.jobs.put(job)
+
+    def join(self) -> None:
+        """Until every job given so far is done."""
+        self.jobs.join()
 
     def close(self, timeout: float | None = None) -> None:
-        self.join(timeout)
+        self.jobs.put(None)
+        self.thread.join(timeout)
         self.db.close()
 
 
@@ -1021,6 +1027,7 @@ class _Keepalive:
     def __init__(self, db: Adapter) -> None:
         self.db = db
         self.done = threading.Event()
+        self.using = threading.Lock()  # held for each round trip
         self.thread = threading.Thread(target=self._loop, name="etlguard-keepalive", daemon=True)
 
     def start(self) -> None:
@@ -1028,15 +1035,21 @@ class _Keepalive:
 
     def _loop(self) -> None:
         while not self.done.wait(KEEPALIVE_SECONDS):
-            try:
-                self.db.keep_alive()
-            except EtlguardError:
-                return  # the session is gone: finish() proves the lock before acting
+            with self.using:
+                if self.done.is_set():
+                    return
+                try:
+                    self.db.keep_alive()
+                except EtlguardError:
+                    return  # the session is gone: finish() proves the lock before acting
 
     def stop(self) -> None:
+        """After this the thread never touches the connection again: a round trip in flight is
+        waited for, and none starts after (the thread ends by itself; a failed run does not
+        wait for it to be scheduled)."""
         self.done.set()
-        if self.thread.is_alive():
-            self.thread.join()
+        with self.using:
+            pass
 
 
 def _quiet_on_hangup(echo: Echo) -> Echo:

@@ -183,7 +183,12 @@ class MySQLAdapter(Adapter):
         """READ COMMITTED writes need row or mixed binary logging: with binlog_format=STATEMENT
         every InnoDB write fails (error 1665). Switch this session to MIXED where the user
         may (SUPER or BINLOG ADMIN); otherwise stay at the server's REPEATABLE READ."""
-        fmt, log_bin = self.query("SELECT @@SESSION.binlog_format, @@GLOBAL.log_bin")[0]
+        # @@performance_schema rides along (see _performance_schema): a rollback asks it, and
+        # every round trip between the ETL's exit and the swap delays the tables coming back
+        fmt, log_bin, perf = self.query(
+            "SELECT @@SESSION.binlog_format, @@GLOBAL.log_bin, @@performance_schema"
+        )[0]
+        self._perf_schema = bool(perf)
         if not log_bin or str(fmt).upper() != "STATEMENT":
             return True
         try:
