@@ -212,6 +212,7 @@ class GuardedRun:
         self.etl_started_wall = 0.0
         self.watch: WriteWatch | None = None
         self.side: _Side | None = None  # a second session for work beside the run
+        self.headroom: threading.Event | None = None  # set once the counters' headroom is done
         self.triggers_done: threading.Event | None = None  # set once the side session is done with
         self.triggers_gone: list[TableRef] = []  # the standby change logs' triggers it dropped
         self._steps: list[RestoreStep] = []
@@ -604,13 +605,14 @@ class GuardedRun:
 
     def _finish(self, etl_ok: bool, failure: str) -> RunResult:
         try:
+            self._drop_log_triggers_beside()
             self._stop_hold()
             if not self.db.holds_lock():
                 self._lock_lost(etl_ok, failure)
                 return self.result
             self.db.connect()
-            if self.side is not None:
-                self.side.join()  # the headroom's job, before anything reads the seals it set
+            if self.headroom is not None:
+                self.headroom.wait()  # before anything reads the seals it set
             if not etl_ok:
                 self._early_rollback_work()
             if "etl" in self.payload and self.db.name == "duckdb":
@@ -651,36 +653,31 @@ class GuardedRun:
         self.side = _Side(side, self.config.catalog_schema)
         snaps = [s for s in self.snapshots if s.seal and s.auto_increment is not None]
         if snaps:  # see restore.counter_headroom
-            self.side.submit(
+            self.headroom = self.side.submit(
                 lambda db, cat: raise_counters_early(db, cat, snaps, counter_headroom(db, cat, snaps))
             )
 
+    def _drop_log_triggers_beside(self) -> None:
+        """The ETL is over, whatever its outcome: the standby change logs' triggers go (every
+        way on drops them; a rename swap cannot carry them across schemas), on the side
+        session, while the run proves its lock and settles on its own. `_settle_capture`
+        waits for them and drops any this missed."""
+        logs = [c for c in self.captured if c.log_only]
+        if self.side is None or not logs:
+            return
+        self.triggers_done = self.side.submit(
+            lambda db, _catalog: _capture.drop_log_triggers(db, logs, self.triggers_gone)
+        )
+
     def _early_rollback_work(self) -> None:
         """The ETL failed, so the run rolls back. While the run settles on its own session,
-        the side session drops the standby change logs' triggers (which a rename swap cannot
-        carry across schemas; `_settle_capture` waits for them), then raises any snapshot's
-        AUTO_INCREMENT counter the headroom did not keep ahead of its live table
-        (restore.raise_counters_early). Joined before the rollback's swap. Best effort: what
-        this misses (the session died during a long ETL), the run does itself."""
-        side = self.side
-        if side is None:
-            return
-        side.join()  # the headroom's job: it sets the seals read here
+        the side session raises any snapshot's AUTO_INCREMENT counter the headroom did not
+        keep ahead of its live table (restore.raise_counters_early). Joined before the
+        rollback's swap. Best effort: what this misses (the session died during a long ETL),
+        the swap does itself."""
         snaps = [s for s in self.snapshots if s.seal]
-        logs = [c for c in self.captured if c.log_only]
-        if logs:
-            self.triggers_done = threading.Event()
-
-        def work(db: Adapter, catalog: Catalog) -> None:
-            try:
-                _capture.drop_log_triggers(db, logs, self.triggers_gone)
-            finally:
-                if self.triggers_done is not None:
-                    self.triggers_done.set()
-            if snaps:
-                raise_counters_early(db, catalog, snaps)
-
-        side.submit(work)
+        if self.side is not None and snaps:
+            self.side.submit(lambda db, catalog: raise_counters_early(db, catalog, snaps))
 
     def _stop_hold(self) -> None:
         """The ETL is over: the captured tables' DDL hold ends (a rollback or the triggers'
@@ -991,12 +988,15 @@ class _Side:
         self.db = db
         self.catalog = Catalog(db, catalog_schema)
         self.session: int | None = getattr(db, "session_id", None)  # not one the rollback waits for
-        self.jobs: queue.Queue[Callable[[Adapter, Catalog], object] | None] = queue.Queue()
+        self.jobs: queue.Queue[tuple[Callable[[Adapter, Catalog], object], threading.Event] | None] = (
+            queue.Queue()
+        )
         self.thread = threading.Thread(target=self._work, name="etlguard-side", daemon=True)
         self.thread.start()
 
     def _work(self) -> None:
-        while (job := self.jobs.get()) is not None:
+        while (item := self.jobs.get()) is not None:
+            job, done = item
             try:
                 job(self.db, self.catalog)
             except EtlguardError:
@@ -1004,11 +1004,15 @@ class _Side:
             except Exception:  # a defect: logged, and the run does the work itself
                 log.exception("etlguard's side session job failed")
             finally:
+                done.set()
                 self.jobs.task_done()
         self.jobs.task_done()
 
-    def submit(self, job: Callable[[Adapter, Catalog], object]) -> None:
-        self.jobs.put(job)
+    def submit(self, job: Callable[[Adapter, Catalog], object]) -> threading.Event:
+        """Queue `job`; the event is set once it has ended, however."""
+        done = threading.Event()
+        self.jobs.put((job, done))
+        return done
 
     def join(self) -> None:
         """Until every job given so far is done."""
