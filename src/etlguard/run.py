@@ -211,6 +211,7 @@ class GuardedRun:
         self.started = time.monotonic()
         self.etl_started_wall = 0.0
         self.watch: WriteWatch | None = None
+        self._others: Callable[[], OthersReport | None] | None = None  # see _stop_watch_beside
         self.side: _Side | None = None  # a second session for work beside the run
         self.headroom: threading.Event | None = None  # set once the counters' headroom is done
         self.triggers_done: threading.Event | None = None  # set once the side session is done with
@@ -582,6 +583,7 @@ class GuardedRun:
                 self.result.others_source = out[0].source or f"not watched: {out[0].error}"
             return out[0]
 
+        self._others = report  # the `finally` of _finish closes its session, whatever happens
         return report
 
     def _started(self, etl: EtlProcess, pinger: _Keepalive) -> None:
@@ -635,6 +637,8 @@ class GuardedRun:
             return self.result
         finally:
             self._stop_watch()
+            if self._others is not None:
+                self._others()
             self.release()
 
     def _side_session(self) -> None:
