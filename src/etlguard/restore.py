@@ -388,9 +388,8 @@ def _refused_swap(
     """The swap failed. Where a view or a trigger the run added stood in its way, the database
     refused the whole statement and moved nothing: the restore ends as if refused before it
     began (its journal entry failed; the records of what it would have displaced, whose tables
-    never came to be, deleted) and
-    says why (check_swappable raises). Any other failure is left to `recover`, which finds
-    out what the swap did."""
+    never came to be, deleted) and says why (check_swappable raises). Any other failure is
+    left to `recover`, which finds out what the swap did."""
     try:
         check_swappable(db, steps, aside)
     except RestoreFailed:
